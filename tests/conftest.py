@@ -1,0 +1,32 @@
+"""Test set-up: offline hub, and a fresh cache and data root for the session unless the caller set them.
+
+A fresh cache means the classroom CLIP is pre-trained once per test session (about 2 minutes), so the
+accuracy test always judges what the current code produces. Set ZSR_LAB_CACHE to reuse a cache while iterating.
+"""
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
+_session_dir = tempfile.mkdtemp(prefix="zsr_lab_tests_")
+os.environ.setdefault("ZSR_LAB_CACHE", os.path.join(_session_dir, "cache"))
+os.environ.setdefault("ZSR_LAB_DATA", os.path.join(_session_dir, "data"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import zsr_lab as zl  # noqa: E402
+from zsr_lab.models import CLASSROOM_MODEL  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def classroom_clip():
+    """The pre-trained classroom CLIP (trained on first use in this session's cache)."""
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    return zl.load_clip(CLASSROOM_MODEL, "zsr_lab", device="cpu")
+
+
+@pytest.fixture()
+def random_classroom_clip():
+    """The classroom architecture with random weights: fast, for shape and wiring tests."""
+    torch.manual_seed(0)
+    return zl.load_clip(CLASSROOM_MODEL, None, device="cpu")

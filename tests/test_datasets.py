@@ -1,0 +1,129 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zsr_lab as zl
+from zsr_lab import classroom_data, datasets
+
+EXPECTED_CLASSES = {
+    "tiny_imagenet": 200, "cifar10": 10, "cifar100": 100, "stl10": 10, "sun397": 397, "food101": 101,
+    "oxford_pets": 37, "flowers102": 102, "dtd": 47, "eurosat": 10, "fgvc_aircraft": 100, "imagenet": 1000,
+    "caltech101": 101, "caltech256": 257, "stanford_cars": 196, "pcam": 2, "tiny_imagenet_train": 200,
+    "imagenet_train": 1000, "fashion_mnist": 10, "fashion_mnist_train": 10, "digits": 10, "textures": 3, "faces": 2,
+}
+
+
+def test_benchmark_has_the_16_protocol_datasets_in_table_order():
+    assert len(zl.BENCHMARK_DATASETS) == 16
+    assert zl.BENCHMARK_DATASETS[0] == "tiny_imagenet" and zl.BENCHMARK_DATASETS[-1] == "pcam"
+    assert set(zl.list_datasets("full")) >= set(zl.BENCHMARK_DATASETS)
+    assert set(zl.list_datasets("classroom")) >= set(zl.CLASSROOM_DATASETS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CLASSES))
+def test_every_dataset_has_names_templates_and_split(name):
+    spec = zl.get_spec(name)
+    assert len(spec.classnames) == EXPECTED_CLASSES[name]
+    assert len(spec.class_keys) == len(set(spec.class_keys)) == EXPECTED_CLASSES[name]
+    assert spec.split and spec.title and spec.layout
+    assert all("{}" in t for t in spec.templates)
+    assert spec.transform in ("resize", "resize_crop")
+    for class_name in spec.classnames:
+        assert class_name and class_name == class_name.strip()
+        assert not re.search(r"[_/]|  ", class_name), class_name
+        assert class_name == class_name.lower(), class_name
+
+
+def test_protocol_templates_and_transforms():
+    assert zl.get_spec("food101").templates == ("A photo of {}, a type of food.",)
+    assert zl.get_spec("eurosat").classnames[0] == "annual crop land"
+    assert zl.get_spec("stanford_cars").classnames[0] == "am general hummer suv"  # year stripped
+    assert {zl.get_spec(n).transform for n in ("cifar10", "cifar100", "stl10")} == {"resize"}
+    assert {zl.get_spec(n).transform for n in zl.BENCHMARK_DATASETS[4:]} == {"resize_crop"}
+
+
+def test_unknown_dataset_lists_the_choices():
+    with pytest.raises(ValueError, match="Did you mean 'cifar10'") as info:
+        zl.get_spec("cifar-10")
+    assert "imagenet" in str(info.value) and "fashion_mnist" in str(info.value)
+    with pytest.raises(TypeError, match="must be a string"):
+        zl.get_spec(10)
+
+
+@pytest.mark.parametrize("name, hint", [("cifar10", "download=True"), ("imagenet", "ILSVRC2012_devkit_t12"),
+                                        ("tiny_imagenet", "val_annotations.txt")])
+def test_missing_data_names_the_layout_and_the_fix(name, hint, tmp_path):
+    with pytest.raises(zl.DatasetNotFoundError) as info:
+        zl.load_dataset(name, data_root=tmp_path)
+    message = str(info.value)
+    assert hint in message and str(tmp_path) in message and "What to do" in message
+
+
+def _fake_tiny_imagenet(root, wnids):
+    base = root / "tiny-imagenet-200"
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(reversed(wnids)))  # file order must not matter
+    rows = []
+    for i, wnid in enumerate(wnids[:5]):
+        Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(base / "val" / "images" / f"val_{i}.JPEG")
+        rows.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(rows))
+    for wnid in wnids:
+        (base / "train" / wnid / "images").mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(base / "train" / wnid / "images" / f"{wnid}_0.JPEG")
+
+
+def test_tiny_imagenet_val_is_labelled_from_annotations(tmp_path):
+    wnids = zl.get_spec("tiny_imagenet").class_keys
+    _fake_tiny_imagenet(tmp_path, wnids)
+    val = zl.load_dataset("tiny_imagenet", data_root=tmp_path, verbose=False)
+    assert len(val) == 5
+    assert [val[i][1] for i in range(5)] == [0, 1, 2, 3, 4]  # sorted wnids → labels
+    image, _ = val[0]
+    assert image.shape == (3, 224, 224) and 0 <= image.min() and image.max() <= 1
+    train = zl.load_dataset("tiny_imagenet_train", data_root=tmp_path, verbose=False)
+    assert len(train) == 200 and train[3][1] == 3
+
+
+def test_class_list_mismatch_is_reported(tmp_path):
+    wnids = zl.get_spec("tiny_imagenet").class_keys
+    _fake_tiny_imagenet(tmp_path, wnids[:199])
+    with pytest.raises(datasets.DatasetLayoutError, match="199 classes but zsr_lab registers 200"):
+        zl.load_dataset("tiny_imagenet_train", data_root=tmp_path, verbose=False)
+
+
+def test_transforms_follow_the_protocol():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    crop = datasets.build_transform(zl.get_spec("food101"), 224)(image)
+    square = datasets.build_transform(zl.get_spec("cifar10"), 224)(image.resize((32, 32)))
+    assert crop.shape == square.shape == (3, 224, 224)
+    native = datasets.build_transform(zl.get_spec("cifar10"), 224, resolution="native")(image.resize((32, 32)))
+    assert native.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="only applies"):
+        datasets.build_transform(zl.get_spec("food101"), 224, resolution="native")
+    grey = datasets.build_transform(zl.get_spec("digits"), 28)(Image.new("L", (8, 8), 255))
+    assert grey.shape == (3, 28, 28) and torch.allclose(grey, torch.ones_like(grey))
+
+
+@pytest.mark.parametrize("loader, n_train, n_test", [(classroom_data.digits, 898, 899),
+                                                     (classroom_data.textures, 1827, 135),
+                                                     (classroom_data.faces, 100, 100)])
+def test_classroom_splits_are_disjoint_and_stratified(loader, n_train, n_test):
+    train, test = loader("train"), loader("test")
+    assert (len(train), len(test)) == (n_train, n_test)
+    assert set(np.unique(train.labels)) == set(np.unique(test.labels)) == set(range(len(train.classes)))
+    train_bytes = {img.tobytes() for img in train.images}
+    assert not any(img.tobytes() in train_bytes for img in test.images)
+
+
+@pytest.mark.skipif(not classroom_data.DEBIAN_FASHION_MNIST.is_dir(),
+                    reason="needs the Debian/Ubuntu package dataset-fashion-mnist (offline Fashion-MNIST)")
+def test_fashion_mnist_from_the_debian_package(tmp_path):
+    test = zl.load_dataset("fashion_mnist", data_root=tmp_path, image_size=28, verbose=False)
+    train = zl.load_dataset("fashion_mnist_train", data_root=tmp_path, image_size=28, verbose=False)
+    assert (len(train), len(test)) == (60000, 10000)
+    image, label = test[0]
+    assert image.shape == (3, 28, 28) and label == 9  # the first test image is an ankle boot

@@ -1,0 +1,18 @@
+"""zsr_lab: zero-shot adversarial robustness of CLIP — the companion package of the book.
+
+One import gives the flat API the chapters build up::
+
+    import zsr_lab as zl
+    scale = zl.get_scale("classroom")            # or "full"
+    clip = zl.load_clip(scale.model_name, scale.pretrained)
+    table = zl.evaluate_zero_shot(clip, scale.eval_datasets)
+"""
+from .classifier import dataset_classifier, zero_shot_classifier
+from .datasets import (BENCHMARK_DATASETS, CLASSROOM_DATASETS, DatasetNotFoundError, get_spec,
+                       list_datasets, load_dataset)
+from .evaluation import evaluate_zero_shot, with_mean, zero_shot_accuracy
+from .models import (ImageFeatures, WeightsUnavailableError, ZeroShotCLIP, freeze, frozen_copy, load_clip,
+                     train_image_tower_only)
+from .scales import Scale, get_scale
+
+__version__ = "0.1.0"

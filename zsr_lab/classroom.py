@@ -1,0 +1,185 @@
+"""The classroom CLIP: a small open_clip model that zsr_lab pre-trains itself, contrastively, on real images.
+
+It plays "pre-trained CLIP" at classroom scale. Images come from the training splits of the four classroom
+datasets (Fashion-MNIST, digits, textures, faces); each image is paired with templated captions of its class
+("a black and white photo of a sneaker", "a picture of a handwritten digit seven", ...). Training is CLIP's
+symmetric image–text contrastive loss, with one change forced by templated captions: many images in a batch
+share a class, so every caption of the image's class counts as a positive (a multi-positive InfoNCE over the
+bank of all captions) instead of treating identical captions as negatives.
+
+The checkpoint is deterministic given its config and seed, and cached under ``<cache>/classroom/``, keyed by a
+hash of everything that shapes it. The logit scale is fixed at 100, as for the OpenAI weights, so the
+100-scaled logits of the protocol mean the same at both scales.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import classroom_data, datasets, settings
+from .models import CLASSROOM_MODEL
+
+FORMAT_VERSION = 1  # bump when the pre-training code changes what a config produces
+
+CAPTION_TEMPLATES = ("a photo of a {}.", "This is a photo of a {}", "a picture of a {}", "an image of a {}",
+                     "a black and white photo of a {}", "a low resolution photo of a {}")
+# How a class is named inside the generic captions above, per classroom dataset.
+CAPTION_PHRASES = {"fashion_mnist": "{}", "digits": "handwritten digit {}", "textures": "{} texture",
+                   "faces": "{}"}
+_TRAIN_SPLITS = {"fashion_mnist": classroom_data.fashion_mnist, "digits": classroom_data.digits,
+                 "textures": classroom_data.textures, "faces": classroom_data.faces}
+
+
+@dataclass(frozen=True)
+class ClassroomPretrainConfig:
+    """Everything that shapes the classroom CLIP checkpoint.
+
+    Attributes:
+        steps: optimisation steps (one batch each).
+        batch_size: images per step.
+        lr: peak AdamW learning rate (linear warm-up, then cosine to 0).
+        weight_decay: AdamW weight decay.
+        warmup_fraction: share of the steps spent warming up.
+        mixture: how often each dataset is drawn, as ``(name, weight)`` pairs.
+        seed: seeds the initial weights and the sampling order.
+    """
+
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    mixture: tuple[tuple[str, float], ...] = (("fashion_mnist", 0.55), ("digits", 0.2), ("textures", 0.15),
+                                              ("faces", 0.1))
+    seed: int = 0
+
+    def cache_key(self) -> str:
+        model_cfg = open_clip.get_model_config(CLASSROOM_MODEL)
+        blob = json.dumps({"config": asdict(self), "model": model_cfg, "templates": CAPTION_TEMPLATES,
+                           "phrases": CAPTION_PHRASES, "version": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class CaptionBank:
+    """All captions, tokenised once, with the global class (dataset, label) each one describes."""
+
+    tokens: torch.Tensor
+    caption_class: torch.Tensor
+    captions: list[str] = field(repr=False)
+
+
+def captions_for(dataset: str) -> list[list[str]]:
+    """For each class of a classroom dataset, its training captions (generic templates + its own template)."""
+    spec = datasets.get_spec(dataset)
+    phrase = CAPTION_PHRASES[dataset]
+    return [[t.format(phrase.format(name)) for t in CAPTION_TEMPLATES] + [t.format(name) for t in spec.templates]
+            for name in spec.classnames]
+
+
+def multi_positive_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, image_class: torch.Tensor,
+                             text_class: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where every (image, text) pair of the same class is a positive.
+
+    Image→text: cross-entropy against the uniform distribution over the captions of the image's class.
+    Text→image: the same over the images of the caption's class, for captions whose class is in the batch.
+    """
+    logits = scale * F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
+    positive = (image_class[:, None] == text_class[None, :]).float()
+    image_to_text = -(positive / positive.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    present = positive.sum(0) > 0
+    cols = positive[:, present]
+    text_to_image = -(cols / cols.sum(0, keepdim=True) * logits[:, present].log_softmax(0)).sum(0).mean()
+    return (image_to_text + text_to_image) / 2
+
+
+def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
+    """Images, global class ids and per-image sampling weights, plus the caption bank."""
+    tokenizer = open_clip.get_tokenizer(CLASSROOM_MODEL)
+    images, classes, weights, captions, caption_class = [], [], [], [], []
+    offset = 0
+    for name, weight in config.mixture:
+        transform = datasets.build_transform(datasets.get_spec(name), image_size)
+        loader = _TRAIN_SPLITS[name]
+        split = (loader(settings.data_root(data_root), "train", transform, True) if name == "fashion_mnist"
+                 else loader("train", transform))
+        x, y = classroom_data.as_tensors(split)
+        images.append(x)
+        classes.append(y + offset)
+        weights.append(torch.full((len(y),), weight / len(y)))
+        for label, texts in enumerate(captions_for(name)):
+            captions += texts
+            caption_class += [offset + label] * len(texts)
+        offset += len(datasets.get_spec(name).classnames)
+    bank = CaptionBank(tokenizer(captions), torch.tensor(caption_class), captions)
+    return torch.cat(images), torch.cat(classes), torch.cat(weights), bank
+
+
+def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainConfig(), *, data_root=None,
+                            progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Pre-train the classroom CLIP from scratch on CPU; returns the open_clip model and a training record."""
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = open_clip.create_model(CLASSROOM_MODEL, pretrained=None)
+    model.logit_scale.requires_grad_(False)  # fixed at 100, like the OpenAI weights
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (open_clip.OPENAI_DATASET_MEAN,
+                                                             open_clip.OPENAI_DATASET_STD))
+    images, classes, weights, bank = _training_data(config, data_root, model.visual.image_size[0])
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, round(config.warmup_fraction * config.steps))
+
+    def lr_factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.steps - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    losses = []
+    for _ in tqdm(range(config.steps), desc="pre-training the classroom CLIP", disable=not progress):
+        batch = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator)
+        image_emb = model.encode_image((images[batch] - mean) / std)
+        text_emb = model.encode_text(bank.tokens)
+        loss = multi_positive_clip_loss(image_emb, text_emb, classes[batch], bank.caption_class,
+                                        model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    record = {"config": asdict(config), "seconds": time.perf_counter() - start, "final_loss": losses[-1],
+              "first_loss": losses[0], "n_images": len(classes), "n_captions": len(bank.captions)}
+    return model, record
+
+
+def checkpoint_path(config: ClassroomPretrainConfig = ClassroomPretrainConfig(), cache_dir=None) -> Path:
+    """Where the checkpoint of this config lives (whether or not it exists yet)."""
+    return settings.cache_dir(cache_dir) / "classroom" / f"{CLASSROOM_MODEL}-{config.cache_key()}.pt"
+
+
+def pretrained_checkpoint(config: ClassroomPretrainConfig = ClassroomPretrainConfig(), *, cache_dir=None,
+                          data_root=None, progress: bool = True) -> Path:
+    """The cached checkpoint of the classroom CLIP; pre-trains it (about 2 minutes on 2 CPU cores) if missing."""
+    path = checkpoint_path(config, cache_dir)
+    if not path.exists():
+        print(f"No cached classroom CLIP for this config: pre-training it once (cached at {path}).")
+        with torch.random.fork_rng(devices=[]):
+            model, record = pretrain_classroom_clip(config, data_root=data_root, progress=progress)
+        settings.atomic_save({"state_dict": model.state_dict(), "record": record}, path)
+        print(f"Pre-trained in {record['seconds']:.0f} s (contrastive loss {record['first_loss']:.2f} → "
+              f"{record['final_loss']:.2f}).")
+    return path

@@ -1,0 +1,320 @@
+"""The dataset registry: the 16-dataset zero-shot benchmark, the training sets, and the classroom datasets.
+
+Every entry fixes the split, the class names (data files in ``zsr_lab/classnames``, one ``key<TAB>name`` line
+per class in label order), the prompt template(s) and the transform of the protocol. Datasets load through
+torchvision below one data root (``settings.data_root``); where torchvision can download a dataset,
+``download=True`` does it, and where it cannot, the error names the folder layout to create.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torchvision.datasets as tvd
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from . import classroom_data, settings
+
+TGA_TEMPLATE = "This is a photo of a {}"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A registered dataset is not on disk where zsr_lab looked for it."""
+
+
+class DatasetLayoutError(RuntimeError):
+    """A dataset was found but its classes differ from the registered class list."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset.
+
+    Attributes:
+        name: registry key.
+        title: human-readable name.
+        scale: ``"full"`` or ``"classroom"``.
+        split: the split the protocol uses.
+        templates: prompt template(s); ``"{}"`` means the class names already are full sentences.
+        transform: ``"resize"`` (square resize) or ``"resize_crop"`` (resize the short side, centre crop).
+        folder: where the files are expected below the data root.
+        layout: the expected folder layout, for error messages.
+        downloadable: torchvision can download it (``download=True``).
+        class_file: the class-name file (a training split shares its test split's file).
+    """
+
+    name: str
+    title: str
+    scale: str
+    split: str
+    templates: tuple[str, ...]
+    transform: str
+    folder: str
+    layout: str
+    downloadable: bool
+    class_file: str
+    build: Callable = None  # (root, transform, download) -> (dataset, class keys or None)
+
+    @property
+    def classnames(self) -> list[str]:
+        """Prompt-ready class names in label order."""
+        return [name for _, name in _class_table(self.class_file)]
+
+    @property
+    def class_keys(self) -> list[str]:
+        """The dataset's own class identifiers (wnids, folder names, ...) in label order."""
+        return [key for key, _ in _class_table(self.class_file)]
+
+
+@functools.cache
+def _class_table(name: str) -> tuple[tuple[str, str], ...]:
+    path = Path(__file__).parent / "classnames" / f"{name}.tsv"
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return tuple((key, value) for key, value in rows)
+
+
+def _to_rgb(image):
+    return image.convert("RGB")
+
+
+def build_transform(spec: DatasetSpec, image_size: int, resolution: str = "protocol"):
+    """The protocol transform at ``image_size`` (224 at full scale), ending in ``ToTensor`` (no Normalize).
+
+    ``resolution="native"`` keeps CIFAR/STL at their own size; the model then upsamples inside (TeCoA/FARE).
+    """
+    if resolution == "native":
+        if spec.transform != "resize":
+            raise ValueError(f"resolution='native' only applies to the square-resized datasets "
+                             f"(CIFAR-10/100, STL-10), not {spec.name!r}")
+        return transforms.Compose([transforms.Lambda(_to_rgb), transforms.ToTensor()])
+    if resolution != "protocol":
+        raise ValueError(f"resolution must be 'protocol' or 'native', got {resolution!r}")
+    if spec.transform == "resize":
+        resize = [transforms.Resize((image_size, image_size))]
+    else:  # Resize(256) -> CenterCrop(224), scaled to the model's resolution
+        resize = [transforms.Resize(round(image_size * 256 / 224)), transforms.CenterCrop(image_size)]
+    return transforms.Compose([transforms.Lambda(_to_rgb), *resize, transforms.ToTensor()])
+
+
+# ---- builders: each returns (dataset, the class keys it exposes or None) --------------------------------
+
+def _classes(attr: str = "classes"):
+    def keys(dataset):
+        return list(getattr(dataset, attr, None) or []) or None
+    return keys
+
+
+def _torchvision(cls, keys=_classes(), **kwargs):
+    def build(root, transform, download):
+        dataset = cls(root, transform=transform, download=download, **kwargs)
+        return dataset, keys(dataset)
+    return build
+
+
+def _no_download(cls, subfolder: str = "", keys=_classes(), **kwargs):
+    def build(root, transform, download):
+        dataset = cls(Path(root) / subfolder, transform=transform, **kwargs)
+        return dataset, keys(dataset)
+    return build
+
+
+def _pcam(root, transform, download):
+    try:
+        import h5py  # noqa: F401  (torchvision's PCAM reads HDF5)
+    except ImportError as err:
+        raise ImportError("PCAM needs h5py: pip install h5py (it is in requirements.txt)") from err
+    return tvd.PCAM(root, split="test", transform=transform, download=download), None
+
+
+class TinyImageNetVal(Dataset):
+    """Tiny-ImageNet val, labelled from ``val_annotations.txt`` (the unsorted val folder is one flat directory)."""
+
+    def __init__(self, root: Path, transform=None):
+        root = Path(root)
+        self.classes = sorted((root / "wnids.txt").read_text().split())
+        index = {wnid: i for i, wnid in enumerate(self.classes)}
+        rows = [line.split("\t")[:2] for line in (root / "val" / "val_annotations.txt").read_text().splitlines()
+                if line.strip()]
+        self.samples = [(root / "val" / "images" / file, index[wnid]) for file, wnid in rows]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        image = tvd.folder.default_loader(str(path))
+        return (self.transform(image) if self.transform else image), label
+
+
+def _tiny_imagenet(split: str):
+    def build(root, transform, download):
+        base = Path(root) / "tiny-imagenet-200"
+        if split == "val" and (base / "val" / "val_annotations.txt").exists():
+            dataset = TinyImageNetVal(base, transform)
+        else:  # train, or a val folder already sorted into one sub-folder per wnid
+            dataset = tvd.ImageFolder(base / split, transform=transform)
+        return dataset, dataset.classes
+    return build
+
+
+def _classroom(loader, split: str):
+    def build(root, transform, download):
+        if loader is classroom_data.fashion_mnist:
+            dataset = loader(root, split, transform, download)
+        else:
+            dataset = loader(split, transform)
+        return dataset, list(dataset.classes)
+    return build
+
+
+_IMAGENET_LAYOUT = ("imagenet/ holding ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar (and "
+                    "ILSVRC2012_img_train.tar for training); torchvision unpacks them on first use")
+_TINY_LAYOUT = ("tiny-imagenet-200/ as unzipped from tiny-imagenet-200.zip: wnids.txt, words.txt, "
+                "train/<wnid>/images/*.JPEG, val/images/*.JPEG with val/val_annotations.txt "
+                "(or val/<wnid>/ folders if you sorted val yourself)")
+
+
+def _spec(name, title, split, template, transform, folder, layout, downloadable, build, scale="full"):
+    templates = template if isinstance(template, tuple) else (template,)
+    return DatasetSpec(name, title, scale, split, templates, transform, folder, layout, downloadable,
+                       name.removesuffix("_train"), build)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
+    # --- the 16-dataset benchmark, in table order -------------------------------------------------------
+    _spec("tiny_imagenet", "Tiny-ImageNet", "val (10k)", TGA_TEMPLATE, "resize_crop", "tiny-imagenet-200",
+          _TINY_LAYOUT, False, _tiny_imagenet("val")),
+    _spec("cifar10", "CIFAR-10", "test", TGA_TEMPLATE, "resize", "cifar-10-batches-py",
+          "cifar-10-batches-py/ (torchvision layout)", True, _torchvision(tvd.CIFAR10, train=False)),
+    _spec("cifar100", "CIFAR-100", "test", TGA_TEMPLATE, "resize", "cifar-100-python",
+          "cifar-100-python/ (torchvision layout)", True, _torchvision(tvd.CIFAR100, train=False)),
+    _spec("stl10", "STL-10", "test", TGA_TEMPLATE, "resize", "stl10_binary",
+          "stl10_binary/ (torchvision layout)", True, _torchvision(tvd.STL10, split="test")),
+    _spec("sun397", "SUN397", "whole dataset", TGA_TEMPLATE, "resize_crop", "SUN397",
+          "SUN397/ClassName.txt and SUN397/<letter>/<class>/*.jpg", True, _torchvision(tvd.SUN397)),
+    _spec("food101", "Food101", "test", "A photo of {}, a type of food.", "resize_crop", "food-101",
+          "food-101/meta and food-101/images", True, _torchvision(tvd.Food101, split="test")),
+    _spec("oxford_pets", "Oxford-IIIT Pets", "test", "A photo of a {}, a type of pet.", "resize_crop",
+          "oxford-iiit-pet", "oxford-iiit-pet/images and oxford-iiit-pet/annotations", True,
+          _torchvision(tvd.OxfordIIITPet, split="test", target_types="category")),
+    _spec("flowers102", "Flowers102", "test", "A photo of a {}, a type of flower.", "resize_crop",
+          "flowers-102", "flowers-102/jpg, imagelabels.mat, setid.mat", True,
+          _torchvision(tvd.Flowers102, split="test")),
+    _spec("dtd", "DTD", "test, partition 1", "A surface with a {} texture.", "resize_crop", "dtd",
+          "dtd/dtd/images and dtd/dtd/labels", True, _torchvision(tvd.DTD, split="test", partition=1)),
+    _spec("eurosat", "EuroSAT", "whole dataset", "A centered satellite photo of {}.", "resize_crop",
+          "eurosat", "eurosat/2750/<class>/*.jpg", True, _torchvision(tvd.EuroSAT)),
+    _spec("fgvc_aircraft", "FGVC-Aircraft", "test", "A photo of a {}, a type of aircraft.", "resize_crop",
+          "fgvc-aircraft-2013b", "fgvc-aircraft-2013b/data (variants.txt, images/)", True,
+          _torchvision(tvd.FGVCAircraft, split="test", annotation_level="variant")),
+    _spec("imagenet", "ImageNet", "val (50k)", TGA_TEMPLATE, "resize_crop", "imagenet", _IMAGENET_LAYOUT,
+          False, _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="val")),
+    _spec("caltech101", "Caltech-101", "whole dataset", TGA_TEMPLATE, "resize_crop", "caltech101",
+          "caltech101/101_ObjectCategories/<category>/*.jpg", True,
+          _torchvision(tvd.Caltech101, keys=_classes("categories"), target_type="category")),
+    _spec("caltech256", "Caltech-256", "whole dataset", "A photo of a {}.", "resize_crop", "caltech256",
+          "caltech256/256_ObjectCategories/<NNN.category>/*.jpg", True,
+          _torchvision(tvd.Caltech256, keys=_classes("categories"))),
+    _spec("stanford_cars", "Stanford Cars", "test", "A photo of a {}.", "resize_crop", "stanford_cars",
+          "stanford_cars/ with devkit/, cars_test/ and cars_test_annos_withlabels.mat (torchvision's layout; "
+          "the original download links are gone, use a mirror)", False,
+          _no_download(tvd.StanfordCars, split="test")),
+    _spec("pcam", "PCAM", "test", "{}", "resize_crop", "pcam",
+          "pcam/camelyonpatch_level_2_split_test_{x,y}.h5", True, _pcam),
+    # --- training sets ---------------------------------------------------------------------------------
+    _spec("tiny_imagenet_train", "Tiny-ImageNet (train)", "train (100k)", TGA_TEMPLATE, "resize_crop",
+          "tiny-imagenet-200", _TINY_LAYOUT, False, _tiny_imagenet("train")),
+    _spec("imagenet_train", "ImageNet (train)", "train (1.28M)", TGA_TEMPLATE, "resize_crop", "imagenet",
+          _IMAGENET_LAYOUT, False, _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="train")),
+    # --- classroom scale: real data that ships offline ------------------------------------------------
+    _spec("fashion_mnist", "Fashion-MNIST", "test (10k)", TGA_TEMPLATE, "resize", "FashionMNIST",
+          "FashionMNIST/raw/ (idx files), or the Debian/Ubuntu package dataset-fashion-mnist", True,
+          _classroom(classroom_data.fashion_mnist, "test"), scale="classroom"),
+    _spec("fashion_mnist_train", "Fashion-MNIST (train)", "train (60k)", TGA_TEMPLATE, "resize",
+          "FashionMNIST", "FashionMNIST/raw/ (idx files), or the Debian/Ubuntu package dataset-fashion-mnist",
+          True, _classroom(classroom_data.fashion_mnist, "train"), scale="classroom"),
+    _spec("digits", "Digits (scikit-learn)", "test half (899)", "A photo of the handwritten digit {}.",
+          "resize", "", "ships with scikit-learn", False, _classroom(classroom_data.digits, "test"),
+          scale="classroom"),
+    _spec("textures", "Textures (scikit-image)", "test crops (135)", "A surface with a {} texture.", "resize",
+          "", "ships with scikit-image", False, _classroom(classroom_data.textures, "test"), scale="classroom"),
+    _spec("faces", "Faces (scikit-image LFW subset)", "test half (100)", "A close-up photo of a {}.", "resize",
+          "", "ships with scikit-image", False, _classroom(classroom_data.faces, "test"), scale="classroom"),
+]}
+
+BENCHMARK_DATASETS: tuple[str, ...] = (
+    "tiny_imagenet", "cifar10", "cifar100", "stl10", "sun397", "food101", "oxford_pets", "flowers102", "dtd",
+    "eurosat", "fgvc_aircraft", "imagenet", "caltech101", "caltech256", "stanford_cars", "pcam")
+CLASSROOM_DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "textures", "faces")
+
+
+def list_datasets(scale: str | None = None) -> list[str]:
+    """Registered dataset names, optionally only those of one scale (``"full"`` or ``"classroom"``)."""
+    return [name for name, spec in _REGISTRY.items() if scale is None or spec.scale == scale]
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry for ``name``; an unknown name raises a ``ValueError`` listing the choices."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}.{hint} Choose one of: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def load_dataset(name: str, *, data_root=None, image_size: int = 224, download: bool = False,
+                 resolution: str = "protocol", verbose: bool = True) -> Dataset:
+    """Load a registered dataset with its protocol split and transform; images come out in [0, 1].
+
+    Arguments:
+        name: registry key (``list_datasets()``).
+        data_root: the one data root (default ``settings.data_root()``); each dataset has its own sub-folder.
+        image_size: the model's input resolution (224 for ViT-B/32, 28 for the classroom CLIP).
+        download: let torchvision download what it can (needs internet).
+        resolution: ``"protocol"`` or ``"native"`` (CIFAR/STL at their own size, upsampled in the model).
+        verbose: print a one-line summary of what was loaded.
+
+    Raises:
+        ValueError: unknown name or option.
+        DatasetNotFoundError: files missing; the message names the expected layout and how to get them.
+        DatasetLayoutError: the files' class list differs from the registered one.
+    """
+    spec = get_spec(name)
+    root = settings.data_root(data_root)
+    transform = build_transform(spec, image_size, resolution)
+    try:
+        dataset, keys = spec.build(root, transform, download and spec.downloadable)
+    except (RuntimeError, FileNotFoundError, OSError) as err:
+        how = ("pass download=True (needs internet) to let torchvision fetch it, or place the files there"
+               if spec.downloadable else "download it yourself and place the files there")
+        raise DatasetNotFoundError(
+            f"{spec.title} not found under {root / spec.folder} ({err}).\nExpected layout below the data root "
+            f"{root}: {spec.layout}.\nWhat to do: {how}; or point data_root (or $ZSR_LAB_DATA) at the folder "
+            f"that holds it.") from err
+    _check_classes(spec, keys, root)
+    if verbose:
+        template = " | ".join(spec.templates)
+        print(f"{spec.title} [{spec.split}]: {len(dataset):,} images, {len(spec.classnames)} classes, "
+              f"template {template!r}, transform {spec.transform} at {image_size}px")
+    return dataset
+
+
+def _check_classes(spec: DatasetSpec, keys, root: Path) -> None:
+    expected = spec.class_keys
+    if keys is None:
+        return
+    keys = [str(k) for k in keys]
+    if keys != expected:
+        first = next((i for i, (a, b) in enumerate(zip(keys, expected)) if a != b), min(len(keys), len(expected)))
+        raise DatasetLayoutError(
+            f"{spec.title} under {root} has {len(keys)} classes but zsr_lab registers {len(expected)}; first "
+            f"difference at label {first}: found {keys[first] if first < len(keys) else None!r}, registered "
+            f"{expected[first] if first < len(expected) else None!r}. Check that the folder holds the "
+            f"unmodified dataset ({spec.layout}).")

@@ -1,0 +1,219 @@
+"""CLIP models at both scales, wrapped as zero-shot classifiers over [0,1] images.
+
+Every method in zsr_lab talks to CLIP through :class:`ZeroShotCLIP`: it takes images in [0,1] pixel space
+(where attacks and ε live), resizes and normalises *inside*, and returns the image embedding, the
+100-scaled zero-shot logits against a class-embedding matrix, and all last-layer tokens projected into the
+joint space (what the text-guided attention methods need), all from one forward pass of the image tower.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import settings
+
+DEFAULT_MODEL = "ViT-B-32-quickgelu"
+DEFAULT_PRETRAINED = "openai"
+CLASSROOM_MODEL = "zsr-classroom-vit"
+CLASSROOM_PRETRAINED = "zsr_lab"  # the tag of the checkpoint zsr_lab pre-trains itself
+
+# Make the classroom architecture a first-class open_clip model ("zsr-classroom-vit").
+open_clip.add_model_config(Path(__file__).parent / "model_configs")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained CLIP weights could not be fetched (offline machine, hub unreachable, unknown tag)."""
+
+
+@dataclass
+class ImageFeatures:
+    """What one forward pass of the image tower gives.
+
+    Attributes:
+        embedding: pooled image embedding in the joint space, unnormalised, ``[B, d]``.
+        tokens: the pooled (CLS) embedding followed by every patch token after ``ln_post``, projected into
+            the joint space, ``[B, 1 + P, d]`` (P = 49 for ViT-B/32 at 224).
+    """
+
+    embedding: torch.Tensor
+    tokens: torch.Tensor
+
+
+class ZeroShotCLIP(nn.Module):
+    """An open_clip CLIP model used as a zero-shot classifier over [0,1] images.
+
+    Arguments:
+        clip: an open_clip ``CLIP`` model.
+        tokenizer: its tokenizer (``open_clip.get_tokenizer``).
+        model_name: open_clip architecture name, recorded in every result.
+        pretrained: pretrained tag (or checkpoint file), recorded in every result.
+        mean, std: normalisation statistics of the pretrained model (CLIP's own, not ImageNet's).
+        resize_mode: interpolation used when images do not come at the model's resolution
+            (``"bicubic"``, as TeCoA and FARE upsample CIFAR/STL inside the model).
+
+    Shape:
+        - Input: ``[B, 3, H, W]`` in [0, 1] (``[B, 1, H, W]`` grey images are repeated to 3 channels).
+        - Output of ``forward``: ``[B, C]`` logits, ``C`` = rows of the class-embedding matrix.
+
+    Examples::
+
+        >>> clip = load_clip("ViT-B-32-quickgelu", "openai")
+        >>> clip.set_classifier(zero_shot_classifier(clip, ["cat", "dog"], ["This is a photo of a {}"]))
+        >>> clip(images).argmax(1)
+    """
+
+    def __init__(self, clip: nn.Module, tokenizer, *, model_name: str, pretrained: str | None,
+                 mean: Sequence[float], std: Sequence[float], resize_mode: str = "bicubic"):
+        super().__init__()
+        self.clip = clip
+        self.clip.visual.output_tokens = True  # one pass returns pooled embedding and patch tokens
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.resize_mode = resize_mode
+        self.image_size = tuple(clip.visual.image_size)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("class_embeddings", torch.empty(0, self.embed_dim), persistent=False)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.text_projection.shape[1]
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(logit_scale) of the model: 100 for the OpenAI weights and for the classroom CLIP."""
+        return self.clip.logit_scale.exp()
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[0,1] images → resized, normalised model input (differentiable, so attacks see through it)."""
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected images of shape [B, 3, H, W] (or [B, 1, H, W]) in [0, 1], "
+                             f"got {tuple(images.shape)}")
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode=self.resize_mode, align_corners=False)
+        return (images - self.mean) / self.std
+
+    def encode_image_tokens(self, images: torch.Tensor) -> ImageFeatures:
+        """Pooled embedding and all projected last-layer tokens of [0,1] images, in one forward pass."""
+        pooled, patches = self.clip.visual(self.preprocess(images))
+        # open_clip returns patch tokens after ln_post but unprojected: map them into the joint space.
+        tokens = torch.cat([pooled.unsqueeze(1), patches @ self.clip.visual.proj], dim=1)
+        return ImageFeatures(embedding=pooled, tokens=tokens)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Image embedding of [0,1] images, ``[B, d]`` (unnormalised unless ``normalize``)."""
+        pooled, _ = self.clip.visual(self.preprocess(images))
+        return F.normalize(pooled, dim=-1) if normalize else pooled
+
+    def encode_text(self, texts: Sequence[str], normalize: bool = True) -> torch.Tensor:
+        """Text embeddings of a list of strings, ``[len(texts), d]``."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        embedding = self.clip.encode_text(tokens)
+        return F.normalize(embedding, dim=-1) if normalize else embedding
+
+    def set_classifier(self, class_embeddings: torch.Tensor) -> "ZeroShotCLIP":
+        """Use these L2-normalised class embeddings (``[C, d]``) as the zero-shot classifier."""
+        if class_embeddings.dim() != 2 or class_embeddings.shape[1] != self.embed_dim:
+            raise ValueError(f"class embeddings must have shape [C, {self.embed_dim}], "
+                             f"got {tuple(class_embeddings.shape)}")
+        self.class_embeddings = class_embeddings.detach().to(self.device, torch.float32)
+        return self
+
+    def logits(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``logit_scale · norm(embedding) · Tᵀ`` against the current classifier."""
+        if self.class_embeddings.shape[0] == 0:
+            raise RuntimeError("no classifier set: call set_classifier(zero_shot_classifier(...)) first")
+        weights = self.class_embeddings.to(embedding.dtype)
+        return self.logit_scale.to(embedding.dtype) * F.normalize(embedding, dim=-1) @ weights.T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.encode_image(images))
+
+    def text_fingerprint(self) -> str:
+        """A hash of the text-tower weights, so cached classifiers follow a tuned text side."""
+        digest = hashlib.blake2b(digest_size=8)
+        for name, param in self.clip.named_parameters():
+            if name.startswith("visual.") or name.startswith("logit_"):
+                continue
+            digest.update(name.encode())
+            digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+
+def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, *,
+              device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
+              resize_mode: str = "bicubic") -> ZeroShotCLIP:
+    """Load an open_clip model with its pretrained weights as a :class:`ZeroShotCLIP`.
+
+    Arguments:
+        model_name: any open_clip architecture (``open_clip.list_models()``), e.g. ``"ViT-B-32-quickgelu"``,
+            or ``"zsr-classroom-vit"`` for the classroom CLIP.
+        pretrained: an open_clip tag (``"openai"``), a checkpoint file, ``"zsr_lab"`` for the classroom CLIP
+            (pre-trained and cached on first use), or ``None`` for random weights (same FLOPs, for benchmarks).
+        device: where to put the model (default: CUDA when available).
+        cache_dir: zsr_lab cache (classroom checkpoint); open_clip keeps its own hub cache.
+
+    Raises:
+        WeightsUnavailableError: the weights cannot be fetched; the message says what to do.
+        ValueError: unknown architecture.
+    """
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"unknown CLIP architecture {model_name!r}; choose one of open_clip.list_models(), "
+                         f"e.g. {DEFAULT_MODEL!r} (full scale) or {CLASSROOM_MODEL!r} (classroom scale)")
+    device = torch.device(device) if device is not None else settings.default_device()
+    weights = pretrained
+    if model_name == CLASSROOM_MODEL and pretrained == CLASSROOM_PRETRAINED:
+        from .classroom import pretrained_checkpoint  # the classroom CLIP needs this module's loader
+        weights = str(pretrained_checkpoint(cache_dir=cache_dir))
+    try:
+        clip = open_clip.create_model(model_name, pretrained=weights, device=device)
+    except RuntimeError as err:
+        if not pretrained or "Failed to download" not in str(err) and "not a known tag" not in str(err):
+            raise
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise WeightsUnavailableError(
+            f"could not load pretrained weights {pretrained!r} for {model_name!r}: {err}\n"
+            f"What to do: (1) on a machine with internet access, unset HF_HUB_OFFLINE and run again (weights "
+            f"are cached after the first download); (2) or download the checkpoint elsewhere and pass its file "
+            f"path as pretrained=...; (3) or work at classroom scale (scale='classroom'), which needs no "
+            f"download. Known tags for this model: {tags}") from err
+    clip.eval()
+    cfg = clip.visual.preprocess_cfg
+    logging.getLogger(__name__).info("loaded %s (%s) on %s", model_name, pretrained, device)
+    return ZeroShotCLIP(clip, open_clip.get_tokenizer(model_name), model_name=model_name,
+                        pretrained=pretrained, mean=cfg["mean"], std=cfg["std"], resize_mode=resize_mode)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Turn off gradients and put the module in eval mode; returns it."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def frozen_copy(model: ZeroShotCLIP) -> ZeroShotCLIP:
+    """A frozen deep copy: the pre-trained reference ``f_0`` that several losses compare against."""
+    return freeze(copy.deepcopy(model))
+
+
+def train_image_tower_only(model: ZeroShotCLIP) -> list[nn.Parameter]:
+    """Freeze the text tower and the logit scale, unfreeze the image tower; returns the trainable parameters."""
+    freeze(model)
+    model.clip.visual.requires_grad_(True)
+    return [p for p in model.clip.visual.parameters()]

@@ -1,0 +1,47 @@
+"""The two scales of the book: one parameter switches every chapter between them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import datasets
+from .models import CLASSROOM_MODEL, CLASSROOM_PRETRAINED, DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A scale: which CLIP, which fine-tuning set, which held-out zero-shot evaluation sets.
+
+    Attributes:
+        name: ``"classroom"`` or ``"full"``.
+        model_name, pretrained: the "pre-trained CLIP" (open_clip architecture and tag).
+        train_dataset: the fine-tuning set (Tiny-ImageNet at full scale).
+        eval_datasets: the zero-shot evaluation sets (the 16-dataset benchmark at full scale).
+        image_size: the model's input resolution.
+        batch_size: evaluation batch size.
+        description: one line for printouts.
+    """
+
+    name: str
+    model_name: str
+    pretrained: str
+    train_dataset: str
+    eval_datasets: tuple[str, ...]
+    image_size: int
+    batch_size: int
+    description: str
+
+
+SCALES = {
+    "classroom": Scale("classroom", CLASSROOM_MODEL, CLASSROOM_PRETRAINED, "fashion_mnist_train",
+                       datasets.CLASSROOM_DATASETS, 28, 512,
+                       "classroom scale: a small CLIP pre-trained by zsr_lab on real offline data, CPU, minutes"),
+    "full": Scale("full", DEFAULT_MODEL, DEFAULT_PRETRAINED, "tiny_imagenet_train", datasets.BENCHMARK_DATASETS,
+                  224, 256, "full scale: OpenAI CLIP ViT-B/32, the 16-dataset benchmark, GPU"),
+}
+
+
+def get_scale(name: str) -> Scale:
+    """The preset for ``"classroom"`` or ``"full"``."""
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}; choose 'classroom' (CPU, minutes) or 'full' (GPU, ViT-B/32)")
+    return SCALES[name]

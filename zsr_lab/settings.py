@@ -1,0 +1,41 @@
+"""Where zsr_lab reads datasets and keeps its caches, and which device it uses.
+
+Both folders can be set per call or once through an environment variable:
+
+- ``ZSR_LAB_DATA``  — the one data root; every dataset lives in its own sub-folder below it.
+- ``ZSR_LAB_CACHE`` — the classroom CLIP checkpoint and the zero-shot classifier cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DATA_ENV = "ZSR_LAB_DATA"
+CACHE_ENV = "ZSR_LAB_CACHE"
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """The data root: ``path`` if given, else ``$ZSR_LAB_DATA``, else ``~/.cache/zsr_lab/data``."""
+    chosen = path or os.environ.get(DATA_ENV) or Path.home() / ".cache" / "zsr_lab" / "data"
+    return Path(chosen).expanduser()
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``path`` if given, else ``$ZSR_LAB_CACHE``, else ``~/.cache/zsr_lab``."""
+    chosen = path or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "zsr_lab"
+    return Path(chosen).expanduser()
+
+
+def default_device() -> torch.device:
+    """The first CUDA device when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
