@@ -3,11 +3,14 @@
 A fresh cache means the classroom CLIP is pre-trained once per test session (about 2 minutes), so the
 accuracy test always judges what the current code produces. Set ZSR_LAB_CACHE to reuse a cache while iterating.
 """
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
 _session_dir = tempfile.mkdtemp(prefix="zsr_lab_tests_")
+atexit.register(shutil.rmtree, _session_dir, ignore_errors=True)
 os.environ.setdefault("ZSR_LAB_CACHE", os.path.join(_session_dir, "cache"))
 os.environ.setdefault("ZSR_LAB_DATA", os.path.join(_session_dir, "data"))
 

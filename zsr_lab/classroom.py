@@ -53,7 +53,7 @@ class ClassroomPretrainConfig:
         seed: seeds the initial weights and the sampling order.
     """
 
-    steps: int = 600
+    steps: int = 700
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import datasets
+from . import datasets, settings
 from .models import CLASSROOM_MODEL, CLASSROOM_PRETRAINED, DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 
@@ -29,6 +29,17 @@ class Scale:
     image_size: int
     batch_size: int
     description: str
+
+    def banner(self) -> str:
+        """Which scale, model and device a chapter runs at, and how to read its numbers."""
+        device = settings.default_device()
+        lines = [f"{self.description}", f"model {self.model_name} ({self.pretrained}) on {device}"]
+        if self.name == "classroom":
+            lines.append("Numbers are classroom-scale numbers: they show the phenomena, they do not reproduce "
+                         "the papers' tables.")
+        elif device.type != "cuda":
+            lines.append("No GPU found: full scale runs, but very slowly, on the CPU.")
+        return "\n".join(lines)
 
 
 SCALES = {

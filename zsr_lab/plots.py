@@ -1,0 +1,82 @@
+"""Figures the chapters draw (seaborn/matplotlib); every figure that shows numbers names its scale."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from . import datasets
+from .models import ZeroShotCLIP
+
+
+def show_examples(dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224,
+                  data_root=None, seed: int = 0):
+    """A grid of random test images, one row per dataset, titled with their class names."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(dataset_names), per_dataset, figsize=(1.6 * per_dataset, 1.9 * len(dataset_names)),
+                             squeeze=False)
+    for row, name in zip(axes, dataset_names):
+        data = datasets.load_dataset(name, data_root=data_root, image_size=image_size, verbose=False)
+        names = datasets.get_spec(name).classnames
+        for ax, index in zip(row, rng.choice(len(data), per_dataset, replace=False)):
+            image, label = data[int(index)]
+            ax.imshow(image.permute(1, 2, 0).numpy())
+            ax.set_title(names[label][:18], fontsize=8)
+            ax.axis("off")
+        row[0].text(-0.15, 0.5, datasets.get_spec(name).title, transform=row[0].transAxes, rotation=90,
+                    ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_similarity(class_embeddings: torch.Tensor, classnames: Sequence[str], *, title: str = "", ax=None):
+    """Heatmap of cosine similarities between the class text embeddings of a zero-shot classifier."""
+    similarity = (class_embeddings @ class_embeddings.T).cpu().numpy()
+    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    sns.heatmap(pd.DataFrame(similarity, index=classnames, columns=classnames), ax=ax, cmap="viridis",
+                square=True, cbar_kws={"label": "cosine similarity"})
+    ax.set_title(title)
+    return ax
+
+
+@torch.no_grad()
+def show_predictions(model: ZeroShotCLIP, images: torch.Tensor, labels: Sequence[int],
+                     classnames: Sequence[str], *, k: int = 3):
+    """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green)."""
+    probabilities = model(images.to(model.device)).softmax(dim=-1).cpu()
+    fig, axes = plt.subplots(2, len(images), figsize=(2.1 * len(images), 3.8), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.4, 1]})
+    for column, (image, label, probs) in enumerate(zip(images, labels, probabilities)):
+        axes[0, column].imshow(image.permute(1, 2, 0).numpy())
+        axes[0, column].set_title(classnames[label][:18], fontsize=8)
+        axes[0, column].axis("off")
+        top = probs.topk(min(k, len(classnames)))
+        colours = ["tab:green" if int(i) == label else "tab:gray" for i in top.indices]
+        ax = axes[1, column]
+        ax.barh(range(len(top.values)), top.values.numpy()[::-1], color=colours[::-1])
+        ax.set_yticks(range(len(top.values)), [classnames[int(i)][:14] for i in top.indices][::-1], fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, value: str = "accuracy",
+                  title: str = "Zero-shot accuracy", ax=None):
+    """Bar chart of accuracy per dataset (with the plain mean as its own bar), labelled with the scale."""
+    rows = table[table["dataset"] != "mean"]
+    ax = ax or plt.subplots(figsize=(max(5.0, 0.7 * rows["dataset"].nunique() + 2), 3.6))[1]
+    sns.barplot(data=rows, x="dataset", y=value, hue=hue, ax=ax)
+    mean = rows.groupby(hue)[value].mean() if hue else pd.Series({"": rows[value].mean()})
+    text = ", ".join(f"{k}: {v:.1f}" if k else f"{v:.1f}" for k, v in mean.items())
+    ax.set_title(f"{title} ({scale} scale) — mean {text} %")
+    ax.set_ylabel(f"{value} (%)")
+    ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", rotation=30)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.0f", fontsize=7)
+    return ax
