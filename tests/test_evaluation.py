@@ -9,7 +9,7 @@ def test_table_records_the_protocol_and_matches_a_manual_count(classroom_clip):
     table = zl.evaluate_zero_shot(classroom_clip, ["digits"], n_examples=200, seed=3, progress=False)
     row = table.iloc[0]
     assert list(table.columns) == ["model", "pretrained", "dataset", "split", "template", "n", "accuracy",
-                                   "attack", "seed"]
+                                   "attack", "precision", "seed"]
     assert (row.model, row.pretrained, row.dataset, row.n, row.seed) == ("zsr-classroom-vit", "zsr_lab",
                                                                           "digits", 200, 3)
     assert row.template == "A photo of the handwritten digit {}."
@@ -42,3 +42,11 @@ def test_with_mean_appends_the_plain_mean():
     table = pd.DataFrame({"dataset": ["a", "b"], "n": [10, 30], "accuracy": [50.0, 70.0]})
     total = zl.with_mean(table)
     assert total.iloc[-1].dataset == "mean" and total.iloc[-1].accuracy == 60.0 and total.iloc[-1].n == 40
+
+
+def test_bf16_autocast_agrees_with_fp32_and_bad_precision_is_rejected(classroom_clip):
+    fp32 = zl.evaluate_zero_shot(classroom_clip, "digits", progress=False).iloc[0]
+    bf16 = zl.evaluate_zero_shot(classroom_clip, "digits", precision="bf16", progress=False).iloc[0]
+    assert bf16.precision == "bf16" and abs(bf16.accuracy - fp32.accuracy) < 2.0
+    with pytest.raises(ValueError, match="precision must be one of"):
+        zl.evaluate_zero_shot(classroom_clip, "digits", precision="fp8")

@@ -82,9 +82,10 @@ class ZeroShotCLIP(nn.Module):
         self.pretrained = pretrained
         self.resize_mode = resize_mode
         self.image_size = tuple(clip.visual.image_size)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("class_embeddings", torch.empty(0, self.embed_dim), persistent=False)
+        device = clip.logit_scale.device  # buffers live where the model lives
+        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("class_embeddings", torch.empty(0, self.embed_dim, device=device), persistent=False)
 
     @property
     def embed_dim(self) -> int:

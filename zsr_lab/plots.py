@@ -25,7 +25,7 @@ def show_examples(dataset_names: Sequence[str], *, per_dataset: int = 6, image_s
         for ax, index in zip(row, rng.choice(len(data), per_dataset, replace=False)):
             image, label = data[int(index)]
             ax.imshow(image.permute(1, 2, 0).numpy())
-            ax.set_title(names[label][:18], fontsize=8)
+            ax.set_title(names[label][:24], fontsize=8)
             ax.axis("off")
         row[0].text(-0.15, 0.5, datasets.get_spec(name).title, transform=row[0].transAxes, rotation=90,
                     ha="right", va="center", fontsize=9)
@@ -48,17 +48,17 @@ def show_predictions(model: ZeroShotCLIP, images: torch.Tensor, labels: Sequence
                      classnames: Sequence[str], *, k: int = 3):
     """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green)."""
     probabilities = model(images.to(model.device)).softmax(dim=-1).cpu()
-    fig, axes = plt.subplots(2, len(images), figsize=(2.1 * len(images), 3.8), squeeze=False,
+    fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.0), squeeze=False,
                              gridspec_kw={"height_ratios": [1.4, 1]})
     for column, (image, label, probs) in enumerate(zip(images, labels, probabilities)):
         axes[0, column].imshow(image.permute(1, 2, 0).numpy())
-        axes[0, column].set_title(classnames[label][:18], fontsize=8)
+        axes[0, column].set_title(classnames[label][:24], fontsize=8)
         axes[0, column].axis("off")
         top = probs.topk(min(k, len(classnames)))
         colours = ["tab:green" if int(i) == label else "tab:gray" for i in top.indices]
         ax = axes[1, column]
         ax.barh(range(len(top.values)), top.values.numpy()[::-1], color=colours[::-1])
-        ax.set_yticks(range(len(top.values)), [classnames[int(i)][:14] for i in top.indices][::-1], fontsize=7)
+        ax.set_yticks(range(len(top.values)), [classnames[int(i)][:14] for i in top.indices][::-1], fontsize=8)
         ax.set_xlim(0, 1)
         ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
