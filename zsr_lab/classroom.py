@@ -35,8 +35,6 @@ CAPTION_TEMPLATES = ("a photo of a {}.", "This is a photo of a {}", "a picture o
 # How a class is named inside the generic captions above, per classroom dataset.
 CAPTION_PHRASES = {"fashion_mnist": "{}", "digits": "handwritten digit {}", "textures": "{} texture",
                    "faces": "{}"}
-_TRAIN_SPLITS = {"fashion_mnist": classroom_data.fashion_mnist, "digits": classroom_data.digits,
-                 "textures": classroom_data.textures, "faces": classroom_data.faces}
 
 
 @dataclass(frozen=True)
@@ -102,17 +100,22 @@ def multi_positive_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, im
     return (image_to_text + text_to_image) / 2
 
 
+def _training_split(name: str, data_root, image_size: int):
+    """The training split of a classroom dataset (Fashion-MNIST through the registry, for its data-root logic)."""
+    if name == "fashion_mnist":
+        return datasets.load_dataset("fashion_mnist_train", data_root=data_root, image_size=image_size,
+                                     download=True, verbose=False)
+    transform = datasets.build_transform(datasets.get_spec(name), image_size)
+    return getattr(classroom_data, name)("train", transform)
+
+
 def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
     """Images, global class ids and per-image sampling weights, plus the caption bank."""
     tokenizer = open_clip.get_tokenizer(CLASSROOM_MODEL)
     images, classes, weights, captions, caption_class = [], [], [], [], []
     offset = 0
     for name, weight in config.mixture:
-        transform = datasets.build_transform(datasets.get_spec(name), image_size)
-        loader = _TRAIN_SPLITS[name]
-        split = (loader(settings.data_root(data_root), "train", transform, True) if name == "fashion_mnist"
-                 else loader("train", transform))
-        x, y = classroom_data.as_tensors(split)
+        x, y = classroom_data.as_tensors(_training_split(name, data_root, image_size))
         images.append(x)
         classes.append(y + offset)
         weights.append(torch.full((len(y),), weight / len(y)))
