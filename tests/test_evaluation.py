@@ -14,7 +14,7 @@ def test_table_records_the_protocol_and_matches_a_manual_count(classroom_clip):
                                                                           "digits", 200, 3)
     assert row.template == "A photo of the handwritten digit {}."
 
-    data = zl.evaluation.subset(zl.load_dataset("digits", image_size=28, verbose=False), 200, seed=3)
+    data = zl.evaluate.subset(zl.load_dataset("digits", image_size=28, verbose=False), 200, seed=3)
     images, labels = zip(*[data[i] for i in range(len(data))])
     classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digits"))
     with torch.no_grad():
@@ -25,11 +25,11 @@ def test_table_records_the_protocol_and_matches_a_manual_count(classroom_clip):
 
 def test_subset_is_fixed_by_the_seed_and_checked():
     data = list(range(100))
-    assert list(zl.evaluation.subset(data, 10, seed=0)) == list(zl.evaluation.subset(data, 10, seed=0))
-    assert list(zl.evaluation.subset(data, 10, seed=0)) != list(zl.evaluation.subset(data, 10, seed=1))
-    assert zl.evaluation.subset(data, 1000) is data
+    assert list(zl.evaluate.subset(data, 10, seed=0)) == list(zl.evaluate.subset(data, 10, seed=0))
+    assert list(zl.evaluate.subset(data, 10, seed=0)) != list(zl.evaluate.subset(data, 10, seed=1))
+    assert zl.evaluate.subset(data, 1000) is data
     with pytest.raises(ValueError, match="positive"):
-        zl.evaluation.subset(data, 0)
+        zl.evaluate.subset(data, 0)
 
 
 def test_template_override_changes_the_recorded_template(classroom_clip):

@@ -11,7 +11,7 @@ from . import plots
 from .classifier import dataset_classifier, zero_shot_classifier
 from .datasets import (BENCHMARK_DATASETS, CLASSROOM_DATASETS, DatasetNotFoundError, get_spec,
                        list_datasets, load_dataset)
-from .evaluation import evaluate_zero_shot, with_mean, zero_shot_accuracy
+from .evaluate import evaluate_zero_shot, with_mean, zero_shot_accuracy
 from .models import (ImageFeatures, WeightsUnavailableError, ZeroShotCLIP, freeze, frozen_copy, load_clip,
                      train_image_tower_only)
 from .scales import Scale, get_scale

@@ -83,8 +83,9 @@ class ZeroShotCLIP(nn.Module):
         self.resize_mode = resize_mode
         self.image_size = tuple(clip.visual.image_size)
         device = clip.logit_scale.device  # buffers live where the model lives
-        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
+        # Not named mean/std: torchattacks reads model.mean/std and would then normalise a second time.
+        self.register_buffer("pixel_mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("class_embeddings", torch.empty(0, self.embed_dim, device=device), persistent=False)
 
     @property
@@ -109,7 +110,7 @@ class ZeroShotCLIP(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         if tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode=self.resize_mode, align_corners=False)
-        return (images - self.mean) / self.std
+        return (images - self.pixel_mean) / self.pixel_std
 
     def encode_image_tokens(self, images: torch.Tensor) -> ImageFeatures:
         """Pooled embedding and all projected last-layer tokens of [0,1] images, in one forward pass."""

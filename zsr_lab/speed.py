@@ -1,7 +1,7 @@
 """Benchmark of the clean zero-shot paths (prints numbers; not a test).
 
-    python -m zsr_lab.benchmark --scale full --device cuda     # ViT-B/32 at 224, random weights (same FLOPs)
-    python -m zsr_lab.benchmark --scale classroom              # the classroom CLIP on CPU
+    python -m zsr_lab.speed --scale full --device cuda     # ViT-B/32 at 224, random weights (same FLOPs)
+    python -m zsr_lab.speed --scale classroom              # the classroom CLIP on CPU
 
 Reports: building a 1000-class classifier (text tower) and loading it from the cache; clean zero-shot
 classification images/s through the real evaluation loop (host→device copies included) per precision, with
@@ -19,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import datasets
 from .classifier import dataset_classifier
-from .evaluation import PRECISIONS, zero_shot_accuracy
+from .evaluate import zero_shot_accuracy
+from .precision import PRECISIONS
 from .models import load_clip
 from .scales import get_scale
 
