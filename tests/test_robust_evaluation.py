@@ -34,11 +34,11 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(classroom_clip, tmp_path
     real = evaluate._attack_dataset
     calls = []
 
-    def crash_on_second_dataset(model, spec, *a, **k):
+    def crash_on_second_dataset(model, target, spec, *a, **k):
         calls.append(spec.name)
         if len(calls) == 2:
             raise KeyboardInterrupt("simulated interruption")
-        return real(model, spec, *a, **k)
+        return real(model, target, spec, *a, **k)
 
     monkeypatch.setattr(evaluate, "_attack_dataset", crash_on_second_dataset)
     with pytest.raises(KeyboardInterrupt):
@@ -46,7 +46,7 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(classroom_clip, tmp_path
     assert len((tmp_path / "b" / "results.jsonl").read_text().splitlines()) == 4  # digits' rows kept
 
     calls.clear()
-    monkeypatch.setattr(evaluate, "_attack_dataset", lambda *a, **k: calls.append(a[1].name) or real(*a, **k))
+    monkeypatch.setattr(evaluate, "_attack_dataset", lambda *a, **k: calls.append(a[2].name) or real(*a, **k))
     resumed = evaluate.evaluate_robustness(*args, out_dir=tmp_path / "b", **kwargs)
     assert calls == ["textures", "faces"]  # digits was not recomputed
     pd.testing.assert_frame_equal(resumed, uninterrupted)

