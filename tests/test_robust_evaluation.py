@@ -94,3 +94,21 @@ def test_cli_writes_and_resumes_results(tmp_path, capsys, classroom_clip):
     second = evaluate.main(argv)
     assert "already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_torchrun_with_two_processes_counts_every_example_once(tmp_path, classroom_clip):
+    import os
+    import subprocess
+    import sys
+
+    argv = ["-m", "zsr_lab.evaluate", "--datasets", "faces", "digits", "--attacks", "pgd-3", "--eps", "4",
+            "--device", "cpu"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    subprocess.run([*torchrun, *argv, "--out", str(tmp_path / "ddp")], check=True, env=os.environ.copy(),
+                   capture_output=True, timeout=600)
+    single = evaluate.main([*argv[2:], "--out", str(tmp_path / "single")])
+    ddp = pd.read_json(tmp_path / "ddp" / "results.jsonl", lines=True)
+    assert list(ddp.n) == list(single.n) == [100, 899]
+    assert list(ddp.clean_accuracy) == list(single.clean_accuracy)
+    # the two processes draw other random starts than one process: robust accuracy agrees up to noise
+    assert (abs(ddp.robust_accuracy - single.robust_accuracy) < 4).all()

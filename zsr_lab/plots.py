@@ -80,3 +80,39 @@ def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, va
     for container in ax.containers:
         ax.bar_label(container, fmt="%.0f", fontsize=7)
     return ax
+
+
+def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred: Sequence[int],
+                     adv_pred: Sequence[int], labels: Sequence[int], classnames: Sequence[str], *, eps_label: str):
+    """Clean images, their perturbations (amplified to be visible) and the adversarial images, with predictions."""
+    n = len(clean)
+    fig, axes = plt.subplots(3, n, figsize=(2.0 * n, 6.2), squeeze=False)
+    delta = adversarial - clean
+    scale = delta.abs().max().clamp_min(1e-12)
+    for i in range(n):
+        tiles = [(clean[i], f"{classnames[clean_pred[i]][:16]}", clean_pred[i] == labels[i]),
+                 (0.5 + 0.5 * delta[i] / scale, "δ (amplified)", None),
+                 (adversarial[i], f"{classnames[adv_pred[i]][:16]}", adv_pred[i] == labels[i])]
+        for row, (image, title, right) in enumerate(tiles):
+            ax = axes[row, i]
+            ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            ax.set_title(title, fontsize=8, color={True: "tab:green", False: "tab:red", None: "black"}[right])
+            ax.axis("off")
+    axes[0, 0].text(-0.1, 0.5, "clean", transform=axes[0, 0].transAxes, rotation=90, ha="right", va="center")
+    axes[2, 0].text(-0.1, 0.5, f"adversarial\n{eps_label}", transform=axes[2, 0].transAxes, rotation=90,
+                    ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_robustness_curve(table: pd.DataFrame, *, scale: str, ax=None):
+    """Robust accuracy against ε (in units of 1/255), one line per dataset, labelled with the scale."""
+    rows = table[table["dataset"] != "mean"]
+    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue="dataset", marker="o", ax=ax)
+    attacks = ", ".join(rows["attack"].unique())
+    ax.set_title(f"Robust accuracy under {attacks} ({scale} scale)")
+    ax.set_xlabel("ε (× 1/255)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(0, 100)
+    return ax
