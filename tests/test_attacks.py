@@ -105,3 +105,22 @@ def test_restarts_never_weaken_the_attack(classroom_clip):
         with torch.no_grad():
             results[restarts] = (classroom_clip(adv).argmax(1) == y).sum().item()
     assert results[3] <= results[1]
+
+
+@pytest.mark.parametrize("n_classes, parts", [(10, ["APGD", "APGDT", "FAB", "Square"]), (2, ["APGD", "FAB", "Square"])])
+def test_standard_autoattack_is_configured_for_the_dataset(n_classes, parts):
+    model = TinyModel(3 * 6 * 6, classes=n_classes)
+    attack = attacks.build_attack(model, "autoattack-5", 8, n_classes=n_classes)
+    assert [a.attack for a in attack.attacks] == parts
+    assert all(a.n_target_classes == min(9, n_classes - 1) for a in attack.attacks if hasattr(a, "n_target_classes"))
+    assert all(getattr(a, "steps", 5) == 5 for a in attack.attacks)
+    images, labels = torch.rand(6, 3, 6, 6), torch.randint(0, n_classes, (6,))
+    adv = attack(images, labels)
+    assert (adv - images).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
+@pytest.mark.parametrize("n_classes, losses", [(10, ["ce", "dlr"]), (2, ["ce"])])
+def test_papers_autoattack_is_apgd_ce_then_dlr(n_classes, losses):
+    attack = attacks.build_attack(TinyModel(12, classes=n_classes), "apgd-7", 1, n_classes=n_classes)
+    parts = getattr(attack, "attacks", [attack])
+    assert [a.loss for a in parts] == losses and all(a.steps == 7 for a in parts)
