@@ -107,7 +107,7 @@ def with_mean(table: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("attack", "eps") if c in table.columns and "robust_accuracy" in table.columns]
     groups = table.groupby(keys, sort=False) if keys else [((), table)]
     means = []
-    for key, group in groups:
+    for _, group in groups:
         row = {column: group[column].iloc[0] if column in keys else "" for column in table.columns}
         row.update({"dataset": "mean", "n": int(group["n"].sum()), **{v: group[v].mean() for v in values}})
         means.append(row)

@@ -172,7 +172,7 @@ def _attack_speed(model, images, args, device, precisions, flops_per_image):
         for steps in args.attack_steps:
             attack = build_attack(target, AttackConfig("pgd", steps), 1, n_classes=args.n_classes,
                                   precision=precision)
-            seconds = _time(lambda: attack(images, labels), device, repeats=1 if steps >= 100 else 3)
+            seconds = _time(lambda run=attack: run(images, labels), device, repeats=1 if steps >= 100 else 3)
             rate = len(images) / seconds
             rates[(precision, compiled, steps)] = rate
             achieved = rate * steps * step_flops / 1e12
