@@ -112,3 +112,14 @@ def test_torchrun_with_two_processes_counts_every_example_once(tmp_path, classro
     assert list(ddp.clean_accuracy) == list(single.clean_accuracy)
     # the two processes draw other random starts than one process: robust accuracy agrees up to noise
     assert (abs(ddp.robust_accuracy - single.robust_accuracy) < 4).all()
+
+
+def test_results_survive_a_cut_line_and_int_or_float_eps(classroom_clip, tmp_path):
+    kwargs = dict(n_examples=20, progress=False, out_dir=tmp_path)
+    first = evaluate.evaluate_robustness(classroom_clip, "faces", ["pgd-2"], [4], **kwargs)
+    with open(tmp_path / evaluate.RESULTS_FILE, "a") as f:
+        f.write('{"model": "zsr-clas')  # a crash in the middle of writing a line
+    both = evaluate.evaluate_robustness(classroom_clip, "faces", ["pgd-2", "cw-2"], [4.0], **kwargs)
+    pd.testing.assert_frame_equal(both.iloc[:1], first)  # 4 and 4.0 are the same, reused result
+    rows = evaluate._load_results(tmp_path / evaluate.RESULTS_FILE)
+    assert sorted(row["attack"] for row in rows.values()) == ["CW-2", "PGD-2"]

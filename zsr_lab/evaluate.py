@@ -39,6 +39,24 @@ def subset(dataset, n_examples: int | None, seed: int = 0):
     return Subset(dataset, order[:n_examples].sort().values.tolist())
 
 
+def _workers(model: ZeroShotCLIP, num_workers: int | None) -> int:
+    """Data-loading processes: as asked, else 0 on CPU (decoding would compete with the model) and up to 8 on GPU."""
+    if num_workers is not None:
+        return num_workers
+    return min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
+
+
+def _dataset_loader(model: ZeroShotCLIP, spec, templates, *, data_root, download, n_examples, seed, batch_size,
+                    num_workers, cache_dir, verbose, shard=(0, 1)) -> DataLoader:
+    """Load a dataset's (sub)set at the model's resolution, install its classifier, and return its loader."""
+    data = datasets.load_dataset(spec.name, data_root=data_root, image_size=model.image_size[0],
+                                 download=download, verbose=verbose)
+    data = _shard(subset(data, n_examples, seed), *shard)
+    model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
+    return DataLoader(data, batch_size=batch_size, num_workers=_workers(model, num_workers),
+                      pin_memory=model.device.type == "cuda")
+
+
 @torch.no_grad()
 def zero_shot_accuracy(model: ZeroShotCLIP, loader: DataLoader, *, precision: str = "fp32", desc: str = "",
                        progress: bool = True) -> tuple[int, int]:
@@ -80,18 +98,13 @@ def evaluate_zero_shot(model: ZeroShotCLIP, dataset_names: Sequence[str], *, dat
     if isinstance(dataset_names, str):
         dataset_names = [dataset_names]
     autocast(precision, model.device)  # validate before any data is loaded
-    if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
     rows = []
     for name in dataset_names:
         spec = datasets.get_spec(name)
-        data = datasets.load_dataset(name, data_root=data_root, image_size=model.image_size[0],
-                                     download=download, verbose=progress)
-        data = subset(data, n_examples, seed)
         used_templates = list(templates) if templates is not None else list(spec.templates)
-        model.set_classifier(dataset_classifier(model, name, templates=used_templates, cache_dir=cache_dir))
-        loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers,
-                            pin_memory=model.device.type == "cuda")
+        loader = _dataset_loader(model, spec, used_templates, data_root=data_root, download=download,
+                                 n_examples=n_examples, seed=seed, batch_size=batch_size, num_workers=num_workers,
+                                 cache_dir=cache_dir, verbose=progress)
         correct, total = zero_shot_accuracy(model, loader, precision=precision, desc=spec.title,
                                             progress=progress)
         rows.append({"model": model.model_name, "pretrained": str(model.pretrained), "dataset": name,
@@ -143,8 +156,10 @@ def _append_results(path: Path | None, rows: list[dict]) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
-        f.write("".join(json.dumps(row) + "\n" for row in rows))
+        # after a crash mid-line, start on a fresh line so the cut line never swallows a new row
+        f.write("\n" * cut + "".join(json.dumps(row) + "\n" for row in rows))
         f.flush()
         os.fsync(f.fileno())
 
@@ -214,8 +229,6 @@ def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
     for value in eps:
         check_eps(value)
     autocast(precision, model.device)
-    if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     results_path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
@@ -247,18 +260,17 @@ def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
 
 
 def _protocol(config: AttackConfig, eps: float) -> dict:
+    eps = float(eps)  # 1 from Python and 1.0 from the command line are the same result
     return {"attack": config.label, "norm": config.norm, "eps": eps, "eps_pixels": config.pixel_eps(eps),
             "steps": config.steps, "step_size": config.pixel_step(eps), "restarts": config.restarts}
 
 
 def _attack_dataset(model, target, spec, templates, pending, *, data_root, batch_size, n_examples, seed, precision,
                     num_workers, download, cache_dir, progress, shard) -> list[dict]:
-    data = datasets.load_dataset(spec.name, data_root=data_root, image_size=model.image_size[0],
-                                 download=download, verbose=progress)
-    data = _shard(subset(data, n_examples, seed), *shard)
-    model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
+    loader = _dataset_loader(model, spec, templates, data_root=data_root, download=download,
+                             n_examples=n_examples, seed=seed, batch_size=batch_size, num_workers=num_workers,
+                             cache_dir=cache_dir, verbose=progress, shard=shard)
     n_classes = model.class_embeddings.shape[0]
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, pin_memory=model.device.type == "cuda")
     device = model.device
     # counters stay on the device; one host sync per dataset
     clean = torch.zeros((), dtype=torch.long, device=device)
