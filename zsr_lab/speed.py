@@ -68,10 +68,12 @@ def naive_pgd(model, images, labels, text_tokens, eps, alpha, steps):
     clip = model.clip
     model.requires_grad_(True)
     delta = torch.empty_like(images).uniform_(-eps, eps)
+    delta = (images + delta).clamp(0, 1) - images  # start inside the image box, as the official code does
     for _ in range(steps):
         delta.requires_grad_(True)
         text = torch.nn.functional.normalize(clip.encode_text(text_tokens), dim=-1)
-        image = torch.nn.functional.normalize(model.encode_image((images + delta).clamp(0, 1)), dim=-1)
+        # delta is kept inside the box; a clamp here would zero the gradient of boundary pixels
+        image = torch.nn.functional.normalize(model.encode_image(images + delta), dim=-1)
         loss = torch.nn.functional.cross_entropy(clip.logit_scale.exp() * image @ text.T, labels)
         loss.backward()
         delta = (delta.detach() + alpha * delta.grad.sign()).clamp(-eps, eps)

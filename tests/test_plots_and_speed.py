@@ -1,0 +1,58 @@
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+import zsr_lab as zl  # noqa: E402
+from zsr_lab import speed  # noqa: E402
+
+
+def test_figures_name_their_scale():
+    table = pd.DataFrame({"dataset": ["a", "b", "a", "b"], "eps": [0, 0, 4, 4], "attack": ["PGD-10"] * 4,
+                          "robust_accuracy": [90.0, 80.0, 20.0, 10.0], "accuracy": [90.0, 80.0, 20.0, 10.0]})
+    ax = zl.plots.plot_accuracy(table[table.eps == 0], scale="classroom")
+    assert "classroom scale" in ax.get_title() and "mean 85.0" in ax.get_title()
+    assert "classroom scale" in zl.plots.plot_robustness_curve(table, scale="classroom").get_title()
+
+
+def test_adversarial_figure_colours_right_and_wrong_predictions():
+    clean, adv = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    fig = zl.plots.show_adversarial(clean, adv, [0, 1], [1, 1], [0, 1], ["cat", "dog"], eps_label="ε = 4/255")
+    axes = fig.axes
+    assert len(axes) == 6
+    bottom = axes[4:]  # adversarial row: image 0 now wrong (red), image 1 still right (green)
+    assert [a.title.get_color() for a in bottom] == ["tab:red", "tab:green"]
+
+
+def test_banner_labels_classroom_numbers_and_unknown_scale_is_an_error():
+    assert "do not reproduce the papers" in zl.get_scale("classroom").banner()
+    with pytest.raises(ValueError, match="'classroom'.*'full'"):
+        zl.get_scale("medium")
+
+
+def test_flop_count_includes_the_attention_projections(random_classroom_clip):
+    clip = random_classroom_clip
+    clip.set_classifier(torch.nn.functional.normalize(torch.randn(3, clip.embed_dim), dim=-1))
+    tokens, width, layers = 1 + 16, 128, 3
+    # qkv + output projections (4 w²) and the MLP (8 w²) per token and layer; 2 FLOPs per multiply-add
+    lower_bound = layers * 2 * tokens * 12 * width ** 2
+    assert speed.forward_flops(clip, torch.rand(1, 3, 28, 28)) >= lower_bound
+    assert not clip.training  # the counter leaves the model in eval mode
+
+
+def test_naive_reference_loop_is_the_same_attack(classroom_clip):
+    classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digits"))
+    data = zl.load_dataset("digits", image_size=28, verbose=False)
+    x, y = map(torch.stack, zip(*[(data[i][0], torch.tensor(data[i][1])) for i in range(64)]))
+    tokens = classroom_clip.tokenizer([f"A photo of the handwritten digit {n}." for n in
+                                       zl.get_spec("digits").classnames])
+    torch.manual_seed(0)
+    naive = speed.naive_pgd(classroom_clip, x, y, tokens, 4 / 255, 1 / 255, 5)
+    torch.manual_seed(0)
+    fast = zl.attacks.build_attack(classroom_clip, "pgd-5", 4, n_classes=10)(x, y)
+    with torch.no_grad():
+        still_right = [(classroom_clip(a).argmax(1) == y).sum().item() for a in (naive, fast)]
+    assert (naive - x).abs().max() <= 4 / 255 + 1e-6
+    assert abs(still_right[0] - still_right[1]) <= 4
