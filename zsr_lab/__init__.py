@@ -7,13 +7,14 @@ One import gives the flat API the chapters build up::
     clip = zl.load_clip(scale.model_name, scale.pretrained)
     table = zl.evaluate_zero_shot(clip, scale.eval_datasets)
 """
-from . import attacks, evaluate, plots, sanity
+from . import attacks, evaluate, methods, plots, sanity, train
 from .classifier import dataset_classifier, zero_shot_classifier
 from .datasets import (BENCHMARK_DATASETS, CLASSROOM_DATASETS, DatasetNotFoundError, get_spec,
                        list_datasets, load_dataset)
-from .evaluate import evaluate_zero_shot, with_mean, zero_shot_accuracy
+from .evaluate import evaluate_zero_shot, summarize, with_mean, zero_shot_accuracy
 from .models import (ImageFeatures, WeightsUnavailableError, ZeroShotCLIP, freeze, frozen_copy, load_clip,
                      train_image_tower_only)
 from .scales import Scale, get_scale
+from .train import TrainConfig, fit, recipe
 
 __version__ = "0.1.0"

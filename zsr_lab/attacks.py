@@ -211,3 +211,51 @@ def _standard_autoattack(target, eps_px, steps, n_classes, seed):
     fab_t.n_target_classes = n_targets
     parts += [fab_t, torchattacks.Square(target, norm="Linf", eps=eps_px, n_queries=5000, seed=seed)]
     return torchattacks.MultiAttack(parts)
+
+
+def pgd_linf(objective, images: torch.Tensor, *, eps: float, step_size: float, steps: int,
+             start: torch.Tensor | None = None, momentum: float | None = None,
+             grad_scale: float = 1.0) -> torch.Tensor:
+    r"""ℓ∞ PGD that maximises any objective of the perturbed images: the training attack of every method.
+
+    torchattacks' PGD maximises the cross-entropy of a classifier; training needs the same loop on each
+    method's own inner objective (the cross-entropy of the 100-scaled logits for TeCoA, PMG-AFT and TGA-ZSR,
+    FARE's embedding distance). Only the perturbation's gradient is taken, so the caller's parameter
+    gradients stay untouched; freeze the parameters while attacking (``requires_grad_(False)``) to save the
+    memory and time of their backward pass.
+
+    Arguments:
+        objective: ``adv -> scalar loss`` to maximise (a mean or a sum over the batch: only signs are used).
+        images: clean images in [0, 1].
+        eps: ℓ∞ budget in pixel units.
+        step_size: step in pixel units.
+        steps: number of steps (0 returns the random start).
+        start: uniform [0, 1) noise shaped like ``images`` for the random start in [-ε, ε] (the training engine
+            draws it per step, so that data-parallel runs draw the same noise as one process); ``None``: no
+            random start.
+        momentum: ``None`` for plain sign steps; μ for the momentum sign steps of FARE,
+            ``v ← sign(μ·v + sign(g))``, ``x ← x + α·v``.
+        grad_scale: multiplies the objective before the backward pass (fp16 loss scaling; signs unaffected).
+
+    Shape:
+        - images, start, output: :math:`(N, C, H, W)`.
+
+    Examples::
+        >>> ce = lambda adv: F.cross_entropy(model(adv), labels)
+        >>> adv = pgd_linf(ce, images, eps=1/255, step_size=1/255, steps=2, start=torch.rand_like(images))
+    """
+    images = images.detach()
+    delta = torch.zeros_like(images) if start is None else (2 * start.to(images) - 1) * eps
+    delta = (images + delta).clamp(0, 1) - images
+    velocity = torch.zeros_like(images)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = objective(images + delta)
+        grad, = torch.autograd.grad(loss * grad_scale, delta)
+        step = grad.sign()
+        if momentum is not None:
+            velocity = torch.sign(momentum * velocity + step)
+            step = velocity
+        delta = (delta.detach() + step_size * step).clamp(-eps, eps)
+        delta = (images + delta).clamp(0, 1) - images  # keep x + δ in the image box
+    return (images + delta).detach()

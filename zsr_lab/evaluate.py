@@ -127,6 +127,14 @@ def with_mean(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
 
 
+def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps")) -> pd.DataFrame:
+    """Mean clean and robust accuracy over datasets (the protocol's headline numbers), one row per ``by`` group."""
+    keys = [k for k in by if k in table.columns]
+    values = [c for c in ("clean_accuracy", "robust_accuracy", "accuracy") if c in table.columns]
+    rows = table[table["dataset"] != "mean"]
+    return rows.groupby(keys, sort=False)[values].mean().reset_index()
+
+
 # ---- robust evaluation -------------------------------------------------------------------------------------
 
 RESULTS_FILE = "results.jsonl"
@@ -254,7 +262,8 @@ def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
                 _append_results(results_path, rows)
             done.update({_row_key(row): row for row in rows})
         elif progress and rank == 0:
-            print(f"{spec.title}: {len(planned)} result(s) already in {results_path}, not recomputed")
+            print(f"{spec.title}: {len(planned)} result(s) already in {Path(out_dir).name}/{RESULTS_FILE}, "
+                  f"not recomputed")
         table += [done[_row_key(row)] for _, _, row in planned]
     return pd.DataFrame(table)
 

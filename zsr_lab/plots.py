@@ -116,3 +116,43 @@ def plot_robustness_curve(table: pd.DataFrame, *, scale: str, ax=None):
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(0, 100)
     return ax
+
+
+def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversarial fine-tuning"):
+    """Training loss per logged step (left) and clean/robust accuracy on the held-out training images (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    train = history[history["kind"] == "train"]
+    terms = [c for c in ("loss", "ce", "kl_reference", "kl_clean", "embedding_distance") if c in train.columns
+             and train[c].notna().any()]
+    for term in terms:
+        left.plot(train["step"], train[term], label=term)
+    left.set_xlabel("optimizer step")
+    left.set_title(f"{title}: loss ({scale} scale)")
+    left.legend(fontsize=8)
+    holdout = history[history["kind"] == "holdout"]
+    if len(holdout):
+        tidy = holdout.melt(id_vars="step", value_vars=["clean_accuracy", "robust_accuracy"],
+                            var_name="accuracy", value_name="percent")
+        sns.lineplot(data=tidy, x="step", y="percent", hue="accuracy", marker="o", ax=right)
+        right.set_title(f"held-out training images, {holdout['attack'].iloc[-1]}")
+        right.set_ylim(0, 100)
+    else:
+        right.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None):
+    """Mean clean vs mean robust accuracy at one ε, one point per method (a ``summarize`` table)."""
+    rows = summary[summary["eps"] == eps]
+    ax = ax or plt.subplots(figsize=(5.2, 4.2))[1]
+    sns.scatterplot(data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax)
+    for _, row in rows.iterrows():
+        ax.annotate(row["method"], (row["clean_accuracy"], row["robust_accuracy"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.margins(0.25)  # room for the labels
+    ax.set_xlabel("mean clean accuracy (%)")
+    ax.set_ylabel(f"mean robust accuracy at {eps:g}/255 (%)")
+    ax.set_title(f"Clean vs robust, held-out zero-shot sets ({scale} scale)")
+    ax.legend(fontsize=8, loc="best")
+    return ax

@@ -1,0 +1,209 @@
+"""The training engine: schedule, data order, config checks, resume, divergence, data-parallel equivalence."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import zsr_lab as zl
+from zsr_lab import train
+from zsr_lab.datasets import DatasetNotFoundError
+from zsr_lab.train import ResumableSampler, TrainConfig, TrainingDivergedError, fit, lr_factor, recipe
+
+
+def tiny_config(tmp_path, **overrides):
+    """A few seconds of training on the classroom architecture with random weights."""
+    base = dict(method="tecoa", scale="classroom", pretrained="none", train_examples=96, holdout_examples=32,
+                batch_size=16, epochs=2, lr=0.05, warmup_steps=2, eps=4.0, attack_step_size=2.0,
+                checkpoint_every=4, log_every=2, eval_datasets=(), run_dir=str(tmp_path / "run"))
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_lr_schedule_warms_up_linearly_then_follows_a_cosine_to_zero():
+    assert lr_factor(0, 10, 110) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 110) == pytest.approx(1.0)
+    assert lr_factor(60, 10, 110) == pytest.approx(0.5)
+    assert lr_factor(110, 10, 110) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(35, 10, 110) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_sampler_shards_are_the_one_process_batches_and_skip_resumes_mid_epoch():
+    data = list(range(50))
+    single = ResumableSampler(data, world=1, rank=0, seed=3)
+    single.set_epoch(2)
+    order = list(single)
+    shards = []
+    for rank in range(2):
+        sampler = ResumableSampler(data, world=2, rank=rank, seed=3)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+    for batch in range(5):  # global batch 10 = two local batches of 5
+        together = shards[0][5 * batch:5 * batch + 5] + shards[1][5 * batch:5 * batch + 5]
+        assert sorted(together) == sorted(order[10 * batch:10 * batch + 10])
+    skipped = ResumableSampler(data, world=1, rank=0, seed=3, skip=20)
+    skipped.set_epoch(2)
+    assert list(skipped) == order[20:] and len(skipped) == 30
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(method="tga"), ValueError, "unknown method 'tga'"),
+    (dict(eps=-1), ValueError, "ε must be ≥ 0"),
+    (dict(lr="0.1"), TypeError, "lr must be a number"),
+    (dict(epochs=1.5), TypeError, "epochs must be an integer"),
+    (dict(batch_size=16, accumulation_steps=3), ValueError, "multiple of accumulation_steps"),
+    (dict(optimizer="adam"), ValueError, "'sgd' or 'adamw'"),
+    (dict(train_dataset="fashion"), ValueError, "Did you mean .fashion_mnist"),
+    (dict(data_root="/nonexistent/zsr"), FileNotFoundError, "does not exist"),
+    (dict(method_options="repository"), TypeError, "method_options must be a dict"),
+    (dict(eval_attacks=("pgd-x",)), ValueError, "cannot read"),
+])
+def test_bad_configs_fail_before_any_compute_with_the_fix(tmp_path, change, error, match):
+    with pytest.raises(error, match=match):
+        tiny_config(tmp_path, **change).resolved()
+
+
+def test_missing_training_data_fails_before_the_model_is_loaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "load_clip", lambda *a, **k: pytest.fail("model loaded before the data check"))
+    config = tiny_config(tmp_path, scale="full", model="zsr-classroom-vit", data_root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="tiny-imagenet-200"):
+        fit(config, progress=False)
+
+
+def test_recipes_carry_the_spec_constants():
+    tecoa, pmg, fare = (recipe(m, "full").resolved() for m in ("tecoa", "pmg_aft", "fare"))
+    assert (tecoa.lr, pmg.lr, fare.lr) == (1e-5, 5e-5, 1e-5)
+    assert tecoa.optimizer == pmg.optimizer == "sgd" and tecoa.momentum == 0.9 and tecoa.weight_decay == 0
+    assert (tecoa.eps, tecoa.attack_steps, tecoa.attack_step_size) == (1.0, 2, 1.0)
+    assert (tecoa.batch_size, tecoa.epochs, tecoa.warmup_steps) == (128, 10, 1000)
+    assert tecoa.train_dataset == "tiny_imagenet_train" and tecoa.model == "ViT-B-32-quickgelu"
+    assert (fare.optimizer, fare.weight_decay, fare.warmup_steps, fare.attack_steps) == ("adamw", 1e-4, 1400, 10)
+    assert len(tecoa.eval_datasets) == 16 and tecoa.eval_attacks == ("pgd-100",)
+
+
+@pytest.mark.parametrize("method", ["tecoa", "pmg_aft", "fare"])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, method):
+    torch.set_num_threads(1)
+    options = dict(attack_steps=2, optimizer="adamw", lr=1e-3) if method == "fare" else {}
+    straight = fit(tiny_config(tmp_path / "a", method=method, **options), progress=False)
+    assert straight.checkpoint.name == "epoch_2.pt"
+
+    def crash(step, model):
+        if step == 10:  # after the mid-epoch checkpoint at step 8 (epochs are 6 steps)
+            raise RuntimeError("simulated crash")
+
+    config = tiny_config(tmp_path / "b", method=method, **options)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(config, hooks=[crash], progress=False)
+    saved = torch.load(tmp_path / "b/run/checkpoints/epoch_latest.pt", weights_only=True)
+    assert saved["step"] == 8 and saved["data_position"] == {"epoch": 1, "batch": 2}
+    resumed = fit(config, progress=False)
+    for name, value in weights(straight.checkpoint).items():
+        assert torch.equal(value, weights(resumed.checkpoint)[name]), name
+    assert (tmp_path / "b/run/checkpoints/epoch_1.pt").exists()
+
+
+def test_interrupt_saves_the_current_step_and_a_finished_run_is_not_retrained(tmp_path):
+    config = tiny_config(tmp_path, epochs=1)
+
+    def interrupt(step, model):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, hooks=[interrupt], progress=False)
+    assert torch.load(tmp_path / "run/checkpoints/epoch_latest.pt", weights_only=True)["step"] == 3
+    first = fit(config, progress=False)
+    again = fit(config, hooks=[lambda step, model: pytest.fail("a finished run trained again")], progress=False)
+    assert again.checkpoint == first.checkpoint
+    for name, value in first.model.clip.state_dict().items():
+        assert torch.equal(value, again.model.clip.state_dict()[name])
+    history = again.history
+    assert set(history["kind"]) == {"train", "holdout"}
+    assert history.loc[history.kind == "train", "step"].is_unique
+
+
+def test_checkpoint_loads_as_a_pretrained_model_and_other_settings_are_refused(tmp_path):
+    result = fit(tiny_config(tmp_path, epochs=1), progress=False)
+    loaded = zl.load_clip("zsr-classroom-vit", str(result.checkpoint), device="cpu")
+    for name, value in result.model.clip.state_dict().items():
+        assert torch.equal(value, loaded.clip.state_dict()[name])
+    with pytest.raises(ValueError, match="lr: 0.05"):
+        fit(tiny_config(tmp_path, epochs=1, lr=0.01), progress=False)
+    with pytest.raises(FileExistsError, match="nothing was overwritten"):
+        fit(tiny_config(tmp_path, epochs=1, resume=False), progress=False)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    def poison(step, model):
+        if step == 5:
+            with torch.no_grad():
+                model.clip.visual.proj.fill_(float("nan"))
+
+    with pytest.raises(TrainingDivergedError, match="loss became nan at step 6.*lower lr"):
+        fit(tiny_config(tmp_path), hooks=[poison], progress=False)
+    saved = torch.load(tmp_path / "run/checkpoints/epoch_latest.pt", weights_only=True)
+    assert saved["step"] == 4
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_gradient_accumulation_gives_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    one = fit(tiny_config(tmp_path / "a", epochs=1), progress=False)
+    two = fit(tiny_config(tmp_path / "b", epochs=1, accumulation_steps=2), progress=False)
+    for name, value in weights(one.checkpoint).items():
+        torch.testing.assert_close(value, weights(two.checkpoint)[name], rtol=1e-4, atol=1e-5)
+
+
+def _cli(args, tmp_path, processes=1):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "zsr_lab.train"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                    "-m", "zsr_lab.train"]
+    return subprocess.run(launcher + args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+
+def test_two_processes_with_the_same_global_batch_end_with_the_same_weights(tmp_path):
+    common = ["--method", "pmg_aft", "--pretrained", "none", "--train-examples", "64", "--holdout-examples", "0",
+              "--batch-size", "16", "--steps", "3", "--warmup-steps", "1", "--lr", "0.05", "--eps", "4",
+              "--attack-step-size", "2", "--eval-datasets"]
+    single = _cli(common + ["--run-dir", "one"], tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = _cli(common + ["--run-dir", "two"], tmp_path, processes=2)
+    assert double.returncode == 0, double.stderr[-2000:]
+    a, b = weights(tmp_path / "one/checkpoints/step_3.pt"), weights(tmp_path / "two/checkpoints/step_3.pt")
+    for name, value in a.items():
+        torch.testing.assert_close(value, b[name], rtol=1e-4, atol=1e-6)
+    torch.manual_seed(0)  # the engine seeds the random initialisation with the run's seed
+    start = zl.load_clip("zsr-classroom-vit", None, device="cpu").clip.state_dict()
+    assert torch.equal(start["positional_embedding"], a["positional_embedding"])  # the text side stays frozen
+    assert (start["visual.proj"] - a["visual.proj"]).abs().max() > 1e-4  # and the image tower trained
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "tecoo"], "did you mean 'tecoa'"),
+    (["--method", "tecoa", "--eps", "-2"], "ε must be ≥ 0"),
+    (["--method", "pmg_aft", "--option", "form"], "KEY=VALUE"),
+    (["--method", "tecoa", "--data-root", "/nonexistent/zsr"], "does not exist"),
+])
+def test_command_line_rejects_bad_input_with_status_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_training_benchmark_runs_the_engine_step_and_the_naive_one(classroom_clip, capsys):
+    from zsr_lab import speed_training
+    speed_training.main(["--scale", "classroom", "--steps", "1", "--batch-size", "8", "--n-classes", "5"])
+    out = capsys.readouterr().out
+    for method in ("tecoa", "pmg_aft"):
+        assert f"{method}, zsr_lab fp32:" in out and f"{method}, naive reference fp32" in out
+    assert out.count("the naive step") == 2

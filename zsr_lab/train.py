@@ -1,0 +1,746 @@
+"""The adversarial fine-tuning engine: one entry point, :func:`fit`, for every method, one process or many.
+
+    config = recipe("tecoa", scale="classroom")        # the spec's constants at full scale
+    result = fit(config)                                # trains (or resumes), then evaluates
+    result.evaluation                                   # tidy table from the evaluation engine
+
+What a training step does: draw the batch's random start, attack with the method's inner objective (PGD in
+[0,1] pixel space, the model's parameters frozen meanwhile), then one forward/backward of the method's loss
+(under autocast; with a GradScaler in fp16), an optimizer step and a per-step learning-rate update (linear
+warm-up, then cosine to 0). The text side is frozen, so the class embeddings of the training classes are
+computed once.
+
+Nothing finished is ever lost: checkpoints are written atomically (temp file + rename): ``epoch_latest.pt``
+every ``checkpoint_every`` steps and at every epoch end, ``epoch_<k>.pt`` per epoch; each holds the weights,
+optimizer, scaler, scheduler, RNG states and the data-order position, so ``fit`` resumes mid-epoch and ends with
+the same weights as an uninterrupted run. A NaN/inf loss stops the run before the bad update is saved.
+
+Under ``torchrun`` the same entry point runs data-parallel (DDP; rank 0 writes checkpoints and logs). Every
+process sees its share of the *same* global batches, with the same random starts, so the result does not depend
+on the number of processes (up to float rounding). ``python -m zsr_lab.train --help`` is the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from . import datasets, settings
+from .attacks import build_attack, check_eps, parse_attack, pgd_linf
+from .classifier import dataset_classifier
+from .evaluate import _frozen, _workers, evaluate_robustness, with_mean, zero_shot_accuracy
+from .methods import METHODS, Method, build_method
+from .models import ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
+from .precision import FP16_GRAD_SCALE, PRECISIONS, autocast
+from .scales import get_scale
+
+CHECKPOINT_FORMAT = 1
+LATEST = "epoch_latest.pt"
+LOG_FILE = "log.jsonl"
+RANDOM_WEIGHTS = "none"  # pretrained tag for randomly initialised weights (benchmarks and tests)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a fine-tuning run needs. Fields left at ``None`` take the scale's defaults.
+
+    Attributes:
+        method: a registered method (``tecoa``, ``pmg_aft``, ``fare``, ...); ``method_options`` its options,
+            e.g. ``{"form": "repository"}`` for PMG-AFT.
+        scale: ``"classroom"`` or ``"full"``: the defaults for model, pretrained tag, datasets and image size.
+        model, pretrained: the CLIP to fine-tune (open_clip name and tag or checkpoint file; ``"none"``: random
+            weights, for benchmarks and tests).
+        train_dataset: registry name of the fine-tuning set (Tiny-ImageNet train at full scale).
+        train_examples: use a fixed random subset of this many training images (``None``: all).
+        holdout_examples: images held out of the training set for the periodic evaluation hook (never the test sets).
+        eps, attack_steps, attack_step_size: the training attack (ℓ∞, in units of 1/255).
+        optimizer: ``"sgd"`` (momentum ``momentum``) or ``"adamw"``; ``lr``, ``weight_decay``.
+        warmup_steps: linear warm-up steps, then cosine to 0, per optimizer step.
+        epochs: passes over the training set; ``steps`` (if set) replaces it with a number of optimizer steps.
+        batch_size: the global batch per optimizer step (split over processes and accumulation steps).
+        accumulation_steps: micro-batches per optimizer step (same result, less memory).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a GradScaler).
+        seed: seeds the data order and every random start.
+        run_dir: checkpoints, ``log.jsonl`` and the evaluation land here (default: a folder under the zsr_lab cache
+            named by the method and a hash of the settings that shape the weights, so the same config resumes).
+        resume: continue from ``run_dir``'s latest checkpoint if there is one (otherwise refuse to overwrite it).
+        log_every, checkpoint_every: in optimizer steps; ``eval_every``: holdout evaluation period in steps
+            (default: once per epoch; 0: never).
+        eval_datasets: zero-shot sets for the final evaluation (default: the scale's; ``()``: skip it).
+        eval_attacks, eval_eps, eval_n_examples, eval_batch_size, eval_precision: the final evaluation protocol.
+        data_root, download, num_workers, device, compile: where and how to run (no effect on the numbers).
+    """
+
+    method: str = "tecoa"
+    method_options: dict = field(default_factory=dict)
+    scale: str = "classroom"
+    model: str | None = None
+    pretrained: str | None = None
+    train_dataset: str | None = None
+    train_examples: int | None = None
+    holdout_examples: int = 1000
+    eps: float = 1.0
+    attack_steps: int = 2
+    attack_step_size: float = 1.0
+    optimizer: str = "sgd"
+    lr: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    epochs: int = 10
+    steps: int | None = None
+    batch_size: int = 128
+    accumulation_steps: int = 1
+    precision: str = "fp32"
+    seed: int = 0
+    run_dir: str | None = None
+    resume: bool = True
+    log_every: int = 20
+    checkpoint_every: int = 200
+    eval_every: int | None = None
+    eval_datasets: tuple[str, ...] | None = None
+    eval_attacks: tuple[str, ...] = ("pgd-100",)
+    eval_eps: tuple[float, ...] = (1.0,)
+    eval_n_examples: int | None = None
+    eval_batch_size: int = 256
+    eval_precision: str = "fp32"
+    data_root: str | None = None
+    download: bool = False
+    num_workers: int | None = None
+    device: str | None = None
+    compile: bool = False
+
+    # fields that shape the trained weights: they name the default run folder and must match on resume
+    SHAPING = ("method", "method_options", "model", "pretrained", "train_dataset", "train_examples",
+               "holdout_examples", "eps", "attack_steps", "attack_step_size", "optimizer", "lr", "momentum",
+               "weight_decay", "warmup_steps", "epochs", "steps", "batch_size", "precision", "seed")
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the scale's defaults filled in and every field checked (raises with what to fix)."""
+        setup = get_scale(self.scale)
+        if not isinstance(self.method_options, dict):
+            raise TypeError(f"method_options must be a dict such as {{'form': 'repository'}}, "
+                            f"got {self.method_options!r}")
+        for value in self.eval_eps:
+            check_eps(value)
+        config = dataclasses.replace(
+            self, model=self.model or setup.model_name,
+            pretrained=self.pretrained if self.pretrained is not None else setup.pretrained,
+            train_dataset=self.train_dataset or setup.train_dataset,
+            eval_datasets=tuple(setup.eval_datasets if self.eval_datasets is None else self.eval_datasets),
+            eval_attacks=tuple(self.eval_attacks), eval_eps=tuple(float(e) for e in self.eval_eps),
+            method_options=dict(self.method_options))
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        def number(name, kind=(int, float), minimum=None, positive=False, optional=False):
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, kind):
+                wanted = "an integer" if kind is int else "a number"
+                raise TypeError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+            if positive and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+            if minimum is not None and value < minimum:
+                raise ValueError(f"{name} must be ≥ {minimum}, got {value!r}")
+
+        build_method(self.method, **self.method_options)  # unknown method or option: fails here
+        for name in ("attack_steps", "epochs", "batch_size", "accumulation_steps", "log_every", "eval_batch_size"):
+            number(name, int, positive=True)
+        for name in ("warmup_steps", "holdout_examples", "seed", "checkpoint_every"):
+            number(name, int, minimum=0)
+        for name in ("steps", "train_examples", "eval_n_examples"):
+            number(name, int, positive=True, optional=True)
+        number("eval_every", int, minimum=0, optional=True)
+        for name in ("lr", "attack_step_size"):
+            number(name, positive=True)
+        for name in ("momentum", "weight_decay"):
+            number(name, minimum=0)
+        check_eps(self.eps)
+        for attack in self.eval_attacks:
+            parse_attack(attack)
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        for name in ("precision", "eval_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, got {getattr(self, name)!r}")
+        if self.batch_size % self.accumulation_steps:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of accumulation_steps "
+                             f"{self.accumulation_steps}")
+        for name in (self.train_dataset, *self.eval_datasets):
+            datasets.get_spec(name)  # unknown names fail with a close-match suggestion
+        if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
+            raise FileNotFoundError(f"data_root {self.data_root} does not exist: create it (download=True fills "
+                                    f"it) or point data_root at the folder that holds the datasets")
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that shape the weights."""
+        shaping = {name: getattr(self, name) for name in self.SHAPING}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+    def default_run_dir(self) -> Path:
+        return settings.cache_dir() / "runs" / f"{self.method}-{self.scale}-{self.fingerprint()}"
+
+
+def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
+    """The training recipe of ``method`` at ``scale``, with any field overridden.
+
+    Full scale follows the spec (OpenAI ViT-B/32 on Tiny-ImageNet, batch 128, 10 epochs, warm-up then cosine;
+    TeCoA SGD lr 1e-5, PMG-AFT SGD lr 5e-5, both with the 2-step PGD at ε = 1/255 and fp16 + GradScaler; FARE
+    AdamW lr 1e-5, weight decay 1e-4, warm-up 1400, 10-step momentum PGD, fp32). Classroom scale fine-tunes the
+    classroom CLIP on 9,600 Fashion-MNIST training images for one epoch at ε = 4/255 (the classroom model already
+    resists 1/255), with learning rates tuned for a model trained from scratch minutes ago; it evaluates with
+    PGD-10 on the four held-out classroom sets. Classroom runs take about a minute on 2 CPU cores.
+    """
+    if method not in METHODS:
+        build_method(method)  # raises with the list of methods
+    full = {"tecoa": dict(lr=1e-5), "pmg_aft": dict(lr=5e-5),  # SGD momentum 0.9 from the TrainConfig defaults
+            "fare": dict(optimizer="adamw", lr=1e-5, weight_decay=1e-4, warmup_steps=1400, attack_steps=10,
+                         precision="fp32")}
+    classroom = {"tecoa": dict(lr=1e-3), "pmg_aft": dict(lr=1e-3),
+                 "fare": dict(optimizer="adamw", lr=1e-4, weight_decay=1e-4, attack_steps=10, attack_step_size=1.0)}
+    if scale == "full":
+        base = dict(scale="full", epochs=10, batch_size=128, warmup_steps=1000, precision="fp16",
+                    eval_attacks=("pgd-100",), eval_eps=(1.0,), eval_precision="bf16")
+        base.update(full.get(method, {}))
+    elif scale == "classroom":
+        base = dict(scale="classroom", epochs=1, train_examples=9600, holdout_examples=500, batch_size=128,
+                    warmup_steps=8, eps=4.0, attack_steps=2, attack_step_size=4.0, log_every=5,
+                    checkpoint_every=25, eval_every=25, eval_attacks=("pgd-10",), eval_eps=(1.0, 4.0), eval_n_examples=500)
+        base.update(classroom.get(method, {}))
+    else:
+        get_scale(scale)  # raises with the valid names
+    base.update(method=method, **overrides)
+    return TrainConfig(**base)
+
+
+# ---- schedule, data order, checkpoints ----------------------------------------------------------------------
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1 over ``warmup_steps`` optimizer steps, then cosine to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class ResumableSampler(DistributedSampler):
+    """:class:`DistributedSampler` that can start mid-epoch (``skip`` of this process's examples).
+
+    With one process it is a seeded shuffle; with ``world`` processes, process ``rank`` takes every world-th
+    index of the same permutation, so the processes' micro-batches together are exactly the one-process batch.
+    """
+
+    def __init__(self, dataset, *, world: int, rank: int, seed: int, skip: int = 0):
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.skip = skip
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _publish(source: Path, target: Path) -> None:
+    """Make ``target`` a copy of ``source`` atomically (a hard link when the file system allows)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _start_noise(seed: int, step: int, shape, device, rank: int, world: int) -> torch.Tensor:
+    """Uniform noise of the random starts of one global batch, this process's rows (the same numbers whatever
+    the number of processes or accumulation steps)."""
+    digest = hashlib.sha256(f"{seed}/{step}".encode()).digest()
+    generator = torch.Generator(device=device).manual_seed(int.from_bytes(digest[:7], "big"))
+    noise = torch.rand((shape[0] * world, *shape[1:]), generator=generator, device=device)
+    return noise[rank::world]
+
+
+# ---- the engine ---------------------------------------------------------------------------------------------
+
+class _Step(nn.Module):
+    """The loss of a training step as one module, so DDP sees a single forward per micro-batch."""
+
+    def __init__(self, model: ZeroShotCLIP, method: Method, reference: ZeroShotCLIP | None):
+        super().__init__()
+        self.model, self.method, self.reference = model, method, reference
+
+    def forward(self, images, adversarial, labels, context):
+        return self.method(self.model, self.reference, images, adversarial, labels, context)
+
+
+def train_micro_batch(trainer: nn.Module, attacked: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      noise: torch.Tensor, *, eps: float, step_size: float, steps: int, precision: str,
+                      scaler: torch.amp.GradScaler, loss_weight: float = 1.0):
+    """Attack, loss and backward of one micro-batch: the heart of a training step (the optimizer step is the caller's).
+
+    Arguments:
+        trainer: the :class:`_Step` module, or its DDP wrapper.
+        attacked: the model the training attack runs on (the trained model, or its ``torch.compile`` version).
+        noise: uniform [0, 1) noise of the random start, shaped like ``images``.
+        eps, step_size: ℓ∞ budget and step of the training attack, in pixel units; ``steps``: its steps.
+        loss_weight: multiplies the loss before the backward pass (1 / accumulation steps).
+
+    Returns:
+        ``(loss, terms)``, detached.
+    """
+    step = trainer.module if isinstance(trainer, nn.parallel.DistributedDataParallel) else trainer
+    model, method, reference = step.model, step.method, step.reference
+    device = model.device
+    model.eval()
+    with torch.no_grad(), autocast(precision, device):
+        context = method.prepare(model, reference, images, labels)
+    with _frozen(model), autocast(precision, device):  # only δ's gradient: the weights' stay untouched
+        adversarial = pgd_linf(lambda adv: method.attack_objective(attacked, adv, labels, context), images,
+                               eps=eps, step_size=step_size, steps=steps, start=noise,
+                               momentum=method.attack_momentum,
+                               grad_scale=FP16_GRAD_SCALE if precision == "fp16" else 1.0)
+    model.train()
+    with autocast(precision, device):
+        loss, terms = trainer(images, adversarial, labels, context)
+    scaler.scale(loss * loss_weight).backward()
+    return loss.detach(), terms
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the fine-tuned model (its ``pretrained`` is the final checkpoint's file).
+        config: the resolved config.
+        run_dir: the run folder; ``checkpoint``: the final checkpoint.
+        history: the training log (one row per logged step, ``kind`` = ``"train"`` or ``"holdout"``).
+        evaluation: the final zero-shot evaluation table (empty when no evaluation sets were asked for).
+    """
+
+    model: ZeroShotCLIP
+    config: TrainConfig
+    run_dir: Path
+    checkpoint: Path
+    history: pd.DataFrame
+    evaluation: pd.DataFrame
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _training_data(config: TrainConfig, image_size: int):
+    """(training subset, holdout subset) of the training set: a fixed split, the same in every process."""
+    data = datasets.load_dataset(config.train_dataset, data_root=config.data_root, image_size=image_size,
+                                 download=config.download, verbose=False)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    holdout = order[:config.holdout_examples]
+    train = order[config.holdout_examples:]
+    if config.train_examples is not None:
+        train = train[:config.train_examples]
+    return Subset(data, sorted(train)), Subset(data, sorted(holdout))
+
+
+def _load_checkpoint(path: Path, config: TrainConfig) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state.get("config", {})
+    differ = [name for name in TrainConfig.SHAPING if name in saved and saved[name] != _jsonable(getattr(config, name))]
+    if differ:
+        details = ", ".join(f"{n}: {saved[n]!r} → {getattr(config, n)!r}" for n in differ)
+        raise ValueError(f"{path} belongs to a run with other settings ({details}); resume it with its own settings "
+                         f"or choose a new run_dir")
+    return state
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> TrainResult:
+    """Fine-tune with ``config.method`` (or resume the run in ``config.run_dir``), then evaluate zero-shot.
+
+    Arguments:
+        config: a :class:`TrainConfig` (``recipe(method, scale)`` gives the spec's).
+        hooks: callables ``hook(step, model)`` run after every optimizer step (e.g. custom probes).
+        progress: show tqdm progress bars.
+
+    Returns:
+        A :class:`TrainResult`. A finished run found in ``run_dir`` is loaded, not retrained; finished evaluation
+        rows are reused too.
+
+    Raises:
+        ValueError / TypeError / FileNotFoundError: a bad config, before any compute.
+        DatasetNotFoundError: a missing dataset, with its expected layout and what to do.
+        TrainingDivergedError: the loss became NaN/inf (the last good checkpoint stays).
+    """
+    config = config.resolved()
+    rank, world = _distributed()
+    is_main = rank == 0
+    run_dir = Path(config.run_dir).expanduser() if config.run_dir else config.default_run_dir()
+    checkpoints = run_dir / "checkpoints"
+    if (config.batch_size // config.accumulation_steps) % world:
+        raise ValueError(f"the micro-batch ({config.batch_size} / {config.accumulation_steps} accumulation steps) "
+                         f"must split evenly over {world} processes")
+    latest = checkpoints / LATEST
+    if latest.exists() and not config.resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass resume=True to continue it, or choose a new "
+                              f"run_dir (nothing was overwritten)")
+    device = torch.device(config.device) if config.device else (
+        torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}") if torch.cuda.is_available() else torch.device("cpu"))
+
+    # data first: a missing dataset fails before the model is loaded (or the classroom CLIP pre-trained)
+    image_size = open_clip.get_model_config(config.model)["vision_cfg"]["image_size"]
+    train_data, holdout_data = _training_data(config, image_size)
+    torch.manual_seed(config.seed)  # random initialisation ("none") is part of the run's settings
+    model = load_clip(config.model, None if config.pretrained == RANDOM_WEIGHTS else config.pretrained, device=device)
+    method = build_method(config.method, **config.method_options).to(device)
+    local_batch = config.batch_size // world
+    steps_per_epoch = len(train_data) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set has {len(train_data)} images, fewer than one batch of "
+                         f"{config.batch_size}: lower batch_size or raise train_examples")
+    total_steps = config.steps or steps_per_epoch * config.epochs
+
+    # the frozen text side: the training classes' embeddings, computed once
+    model.set_classifier(dataset_classifier(model, config.train_dataset))
+    reference = frozen_copy(model) if method.needs_reference else None
+    if method.pixel_stats is not None:
+        for net in filter(None, (model, reference)):
+            net.pixel_mean.copy_(torch.tensor(method.pixel_stats[0]).view(1, 3, 1, 1))
+            net.pixel_std.copy_(torch.tensor(method.pixel_stats[1]).view(1, 3, 1, 1))
+    parameters = train_image_tower_only(model)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config.warmup_steps, total_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+
+    step = 0
+    if latest.exists():
+        state = _load_checkpoint(latest, config)
+        model.clip.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], device)
+        step = state["step"]
+        if is_main and progress:
+            done = "finished: loaded, not retrained" if step >= total_steps else "resuming"
+            print(f"run {run_dir.name}: step {step} of {total_steps}, {done}")
+
+    step_module = _Step(model, method, reference)
+    trainer = step_module
+    if world > 1:
+        trainer = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    attacked = torch.compile(model) if config.compile else model
+
+    def save(path_name: str | None, done_step: int) -> None:
+        if not is_main:
+            return
+        state = {"state_dict": model.clip.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(device),
+                 "step": done_step, "data_position": {"epoch": done_step // steps_per_epoch,
+                                                      "batch": done_step % steps_per_epoch},
+                 "config": _jsonable(asdict(config)), "format": CHECKPOINT_FORMAT}
+        target = checkpoints / (path_name or LATEST)
+        settings.atomic_save(state, target)
+        if path_name is not None:
+            _publish(target, latest)
+
+    log_path = run_dir / LOG_FILE
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(_jsonable(asdict(config)), indent=2))
+    eval_every = steps_per_epoch if config.eval_every is None else config.eval_every
+    micro_batches = config.accumulation_steps
+    attack_eps, attack_step = config.eps / 255, config.attack_step_size / 255
+    sums: dict[str, torch.Tensor] = {}
+    logged_steps, train_seconds = 0, 0.0
+    bar = tqdm(total=total_steps, initial=step, desc=f"{config.method} ({config.scale})",
+               disable=not (progress and is_main))
+    loader_epoch, batches = None, None
+    try:
+        while step < total_steps:
+            epoch, position = divmod(step, steps_per_epoch)
+            if loader_epoch != epoch:
+                sampler = ResumableSampler(train_data, world=world, rank=rank, seed=config.seed,
+                                           skip=position * local_batch)
+                sampler.set_epoch(epoch)
+                loader = DataLoader(train_data, batch_size=local_batch, sampler=sampler, drop_last=True,
+                                    num_workers=_workers(model, config.num_workers),
+                                    pin_memory=device.type == "cuda")
+                batches, loader_epoch = iter(loader), epoch
+            step_started = time.perf_counter()
+            images, labels = next(batches)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            step_loss = torch.zeros((), device=device)
+            noises = _start_noise(config.seed, step, images.shape, device, rank, world).chunk(micro_batches)
+            micro_data = zip(images.chunk(micro_batches), labels.chunk(micro_batches), noises)
+            for micro, (x, y, noise) in enumerate(micro_data):
+                last = micro == micro_batches - 1
+                with contextlib.nullcontext() if last or world == 1 else trainer.no_sync():
+                    loss, terms = train_micro_batch(trainer, attacked, x, y, noise, eps=attack_eps,
+                                                    step_size=attack_step, steps=config.attack_steps,
+                                                    precision=config.precision, scaler=scaler,
+                                                    loss_weight=1 / micro_batches)
+                step_loss += loss.float() / micro_batches
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0) + value.float() / micro_batches
+            finite = torch.isfinite(step_loss).float()
+            if world > 1:
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not finite.item():
+                raise TrainingDivergedError(
+                    f"the {config.method} loss became {step_loss.item()} at step {step + 1} (epoch {epoch + 1}); "
+                    f"the update was not applied and the last good checkpoint in {checkpoints} is kept. What to do: "
+                    f"lower lr (now {config.lr}), use precision='bf16' or 'fp32' instead of fp16, or check the data")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            logged_steps += 1
+            train_seconds += time.perf_counter() - step_started
+            sums["loss"] = sums.get("loss", 0) + step_loss
+            bar.update(1)
+            for hook in hooks:
+                hook(step, model)
+            if is_main and (step % config.log_every == 0 or step == total_steps):
+                record = {"kind": "train", "step": step, "epoch": step / steps_per_epoch,
+                          "lr": optimizer.param_groups[0]["lr"],
+                          **{k: float(v) / logged_steps for k, v in sums.items()},
+                          "images_per_s": logged_steps * config.batch_size / train_seconds}
+                _append_log(log_path, record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                sums, logged_steps, train_seconds = {}, 0, 0.0
+            if eval_every and (step % eval_every == 0 or step == total_steps) and len(holdout_data):
+                if is_main:
+                    _append_log(log_path, {"kind": "holdout", "step": step, "epoch": step / steps_per_epoch,
+                                           **_holdout_accuracy(model, holdout_data, config, device)})
+            if step % steps_per_epoch == 0:
+                save(f"epoch_{step // steps_per_epoch}.pt", step)
+            elif step == total_steps:
+                save(f"step_{step}.pt", step)
+            elif config.checkpoint_every and step % config.checkpoint_every == 0:
+                save(None, step)
+    except KeyboardInterrupt:
+        save(None, step)  # between steps the state is consistent: keep it
+        if is_main:
+            print(f"interrupted: saved step {step} to {latest}; run fit() again to resume", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+
+    final = checkpoints / (f"epoch_{total_steps // steps_per_epoch}.pt" if total_steps % steps_per_epoch == 0
+                           else f"step_{total_steps}.pt")
+    if world > 1:
+        torch.distributed.barrier()
+    if method.pixel_stats is not None:  # evaluate with the model's own normalisation, as the protocol does
+        model.pixel_mean.copy_(torch.tensor(model.clip.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1))
+        model.pixel_std.copy_(torch.tensor(model.clip.visual.preprocess_cfg["std"]).view(1, 3, 1, 1))
+    freeze(model)
+    model.pretrained = str(final)
+    evaluation = pd.DataFrame()
+    if config.eval_datasets:
+        evaluation = evaluate_robustness(
+            model, config.eval_datasets, config.eval_attacks, config.eval_eps, data_root=config.data_root,
+            batch_size=config.eval_batch_size, n_examples=config.eval_n_examples, seed=config.seed,
+            precision=config.eval_precision, compile=config.compile, num_workers=config.num_workers,
+            download=config.download, out_dir=run_dir / "evaluation", progress=progress and is_main)
+        evaluation.insert(0, "method", config.method)
+    return TrainResult(model=model, config=config, run_dir=run_dir, checkpoint=final, history=read_log(run_dir),
+                       evaluation=evaluation)
+
+
+def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.DataFrame:
+    """The model a run starts from, under the run's final evaluation protocol: the "CLIP (zero-shot)" baseline.
+
+    Results are kept under the zsr_lab cache (keyed by model, tag and protocol), so chapters share them.
+    """
+    config = config.resolved()
+    device = torch.device(config.device) if config.device else settings.default_device()
+    model = load_clip(config.model, config.pretrained, device=device)
+    table = evaluate_robustness(
+        model, config.eval_datasets, config.eval_attacks, config.eval_eps, data_root=config.data_root,
+        batch_size=config.eval_batch_size, n_examples=config.eval_n_examples, seed=config.seed,
+        precision=config.eval_precision, num_workers=config.num_workers, download=config.download,
+        out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
+    table.insert(0, "method", "CLIP (zero-shot)")
+    return table
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(run_dir) -> pd.DataFrame:
+    """The training log of a run as a table (``kind`` = ``"train"`` or ``"holdout"``)."""
+    path = Path(run_dir) / LOG_FILE
+    if not path.exists():
+        return pd.DataFrame()
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    # a resumed run logs some steps twice: keep the last record of each (kind, step)
+    return pd.DataFrame(rows).drop_duplicates(["kind", "step"], keep="last").sort_values("step", kind="stable")
+
+
+def _holdout_accuracy(model: ZeroShotCLIP, holdout, config: TrainConfig, device) -> dict:
+    """Clean and PGD-10 accuracy (at the training ε) on the held-out training images: monitoring only."""
+    loader = DataLoader(holdout, batch_size=config.eval_batch_size)
+    was_training = model.training
+    correct, total = zero_shot_accuracy(model, loader, precision=config.eval_precision, progress=False)
+    robust = 0
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), _frozen(model):
+        torch.manual_seed(config.seed)
+        attack = build_attack(model, "pgd-10", config.eps, n_classes=model.class_embeddings.shape[0],
+                              precision=config.eval_precision)
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            adversarial = attack(images, labels)
+            with torch.no_grad(), autocast(config.eval_precision, device):
+                robust += int((model(adversarial).argmax(1) == labels).sum())
+    model.train(was_training)
+    return {"clean_accuracy": 100.0 * correct / total, "robust_accuracy": 100.0 * robust / total,
+            "attack": f"PGD-10 at {config.eps:g}/255", "n": total}
+
+
+# ---- command line ------------------------------------------------------------------------------------------
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m zsr_lab.train",
+        description="Adversarial fine-tuning of CLIP's image tower with any registered method, then zero-shot "
+                    "evaluation. Starts from the method's recipe at the chosen scale; every option overrides it. "
+                    "Under torchrun it runs data-parallel.",
+        epilog="example: torchrun --nproc_per_node 4 -m zsr_lab.train --method tecoa --scale full "
+               "--data-root /data --run-dir runs/tecoa")
+    parser.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
+    parser.add_argument("--scale", default="classroom", help="classroom (CPU, minutes) or full (ViT-B/32, GPU)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option, e.g. --option form=repository (PMG-AFT)")
+    typed = {"model": str, "pretrained": str, "train_dataset": str, "train_examples": int,
+             "holdout_examples": int, "eps": float, "attack_steps": int, "attack_step_size": float,
+             "optimizer": str, "lr": float, "momentum": float, "weight_decay": float, "warmup_steps": int,
+             "epochs": int, "steps": int, "batch_size": int, "accumulation_steps": int, "precision": str,
+             "seed": int, "run_dir": str, "log_every": int, "checkpoint_every": int, "eval_every": int,
+             "eval_n_examples": int, "eval_batch_size": int, "eval_precision": str, "data_root": str,
+             "num_workers": int, "device": str}
+    for name, kind in typed.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
+    parser.add_argument("--eval-datasets", nargs="*", help="zero-shot sets (default: the scale's; none: skip)")
+    parser.add_argument("--eval-attacks", nargs="+", help="e.g. pgd-100 cw-100")
+    parser.add_argument("--eval-eps", nargs="+", type=float, help="ℓ∞ budgets in units of 1/255")
+    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the attacked model (pays on GPUs)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="refuse to continue an existing run in --run-dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> TrainResult | None:
+    """Command-line entry; a bad config exits with status 2 and a message saying what to fix, before any compute."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("method", "scale", "option") and v is not None}
+    for flag in ("download", "compile"):
+        if not overrides.get(flag):
+            overrides.pop(flag, None)
+    if overrides.get("resume", True):
+        overrides.pop("resume", None)
+    for name in ("eval_datasets", "eval_attacks", "eval_eps"):
+        if name in overrides:
+            overrides[name] = tuple(overrides[name])
+    try:
+        options = {}
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--option {item!r}: write KEY=VALUE, e.g. --option form=repository")
+            options[key] = _literal(value)
+        config = recipe(args.method, args.scale, method_options=options, **overrides).resolved()
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        parser.error(str(err))
+    distributed = "LOCAL_RANK" in os.environ  # launched by torchrun
+    if distributed:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    is_main = _distributed()[0] == 0
+    try:
+        result = fit(config)
+    except (datasets.DatasetNotFoundError, TrainingDivergedError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+    if is_main:
+        print(f"final checkpoint: {result.checkpoint}")
+        if len(result.evaluation):
+            columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy"]
+            print(with_mean(result.evaluation)[columns].round(2).to_string(index=False))
+    return result
+
+
+if __name__ == "__main__":
+    main()
