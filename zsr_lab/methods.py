@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import (NON_CLASS_TEMPLATE, NORMALIZATIONS, attention_distance, complementary_attention,
+                        text_guided_attention)
+from .classifier import zero_shot_classifier
 from .models import ZeroShotCLIP
 
 METHODS: dict[str, type["Method"]] = {}
@@ -62,6 +65,9 @@ class Method(nn.Module):
     supervised: ClassVar[bool] = True
     attack_momentum: ClassVar[float | None] = None
     pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def setup(self, model: ZeroShotCLIP, classnames: list[str]) -> None:
+        """Called once by the engine after the training classifier is installed (e.g. to encode extra prompts)."""
 
     def prepare(self, model: ZeroShotCLIP, reference: ZeroShotCLIP | None, images: torch.Tensor,
                 labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -192,3 +198,84 @@ class FARE(Method):
     def forward(self, model, reference, images, adversarial, labels, context):
         loss = self.distance(model.encode_image(adversarial), context["target"])
         return loss, {"embedding_distance": loss.detach()}
+
+
+@register_method
+class TGAZSR(Method):
+    r"""TGA-ZSR (Yu et al., 2024): TeCoA plus two terms that keep the text-guided attention where the pre-trained
+    model puts it on the clean image.
+
+    .. math::
+        L = \mathrm{CE}(s_\theta(x_{adv}), y)
+            + \alpha\, \underbrace{\overline{\lVert A_\theta(x_{adv}) - A_0(x) \rVert_2}}_{\text{LARM}}
+            + \beta\, \underbrace{\overline{\lVert A_\theta(x) - A_0(x) \rVert_2}}_{\text{GACM}}
+
+    ``A`` is the attention map of the ground-truth class (:func:`zsr_lab.attention.text_guided_attention`),
+    upsampled to the input size; the frozen model's map is a constant target computed without gradient. One
+    forward pass of the trained tower over clean and adversarial images gives both the logits and the maps.
+
+    Arguments:
+        alpha, beta: weights of LARM and GACM (0.08 and 0.05).
+        normalize: ``"tokens"`` (the official computation) or ``"per_token"``.
+    """
+
+    name = "tga_zsr"
+    needs_reference = True
+
+    def __init__(self, alpha: float = 0.08, beta: float = 0.05, normalize: str = "tokens"):
+        super().__init__()
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be 'tokens' (the official computation) or 'per_token', "
+                             f"got {normalize!r}")
+        self.alpha, self.beta, self.normalize = float(alpha), float(beta), normalize
+
+    def attention(self, model: ZeroShotCLIP, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The maps of the ground-truth classes for these tokens."""
+        return text_guided_attention(tokens.float(), model.class_embeddings[labels], image_size=model.image_size,
+                                     normalize=self.normalize)
+
+    def prepare(self, model, reference, images, labels):
+        return {"target": self.attention(reference, reference.encode_image_tokens(images).tokens, labels)}
+
+    def forward(self, model, reference, images, adversarial, labels, context):
+        features = model.encode_image_tokens(torch.cat([images, adversarial]))
+        _, adv_embedding = features.embedding.float().chunk(2)
+        clean_maps, adv_maps = self.attention(model, features.tokens, labels.repeat(2)).chunk(2)
+        logits = model.logits(adv_embedding)
+        ce = F.cross_entropy(logits, labels)
+        larm = attention_distance(adv_maps, context["target"])
+        gacm = attention_distance(clean_maps, context["target"])
+        loss = ce + self.alpha * larm + self.beta * gacm
+        return loss, {"ce": ce.detach(), "larm": larm.detach(), "gacm": gacm.detach(),
+                      "adv_accuracy": adversarial_accuracy(logits, labels)}
+
+
+@register_method
+class CompTGA(TGAZSR):
+    r"""Comp-TGA (Yu et al., 2026): TGA-ZSR with the complementary map ``A_c ⊙ (1 − A_n)``, where ``A_n`` is the map
+    of the non-class prompt "This is not a photo of a {}" of the ground-truth class.
+
+    Arguments:
+        alpha, beta: weights of the two attention terms (0.10 and 0.07).
+        normalize: as for :class:`TGAZSR`.
+    """
+
+    name = "comp_tga"
+
+    def __init__(self, alpha: float = 0.10, beta: float = 0.07, normalize: str = "tokens"):
+        super().__init__(alpha, beta, normalize)
+        self.register_buffer("non_class_embeddings", torch.empty(0), persistent=False)
+
+    @torch.no_grad()
+    def setup(self, model, classnames):
+        self.non_class_embeddings = zero_shot_classifier(model, classnames, [NON_CLASS_TEMPLATE])
+
+    def attention(self, model, tokens, labels):
+        if self.non_class_embeddings.numel() == 0:
+            raise RuntimeError("Comp-TGA needs its non-class prompts: call setup(model, classnames) first")
+        size, tokens = model.image_size, tokens.float()
+        class_maps = text_guided_attention(tokens, model.class_embeddings[labels], image_size=size,
+                                           normalize=self.normalize)
+        non_class_maps = text_guided_attention(tokens, self.non_class_embeddings[labels].to(tokens.device),
+                                               image_size=size, normalize=self.normalize)
+        return complementary_attention(class_maps, non_class_maps)

@@ -40,10 +40,11 @@ def forwards_per_image(name: str) -> int:
 
     An attack step is a forward and a backward to the input only (≈ 2 forwards); the loss step is a forward and a
     full backward (≈ 3 forwards) per image pass through the trained model. PMG-AFT passes clean and adversarial
-    images through the trained model and the adversarial ones through the frozen model (forward only); FARE's
-    targets are one frozen forward of the clean images.
+    images through the trained model and the adversarial ones through the frozen model (forward only); TGA-ZSR and
+    Comp-TGA the same, with the frozen model on the clean images; FARE's targets are one frozen forward of the
+    clean images.
     """
-    loss = {"tecoa": 3, "pmg_aft": 2 * 3 + 1, "fare": 1 + 3}[name]
+    loss = {"tecoa": 3, "pmg_aft": 2 * 3 + 1, "fare": 1 + 3, "tga_zsr": 2 * 3 + 1, "comp_tga": 2 * 3 + 1}[name]
     return ATTACK_STEPS * 2 + loss
 
 
@@ -128,6 +129,7 @@ def time_naive(model, method, images, labels, tokens, device, steps):
 
 def benchmark_method(name, model, images, labels, tokens, args, device, precisions, flops_per_image):
     method = build_method(name).to(device)
+    method.setup(model, [f"class {i}" for i in range(args.n_classes)])  # Comp-TGA encodes its non-class prompts
     results = []  # (label, precision or None for the naive step, images/s, memory)
     variants = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if args.compile else [])
     for precision, compiled in variants:

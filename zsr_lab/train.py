@@ -220,9 +220,11 @@ def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
     if method not in METHODS:
         build_method(method)  # raises with the list of methods
     full = {"tecoa": dict(lr=1e-5), "pmg_aft": dict(lr=5e-5),  # SGD momentum 0.9 from the TrainConfig defaults
+            "tga_zsr": dict(lr=1e-4), "comp_tga": dict(lr=1e-4),
             "fare": dict(optimizer="adamw", lr=1e-5, weight_decay=1e-4, warmup_steps=1400, attack_steps=10,
                          precision="fp32")}
-    classroom = {"tecoa": dict(lr=1e-3), "pmg_aft": dict(lr=1e-3),
+    classroom = {"tecoa": dict(lr=1e-3), "pmg_aft": dict(lr=1e-3), "tga_zsr": dict(lr=1e-3),
+                 "comp_tga": dict(lr=1e-3),
                  "fare": dict(optimizer="adamw", lr=1e-4, weight_decay=1e-4, attack_steps=10, attack_step_size=1.0)}
     if scale == "full":
         base = dict(scale="full", epochs=10, batch_size=128, warmup_steps=1000, precision="fp16",
@@ -446,6 +448,7 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
 
     # the frozen text side: the training classes' embeddings, computed once
     model.set_classifier(dataset_classifier(model, config.train_dataset))
+    method.setup(model, datasets.get_spec(config.train_dataset).classnames)
     reference = frozen_copy(model) if method.needs_reference else None
     if method.pixel_stats is not None:
         for net in filter(None, (model, reference)):
