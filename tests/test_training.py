@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -207,3 +208,38 @@ def test_training_benchmark_runs_the_engine_step_and_the_naive_one(classroom_cli
     for method in ("tecoa", "pmg_aft"):
         assert f"{method}, zsr_lab fp32:" in out and f"{method}, naive reference fp32" in out
     assert out.count("the naive step") == 2
+
+
+def test_summarize_averages_over_datasets_per_method_and_budget():
+    table = pd.DataFrame({"method": ["a", "a", "a", "b"], "dataset": ["x", "y", "mean", "x"],
+                          "attack": ["PGD-10"] * 4, "eps": [4.0] * 4, "clean_accuracy": [80.0, 60.0, 0.0, 50.0],
+                          "robust_accuracy": [30.0, 10.0, 0.0, 40.0]})
+    summary = zl.summarize(table).set_index("method")
+    assert summary.loc["a", "clean_accuracy"] == 70.0 and summary.loc["a", "robust_accuracy"] == 20.0
+    assert summary.loc["b", "robust_accuracy"] == 40.0
+
+
+def test_training_plots_show_every_loss_term_and_one_point_per_method(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    history = pd.DataFrame([{"kind": "train", "step": 5, "loss": 2.0, "ce": 1.5, "larm": 6.0, "lr": 0.1},
+                            {"kind": "train", "step": 10, "loss": 1.0, "ce": 0.8, "larm": 3.0, "lr": 0.1},
+                            {"kind": "holdout", "step": 10, "clean_accuracy": 80.0, "robust_accuracy": 50.0,
+                             "attack": "PGD-10 at 4/255"}])
+    fig = zl.plots.plot_training(history, scale="classroom")
+    assert sorted(line.get_label() for line in fig.axes[0].get_lines()) == ["ce", "larm", "loss"]
+    summary = pd.DataFrame({"method": ["a", "b"], "eps": [4.0, 4.0], "clean_accuracy": [70.0, 90.0],
+                            "robust_accuracy": [30.0, 20.0]})
+    ax = zl.plots.plot_tradeoff(summary, scale="classroom", eps=4.0)
+    points = ax.collections[0].get_offsets()
+    assert sorted(map(tuple, points.tolist())) == [(70.0, 30.0), (90.0, 20.0)]
+    assert "classroom scale" in ax.get_title()
+
+
+def test_pretrained_baseline_is_evaluated_under_the_run_protocol(classroom_clip):
+    config = recipe("tecoa", "classroom", eval_datasets=("digits",), eval_attacks=("pgd-2",), eval_eps=(1.0,),
+                    eval_n_examples=40)
+    table = train.evaluate_pretrained(config, progress=False)
+    assert list(table["method"]) == ["CLIP (zero-shot)"] and table["pretrained"].iloc[0] == "zsr_lab"
+    assert table["n"].iloc[0] == 40 and table["clean_accuracy"].iloc[0] > 80
+    assert table["robust_accuracy"].iloc[0] <= table["clean_accuracy"].iloc[0]

@@ -122,8 +122,9 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
     """Training loss per logged step (left) and clean/robust accuracy on the held-out training images (right)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
     train = history[history["kind"] == "train"]
-    terms = [c for c in ("loss", "ce", "kl_reference", "kl_clean", "embedding_distance") if c in train.columns
-             and train[c].notna().any()]
+    bookkeeping = {"kind", "step", "epoch", "lr", "images_per_s", "adv_accuracy", "clean_accuracy",
+                   "robust_accuracy", "attack", "n"}
+    terms = [c for c in train.columns if c not in bookkeeping and train[c].notna().any()]  # each method's terms
     for term in terms:
         left.plot(train["step"], train[term], label=term)
     left.set_xlabel("optimizer step")
