@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import zsr_lab as zl
-from zsr_lab.attention import complementary_attention, text_guided_attention
+from zsr_lab.attention import (attention_distance, attention_drift, attention_maps, complementary_attention,
+                               measure_attention_drift, non_class_classifier, text_guided_attention)
 from zsr_lab.methods import CompTGA, TGAZSR, build_method
+from test_training import tiny_config  # the engine tests' few-second recipe
 
 
 def test_map_of_a_hand_built_token_tensor_equals_the_hand_computed_map():
@@ -105,3 +107,89 @@ def test_comp_tga_encodes_the_non_class_prompts():
     expected = zl.zero_shot_classifier(model, names, ["This is not a photo of a {}"])
     assert torch.allclose(method.non_class_embeddings, expected)
     assert (method.alpha, method.beta) == (0.10, 0.07) and (TGAZSR().alpha, TGAZSR().beta) == (0.08, 0.05)
+
+
+@pytest.mark.parametrize("method", [TGAZSR(), CompTGA()])
+def test_one_forward_of_the_image_tower_gives_logits_and_maps(method):
+    model, reference = _setup(method)
+    calls = []
+    model.clip.visual.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 3, 5, 9])
+    context = method.prepare(model, reference, images, labels)
+    method(model, reference, images, images.flip(-1), labels, context)
+    assert calls == [8]  # clean and adversarial images in a single pass
+
+
+def test_method_options_include_the_defaults_so_equal_runs_share_a_folder():
+    assert TGAZSR().options() == {"alpha": 0.08, "beta": 0.05, "normalize": "tokens"}
+    assert build_method("tecoa").options() == {} and build_method("fare").options() == {}
+    assert build_method("pmg_aft", form="repository").options() == {"alpha": 1.0, "beta": 1.0, "form": "repository"}
+    implicit, explicit = zl.recipe("tga_zsr", "classroom"), zl.recipe("tga_zsr", "classroom",
+                                                                     method_options={"alpha": 0.08})
+    assert implicit.resolved().method_options == {"alpha": 0.08, "beta": 0.05, "normalize": "tokens"}
+    assert implicit.resolved().fingerprint() == explicit.resolved().fingerprint()
+    assert zl.recipe("tga_zsr", "classroom", method_options={"alpha": 0.1}).resolved().fingerprint() != \
+        implicit.resolved().fingerprint()
+
+
+def test_attention_maps_for_inspection(random_classroom_clip):
+    model = random_classroom_clip.train()
+    names = zl.get_spec("digits").classnames
+    model.set_classifier(zl.zero_shot_classifier(model, names, ["a photo of the number: \"{}\"."]))
+    images, labels = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 7])
+    maps = attention_maps(model, images, model.class_embeddings[labels])
+    assert maps.shape == (3, 28, 28) and model.training  # the caller's mode is restored
+    tokens = model.encode_image_tokens(images).tokens
+    expected = text_guided_attention(tokens, model.class_embeddings[labels], image_size=28)
+    assert torch.allclose(maps.flatten(1), expected, atol=1e-6)
+    non_class = non_class_classifier(model, names)[labels]
+    complementary = attention_maps(model, images, model.class_embeddings[labels], non_class_text=non_class)
+    assert torch.allclose(complementary, maps * (1 - attention_maps(model, images, non_class)), atol=1e-6)
+    one_text = attention_maps(model, images, model.class_embeddings[4])  # one [d] embedding for all images
+    assert torch.allclose(one_text, attention_maps(model, images, model.class_embeddings[[4, 4, 4]]))
+
+
+def test_attention_drift_is_the_rms_difference_and_scales_to_the_loss_distance():
+    maps = torch.tensor([[0.0, 1.0, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    target = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]])
+    assert torch.allclose(attention_drift(maps, target), torch.tensor([0.5, 1.0]))
+    assert attention_distance(maps, target).item() == pytest.approx(
+        (math.sqrt(4) * attention_drift(maps, target)).mean().item())
+
+
+def test_measured_drift_is_zero_for_the_reference_on_clean_images_and_grows_under_attack(classroom_clip):
+    reference = classroom_clip
+    moved = zl.frozen_copy(reference)
+    with torch.no_grad():
+        for p in moved.clip.visual.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    installed = moved.class_embeddings.clone()
+    table = measure_attention_drift({"same": reference, "moved": moved}, ["digits"], reference=reference, eps=4,
+                                    steps=5, n_examples=48, batch_size=24)
+    same, other = (table[table.model == name].iloc[0] for name in ("same", "moved"))
+    assert torch.equal(moved.class_embeddings, installed)  # the measurement's classifiers are not left behind
+    assert same["clean"] == pytest.approx(0, abs=1e-6) and same["n"] == 48
+    assert same["adversarial"] > same["random_noise"] > 0  # an attack moves the map more than noise of its size
+    assert other["clean"] > 0
+    with pytest.raises(ValueError, match="ε must be"):
+        measure_attention_drift({"same": reference}, ["digits"], reference=reference, eps=-1)
+
+
+def test_tga_zsr_without_attention_terms_trains_exactly_like_tecoa(tmp_path):
+    tecoa = zl.fit(tiny_config(tmp_path, epochs=1, run_dir=str(tmp_path / "tecoa")), progress=False)
+    plain = zl.fit(tiny_config(tmp_path, epochs=1, method="tga_zsr", method_options={"alpha": 0.0, "beta": 0.0},
+                               run_dir=str(tmp_path / "tga")), progress=False)
+    for (name, a), b in zip(tecoa.model.clip.visual.state_dict().items(), plain.model.clip.visual.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_sensitivity_trains_each_point_once_and_labels_it(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, method="tga_zsr", eval_datasets=("digits",), eval_n_examples=16,
+                         eval_attacks=("pgd-2",), eval_eps=(4,))
+    table = zl.train.sensitivity(config, {"alpha": [0.0, 1.0], "beta": [0.05]})
+    assert list(zip(table.option, table.value)) == [("alpha", 0.0), ("alpha", 1.0), ("beta", 0.05)]
+    assert set(table.fixed) == {"beta = 0.05, normalize = tokens", "alpha = 0.08, normalize = tokens"}
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"alpha_0", "alpha_1", "beta_0.05"}
+    assert table["robust_accuracy"].between(0, 100).all()
+    with pytest.raises(ValueError, match="has no option gamma"):
+        zl.train.sensitivity(config, {"gamma": [1.0]})

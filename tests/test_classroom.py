@@ -63,3 +63,20 @@ def test_cached_checkpoint_is_reused(classroom_clip, monkeypatch):
     assert path.exists() and path.parent.name == "classroom"
     record = torch.load(path, weights_only=True)["record"]
     assert record["config"]["steps"] == classroom.ClassroomPretrainConfig().steps
+
+
+def test_negated_captions_count_only_for_images_of_other_classes():
+    # images of classes 0 and 1; captions "0", "1" and "not 0" (negated), orthogonal unit embeddings, scale 1
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    loss = classroom.multi_positive_clip_loss(image, text, torch.tensor([0, 1]), torch.tensor([0, 1, 0]),
+                                              torch.tensor(1.0), negated=torch.tensor([False, False, True]))
+    e = math.e
+    # image→text over the two affirmative captions only: each image's own caption, logits (1, 0) or (0, 1)
+    i2t = -math.log(e / (e + 1))
+    # text→image: caption "0" → image 0, caption "1" → image 1, caption "not 0" → image 1 (the other class)
+    t2i = -math.log(e / (e + 1))
+    assert loss.item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+    assert classroom.negated_captions_for("digits")[7] == [
+        "This is not a photo of a seven", "This is not a photo of a handwritten digit seven",
+        "a picture that is not a seven", "a picture that is not a handwritten digit seven"]

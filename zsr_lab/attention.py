@@ -11,16 +11,30 @@ projected into the joint space (:meth:`ZeroShotCLIP.encode_image_tokens`, ``[B, 
 
 The complementary map of Comp-TGA is ``A_c ⊙ (1 − A_n)``: the class map times one minus the map of the
 non-class prompt "This is not a photo of a {}" (no renormalisation after the product).
+
+For looking at maps rather than training on them: :func:`attention_maps` (a model, images and text embeddings →
+``[B, H, W]`` maps), :func:`attention_drift` (how far a map moved, root-mean-square per pixel) and
+:func:`measure_attention_drift` (how far attacks move each model's maps on whole datasets).
 """
 from __future__ import annotations
 
 import math
+from typing import Mapping, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import datasets
+from .attacks import check_eps, pgd_linf
+from .classifier import dataset_classifier, zero_shot_classifier
+from .evaluate import _frozen, subset
+from .models import ZeroShotCLIP
 
 NORMALIZATIONS = ("tokens", "per_token")
 NON_CLASS_TEMPLATE = "This is not a photo of a {}"
+MAP_KINDS = ("class", "non_class", "complementary")
 
 
 def text_guided_attention(tokens: torch.Tensor, text: torch.Tensor, *, image_size: tuple[int, int] | int,
@@ -59,3 +73,103 @@ def complementary_attention(class_map: torch.Tensor, non_class_map: torch.Tensor
 def attention_distance(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the plain (not squared) L2 distance over all map values (LARM and GACM)."""
     return (maps - target).norm(dim=1).mean()
+
+
+def non_class_classifier(model: ZeroShotCLIP, classnames: Sequence[str]) -> torch.Tensor:
+    """Embeddings of the non-class prompts "This is not a photo of a {}", ``[C, d]`` (Comp-TGA's ``A_n``)."""
+    return zero_shot_classifier(model, classnames, [NON_CLASS_TEMPLATE])
+
+
+@torch.no_grad()
+def attention_maps(model: ZeroShotCLIP, images: torch.Tensor, text: torch.Tensor, *,
+                   non_class_text: torch.Tensor | None = None, normalize: str = "tokens") -> torch.Tensor:
+    """Text-guided attention maps of ``images`` for inspection (no gradient, model in eval mode).
+
+    Arguments:
+        model: the model whose image tower is looked at.
+        images: [0,1] images, ``[B, C, h, w]``.
+        text: one text embedding per image ``[B, d]`` (e.g. ``model.class_embeddings[labels]``), or one ``[d]``
+            for all.
+        non_class_text: when given (same shapes as ``text``), the complementary map ``A_c ⊙ (1 − A_n)``.
+        normalize: as in :func:`text_guided_attention`.
+
+    Shape:
+        - output: ``[B, H, W]`` at the model's input size, on the CPU, values in [0, 1].
+    """
+    def expand(embedding: torch.Tensor) -> torch.Tensor:
+        return embedding.to(model.device).float().expand(len(images), -1)
+
+    was_training = model.training
+    model.eval()
+    tokens = model.encode_image_tokens(images.to(model.device)).tokens.float()
+    maps = text_guided_attention(tokens, expand(text), image_size=model.image_size, normalize=normalize)
+    if non_class_text is not None:
+        non_class = text_guided_attention(tokens, expand(non_class_text), image_size=model.image_size,
+                                          normalize=normalize)
+        maps = complementary_attention(maps, non_class)
+    model.train(was_training)
+    return maps.view(len(images), *model.image_size).cpu()
+
+
+def attention_drift(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Root-mean-square difference per pixel between two sets of maps, one value per image, in [0, 1].
+
+    ``attention_distance`` (LARM/GACM) is the batch mean of ``√(H·W) · drift``: the drift is the same
+    distance, independent of the map size, so classroom and full-scale maps can be compared.
+    """
+    return (maps - target).flatten(1).pow(2).mean(dim=1).sqrt()
+
+
+def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,
+                            reference: ZeroShotCLIP, eps: float = 4, steps: int = 10, n_examples: int | None = 200,
+                            batch_size: int = 100, data_root=None, seed: int = 0) -> pd.DataFrame:
+    """How far each model's class attention moves away from the reference model's clean attention.
+
+    For every image ``x`` of class ``y`` the target is the reference (pre-trained) model's map ``A_0(x)`` for
+    ``y``. Each model's maps are compared with it on the clean image (GACM's quantity), on the image under
+    random ±ε sign noise (a control: a perturbation of the same size that is not an attack) and on its own
+    PGD image (LARM's quantity; CE of the true class, ``steps`` sign steps of ε/4, random start).
+
+    Arguments:
+        models: name → model (e.g. the pre-trained CLIP, TeCoA, TGA-ZSR).
+        dataset_names: registry names (the held-out sets).
+        reference: the model whose clean maps are the target (usually the pre-trained CLIP).
+        eps: ℓ∞ budget in units of 1/255.
+        n_examples: a fixed random subset per dataset (``None``: the whole split).
+
+    Returns:
+        One row per model × dataset: ``clean``, ``random_noise``, ``adversarial`` (mean drift, see
+        :func:`attention_drift`) plus ``model``, ``dataset``, ``eps``, ``steps``, ``n``. The models' installed
+        classifiers are left as they were.
+    """
+    check_eps(eps)
+    installed = {id(m): m.class_embeddings for m in (reference, *models.values())}  # restored at the end
+    rows = []
+    for name in dataset_names:
+        spec = datasets.get_spec(name)
+        data = datasets.load_dataset(name, data_root=data_root, image_size=reference.image_size[0], verbose=False)
+        loader = DataLoader(subset(data, n_examples, seed), batch_size=batch_size)
+        reference.set_classifier(dataset_classifier(reference, name))
+        for model_name, model in models.items():
+            model.set_classifier(dataset_classifier(model, name))
+            sums = {"clean": 0.0, "random_noise": 0.0, "adversarial": 0.0}
+            count = 0
+            for batch, (images, labels) in enumerate(loader):
+                images, labels = images.to(model.device), labels.to(model.device)
+                generator = torch.Generator().manual_seed(seed * 100_003 + batch)
+                start = torch.rand(images.shape, generator=generator).to(model.device)
+                signs = torch.randint(0, 2, images.shape, generator=generator).to(model.device) * 2 - 1
+                with _frozen(model):
+                    adversarial = pgd_linf(lambda x: F.cross_entropy(model(x), labels), images, eps=eps / 255,
+                                           step_size=eps / 4 / 255, steps=steps, start=start)
+                noisy = (images + eps / 255 * signs).clamp(0, 1)
+                target = attention_maps(reference, images, reference.class_embeddings[labels])
+                text = model.class_embeddings[labels]
+                for key, x in (("clean", images), ("random_noise", noisy), ("adversarial", adversarial)):
+                    sums[key] += float(attention_drift(attention_maps(model, x, text), target).sum())
+                count += len(labels)
+            rows.append({"model": model_name, "dataset": spec.name, "eps": float(eps), "steps": steps, "n": count,
+                         **{key: value / count for key, value in sums.items()}})
+    for model in (reference, *models.values()):
+        model.class_embeddings = installed[id(model)]
+    return pd.DataFrame(rows)

@@ -5,7 +5,9 @@ datasets (Fashion-MNIST, digits, textures, faces); each image is paired with tem
 ("a black and white photo of a sneaker", "a picture of a handwritten digit seven", ...). Training is CLIP's
 symmetric image–text contrastive loss, with one change forced by templated captions: many images in a batch
 share a class, so every caption of the image's class counts as a positive (a multi-positive InfoNCE over the
-bank of all captions) instead of treating identical captions as negatives.
+bank of all captions) instead of treating identical captions as negatives. Negated captions ("This is not a
+photo of a sneaker") are true of every image of another class; they teach the text tower the "not" that web
+captions teach a real CLIP, which Comp-TGA's non-class prompts rely on.
 
 The checkpoint is deterministic given its config and seed, and cached under ``<cache>/classroom/``, keyed by a
 hash of everything that shapes it. The logit scale is fixed at 100, as for the OpenAI weights, so the
@@ -28,10 +30,14 @@ from tqdm.auto import tqdm
 from . import classroom_data, datasets, settings
 from .models import CLASSROOM_MODEL
 
-FORMAT_VERSION = 1  # bump when the pre-training code changes what a config produces
+FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
 
 CAPTION_TEMPLATES = ("a photo of a {}.", "This is a photo of a {}", "a picture of a {}", "an image of a {}",
                      "a black and white photo of a {}", "a low resolution photo of a {}")
+# Negated captions ("not a <class>") describe every image of every *other* class. Web captions teach a real CLIP
+# what "not" means; templated captions would not, and Comp-TGA's non-class prompt would then be a copy of the
+# class prompt. They only take part in the text→image direction (see multi_positive_clip_loss).
+NEGATION_TEMPLATES = ("This is not a photo of a {}", "a picture that is not a {}")
 # How a class is named inside the generic captions above, per classroom dataset.
 CAPTION_PHRASES = {"fashion_mnist": "{}", "digits": "handwritten digit {}", "textures": "{} texture",
                    "faces": "{}"}
@@ -63,16 +69,18 @@ class ClassroomPretrainConfig:
     def cache_key(self) -> str:
         model_cfg = open_clip.get_model_config(CLASSROOM_MODEL)
         blob = json.dumps({"config": asdict(self), "model": model_cfg, "templates": CAPTION_TEMPLATES,
-                           "phrases": CAPTION_PHRASES, "version": FORMAT_VERSION}, sort_keys=True)
+                           "negations": NEGATION_TEMPLATES, "phrases": CAPTION_PHRASES, "version": FORMAT_VERSION},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 @dataclass
 class CaptionBank:
-    """All captions, tokenised once, with the global class (dataset, label) each one describes."""
+    """All captions, tokenised once, with the global class (dataset, label) each one names and whether it negates it."""
 
     tokens: torch.Tensor
     caption_class: torch.Tensor
+    negated: torch.Tensor
     captions: list[str] = field(repr=False)
 
 
@@ -84,16 +92,30 @@ def captions_for(dataset: str) -> list[list[str]]:
             for name in spec.classnames]
 
 
+def negated_captions_for(dataset: str) -> list[list[str]]:
+    """For each class of a classroom dataset, captions that say an image is *not* of that class."""
+    spec, phrase = datasets.get_spec(dataset), CAPTION_PHRASES[dataset]
+    return [list(dict.fromkeys(t.format(n) for t in NEGATION_TEMPLATES for n in (name, phrase.format(name))))
+            for name in spec.classnames]
+
+
 def multi_positive_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, image_class: torch.Tensor,
-                             text_class: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+                             text_class: torch.Tensor, scale: torch.Tensor,
+                             negated: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE where every (image, text) pair of the same class is a positive.
 
-    Image→text: cross-entropy against the uniform distribution over the captions of the image's class.
-    Text→image: the same over the images of the caption's class, for captions whose class is in the batch.
+    Image→text: cross-entropy against the uniform distribution over the captions of the image's class (negated
+    captions take no part: an image's caption is what it shows).
+    Text→image: the same over the images of the caption's class, for captions whose class is in the batch; for a
+    negated caption (``negated`` True) the positives are the images of every *other* class.
     """
     logits = scale * F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
-    positive = (image_class[:, None] == text_class[None, :]).float()
-    image_to_text = -(positive / positive.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    same = image_class[:, None] == text_class[None, :]
+    negated = torch.zeros_like(text_class, dtype=torch.bool) if negated is None else negated
+    affirmative = ~negated
+    positive = torch.where(negated[None, :], ~same, same).float()
+    rows = positive[:, affirmative]
+    image_to_text = -(rows / rows.sum(1, keepdim=True) * logits[:, affirmative].log_softmax(1)).sum(1).mean()
     present = positive.sum(0) > 0
     cols = positive[:, present]
     text_to_image = -(cols / cols.sum(0, keepdim=True) * logits[:, present].log_softmax(0)).sum(0).mean()
@@ -112,18 +134,20 @@ def _training_split(name: str, data_root, image_size: int):
 def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
     """Images, global class ids and per-image sampling weights, plus the caption bank."""
     tokenizer = open_clip.get_tokenizer(CLASSROOM_MODEL)
-    images, classes, weights, captions, caption_class = [], [], [], [], []
+    images, classes, weights, captions, caption_class, negated = [], [], [], [], [], []
     offset = 0
     for name, weight in config.mixture:
         x, y = classroom_data.as_tensors(_training_split(name, data_root, image_size))
         images.append(x)
         classes.append(y + offset)
         weights.append(torch.full((len(y),), weight / len(y)))
-        for label, texts in enumerate(captions_for(name)):
-            captions += texts
-            caption_class += [offset + label] * len(texts)
+        for is_negated, per_class in ((False, captions_for(name)), (True, negated_captions_for(name))):
+            for label, texts in enumerate(per_class):
+                captions += texts
+                caption_class += [offset + label] * len(texts)
+                negated += [is_negated] * len(texts)
         offset += len(datasets.get_spec(name).classnames)
-    bank = CaptionBank(tokenizer(captions), torch.tensor(caption_class), captions)
+    bank = CaptionBank(tokenizer(captions), torch.tensor(caption_class), torch.tensor(negated), captions)
     return torch.cat(images), torch.cat(classes), torch.cat(weights), bank
 
 
@@ -157,7 +181,7 @@ def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainC
         image_emb = model.encode_image((images[batch] - mean) / std)
         text_emb = model.encode_text(bank.tokens)
         loss = multi_positive_clip_loss(image_emb, text_emb, classes[batch], bank.caption_class,
-                                        model.logit_scale.exp())
+                                        model.logit_scale.exp(), bank.negated)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -14,15 +14,15 @@ training classes, ``f_0`` the frozen pre-trained image tower. Register a new met
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import (NON_CLASS_TEMPLATE, NORMALIZATIONS, attention_distance, complementary_attention,
+from .attention import (NORMALIZATIONS, attention_distance, complementary_attention, non_class_classifier,
                         text_guided_attention)
-from .classifier import zero_shot_classifier
 from .models import ZeroShotCLIP
 
 METHODS: dict[str, type["Method"]] = {}
@@ -65,6 +65,12 @@ class Method(nn.Module):
     supervised: ClassVar[bool] = True
     attack_momentum: ClassVar[float | None] = None
     pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    def options(self) -> dict:
+        """The constructor's options with the values in use, defaults included (stored as same-named attributes)."""
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        return {p.name: getattr(self, p.name) for p in parameters
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # nn.Module's *args
 
     def setup(self, model: ZeroShotCLIP, classnames: list[str]) -> None:
         """Called once by the engine after the training classifier is installed (e.g. to encode extra prompts)."""
@@ -268,7 +274,7 @@ class CompTGA(TGAZSR):
 
     @torch.no_grad()
     def setup(self, model, classnames):
-        self.non_class_embeddings = zero_shot_classifier(model, classnames, [NON_CLASS_TEMPLATE])
+        self.non_class_embeddings = non_class_classifier(model, classnames)
 
     def attention(self, model, tokens, labels):
         if self.non_class_embeddings.numel() == 0:

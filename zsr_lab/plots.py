@@ -1,7 +1,7 @@
 """Figures the chapters draw (seaborn/matplotlib); every figure that shows numbers names its scale."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,6 +10,7 @@ import seaborn as sns
 import torch
 
 from . import datasets
+from .attention import attention_maps
 from .models import ZeroShotCLIP
 
 
@@ -157,3 +158,110 @@ def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None):
     ax.set_title(f"Clean vs robust, held-out zero-shot sets ({scale} scale)")
     ax.legend(fontsize=8, loc="best")
     return ax
+
+
+def image_for_display(image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A [C, h, w] image in [0,1] as an RGB array at the size of its attention map."""
+    image = image.detach().float().cpu()
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    if tuple(image.shape[-2:]) != tuple(size):
+        image = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    return image.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
+                   captions: Mapping[str, Sequence[tuple[str, bool | None]]] | None = None, alpha: float = 0.5,
+                   title: str | None = None):
+    """Attention maps overlaid on their images: one row per entry, one column per image.
+
+    Arguments:
+        rows: row label → (images ``[B, C, h, w]`` in [0,1], maps ``[B, H, W]`` in [0,1]), e.g.
+            ``{"clean · CLIP": (images, clean_maps), "PGD · CLIP": (adversarial, adversarial_maps)}``.
+        captions: row label → one (text, correct) per image; the text is green when ``correct`` is True,
+            red when False, black when None.
+        alpha: opacity of the map (jet colour map, 0 blue … 1 red).
+    """
+    labels = list(rows)
+    n = len(rows[labels[0]][0])
+    fig, axes = plt.subplots(len(labels), n, figsize=(1.55 * n + 0.8, 1.75 * len(labels)), squeeze=False)
+    for r, label in enumerate(labels):
+        images, maps = rows[label]
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(image_for_display(images[i], tuple(maps.shape[-2:])))
+            ax.imshow(maps[i].detach().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if captions and label in captions:
+                text, correct = captions[label][i]
+                ax.set_title(text[:18], fontsize=7, color={True: "tab:green", False: "tab:red", None: "black"}[correct])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def show_model_attention(views: Mapping[str, tuple[ZeroShotCLIP, torch.Tensor]], labels: torch.Tensor,
+                         classnames: Sequence[str], *, title: str | None = None):
+    """Each row: a model and the images it sees, with its attention map for the true class overlaid and its
+    prediction as the caption (green when right). Each model must have the images' classifier installed."""
+    rows, captions = {}, {}
+    for label, (model, images) in views.items():
+        text = model.class_embeddings[labels.to(model.device)]
+        rows[label] = (images, attention_maps(model, images, text))
+        with torch.no_grad():
+            predicted = model(images.to(model.device)).argmax(1).cpu()
+        captions[label] = [(classnames[p], p == y) for p, y in zip(predicted.tolist(), labels.tolist())]
+    return show_attention(rows, captions=captions, title=title)
+
+
+def plot_attention_drift(table: pd.DataFrame, *, scale: str):
+    """Mean attention drift per dataset on clean, randomly perturbed and attacked images, one panel per model
+    (a :func:`zsr_lab.attention.measure_attention_drift` table)."""
+    models = list(dict.fromkeys(table["model"]))
+    tidy = table.melt(id_vars=["model", "dataset"], value_vars=["clean", "random_noise", "adversarial"],
+                      var_name="images", value_name="drift")
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 1, 3.4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        sns.barplot(data=tidy[tidy["model"] == model], x="dataset", y="drift", hue="images", ax=ax)
+        ax.set_title(model, fontsize=10)
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_ylabel("attention drift (RMS per pixel)")
+        if ax is not axes[0, -1]:
+            ax.get_legend().remove()
+    eps = table["eps"].iloc[0]
+    fig.suptitle(f"How far the class attention moves from the pre-trained model's clean map, ε = {eps:g}/255 "
+                 f"({scale} scale)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None):
+    """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.train.sensitivity` table).
+
+    One panel per option; ``reference`` (a ``summarize`` table, e.g. TeCoA's) draws dashed horizontal lines.
+    """
+    rows = table[table["eps"] == eps]
+    options = list(dict.fromkeys(rows["option"]))
+    fig, axes = plt.subplots(1, len(options), figsize=(4.6 * len(options), 3.4), squeeze=False, sharey=True)
+    for ax, option in zip(axes[0], options):
+        swept = rows[rows["option"] == option].sort_values("value")
+        tidy = swept.melt(id_vars="value", value_vars=["clean_accuracy", "robust_accuracy"], var_name="accuracy",
+                          value_name="percent")
+        sns.lineplot(data=tidy, x="value", y="percent", hue="accuracy", marker="o", ax=ax)
+        ax.set_xscale("symlog", linthresh=min(v for v in swept["value"] if v > 0))
+        ax.set_xticks(swept["value"], [f"{v:g}" for v in swept["value"]])
+        ax.minorticks_off()
+        fixed = swept["fixed"].iloc[0]
+        ax.set_xlabel(f"{option} ({fixed})" if fixed else option)
+        ax.set_ylabel(f"mean accuracy (%), robust at {eps:g}/255")
+        if reference is not None:
+            ref = reference[reference["eps"] == eps].iloc[0]
+            for value, colour in ((ref["clean_accuracy"], "C0"), (ref["robust_accuracy"], "C1")):
+                ax.axhline(value, ls="--", lw=1, color=colour)
+            ax.text(0.01, 0.02, f"dashed: {ref['method']}", transform=ax.transAxes, fontsize=8)
+        ax.set_title(f"sensitivity to {option} ({scale} scale)")
+    fig.tight_layout()
+    return fig

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from . import datasets, settings
 from .attacks import build_attack, check_eps, parse_attack, pgd_linf
 from .classifier import dataset_classifier
-from .evaluate import _frozen, _workers, evaluate_robustness, with_mean, zero_shot_accuracy
+from .evaluate import _frozen, _workers, evaluate_robustness, summarize, with_mean, zero_shot_accuracy
 from .methods import METHODS, Method, build_method
 from .models import ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
 from .precision import FP16_GRAD_SCALE, PRECISIONS, autocast
@@ -146,13 +146,15 @@ class TrainConfig:
                             f"got {self.method_options!r}")
         for value in self.eval_eps:
             check_eps(value)
+        # the options in effect, defaults written out: {} and {"alpha": 0.08} are the same TGA-ZSR run
+        options = build_method(self.method, **self.method_options).options()
         config = dataclasses.replace(
             self, model=self.model or setup.model_name,
             pretrained=self.pretrained if self.pretrained is not None else setup.pretrained,
             train_dataset=self.train_dataset or setup.train_dataset,
             eval_datasets=tuple(setup.eval_datasets if self.eval_datasets is None else self.eval_datasets),
             eval_attacks=tuple(self.eval_attacks), eval_eps=tuple(float(e) for e in self.eval_eps),
-            method_options=dict(self.method_options))
+            method_options=options)
         config._check()
         return config
 
@@ -618,6 +620,39 @@ def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.Dat
         out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
     table.insert(0, "method", "CLIP (zero-shot)")
     return table
+
+
+def sensitivity(config: TrainConfig, options: dict[str, Sequence], *, progress: bool = False) -> pd.DataFrame:
+    """One-at-a-time sweep of method options around ``config``: every value of every option is trained and
+    evaluated with everything else as in ``config`` (finished runs, including ``config``'s own, are reused).
+
+    Arguments:
+        config: the run to sweep around (e.g. ``recipe("tga_zsr", "classroom")``).
+        options: option → values, e.g. ``{"alpha": [0, 0.08, 0.64], "beta": [0, 0.05, 0.4]}``.
+        progress: show the runs' progress bars.
+
+    Returns:
+        The mean over evaluation datasets per attack and ε (as :func:`zsr_lab.summarize`) with ``option``,
+        ``value`` and ``fixed`` (the method's other options) columns. With ``config.run_dir`` set, each point
+        trains into ``run_dir/<option>_<value>``; otherwise into its own default run folder.
+    """
+    base = config.resolved()
+    unknown = sorted(set(options) - set(base.method_options))
+    if unknown:
+        raise ValueError(f"{base.method} has no option {', '.join(unknown)}; its options are "
+                         f"{', '.join(base.method_options) or 'none'}")
+    tables = []
+    for option, values in options.items():
+        fixed = ", ".join(f"{other} = {value:g}" if isinstance(value, float) else f"{other} = {value}"
+                          for other, value in base.method_options.items() if other != option)
+        for value in values:
+            point = dataclasses.replace(base, method_options={**base.method_options, option: value},
+                                        run_dir=str(Path(base.run_dir) / f"{option}_{value:g}") if base.run_dir
+                                        else None)
+            result = fit(point, progress=progress)
+            summary = summarize(result.evaluation)
+            tables.append(summary.assign(option=option, value=float(value), fixed=fixed))
+    return pd.concat(tables, ignore_index=True)
 
 
 def _append_log(path: Path, record: dict) -> None:
