@@ -64,7 +64,7 @@ def _setup(method, seed=0):
     model = zl.load_clip("zsr-classroom-vit", None, device="cpu")
     names = zl.get_spec("fashion_mnist").classnames
     model.set_classifier(zl.zero_shot_classifier(model, names, ["This is a photo of a {}"]))
-    method.setup(model, names)
+    method.setup(model, names, ["This is a photo of a {}"])
     return model, zl.frozen_copy(model)
 
 

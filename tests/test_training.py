@@ -88,10 +88,12 @@ def test_recipes_carry_the_spec_constants():
     assert len(tecoa.eval_datasets) == 16 and tecoa.eval_attacks == ("pgd-100",)
 
 
-@pytest.mark.parametrize("method", ["tecoa", "pmg_aft", "fare"])
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, method):
+@pytest.mark.parametrize("method, method_options", [("tecoa", {}), ("pmg_aft", {}), ("fare", {}),
+                                                    ("tima", {"text_steps": 5}), ("tima", {"schedule": "joint"})])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, method, method_options):
     torch.set_num_threads(1)
     options = dict(attack_steps=2, optimizer="adamw", lr=1e-3) if method == "fare" else {}
+    options["method_options"] = method_options
     straight = fit(tiny_config(tmp_path / "a", method=method, **options), progress=False)
     assert straight.checkpoint.name == "epoch_2.pt"
 

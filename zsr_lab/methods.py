@@ -20,10 +20,13 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from .attention import (NORMALIZATIONS, attention_distance, complementary_attention, non_class_classifier,
                         text_guided_attention)
 from .models import ZeroShotCLIP
+from .tima import (MARGIN_FUNCTIONS, TEXT_PARAMETERS, ClassText, image_distillation, margin_cross_entropy,
+                   mhe_energy, probe_distillation, text_margins, text_parameters, tune_text)
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -72,8 +75,21 @@ class Method(nn.Module):
         return {p.name: getattr(self, p.name) for p in parameters
                 if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # nn.Module's *args
 
-    def setup(self, model: ZeroShotCLIP, classnames: list[str]) -> None:
-        """Called once by the engine after the training classifier is installed (e.g. to encode extra prompts)."""
+    def setup(self, model: ZeroShotCLIP, classnames: list[str], templates: list[str]) -> None:
+        """Called once by the engine after the training classifier (these class names and prompt templates) is
+        installed, before the reference copy is taken (e.g. to encode extra prompts)."""
+
+    def text_parameters(self, model: ZeroShotCLIP) -> list[nn.Parameter]:
+        """Text-side weights the training loop updates together with the image tower (none: the text is frozen)."""
+        return []
+
+    def before_training(self, model: ZeroShotCLIP, reference: ZeroShotCLIP | None, train_data) -> list[dict]:
+        """Called once at the start of a fresh run (not on resume); returns log records (``kind`` set by the
+        engine to ``"text"``). TIMA's staged schedule tunes the text side here."""
+        return []
+
+    def refresh_classifier(self, model: ZeroShotCLIP) -> None:
+        """Reinstall the class embeddings after the text side may have changed (loaded or tuned weights)."""
 
     def prepare(self, model: ZeroShotCLIP, reference: ZeroShotCLIP | None, images: torch.Tensor,
                 labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -273,7 +289,7 @@ class CompTGA(TGAZSR):
         self.register_buffer("non_class_embeddings", torch.empty(0), persistent=False)
 
     @torch.no_grad()
-    def setup(self, model, classnames):
+    def setup(self, model, classnames, templates):
         self.non_class_embeddings = non_class_classifier(model, classnames)
 
     def attention(self, model, tokens, labels):
@@ -285,3 +301,102 @@ class CompTGA(TGAZSR):
         non_class_maps = text_guided_attention(tokens, self.non_class_embeddings[labels].to(tokens.device),
                                                image_size=size, normalize=self.normalize)
         return complementary_attention(class_maps, non_class_maps)
+
+
+@register_method
+class TIMA(Method):
+    r"""TIMA (Ma, Liu, Cheng): text-image mutual awareness.
+
+    Image-aware text tuning (IAT) spreads the class text embeddings apart (stabilised MHE) while pre-trained image
+    embeddings of training images, used as fixed probes, keep their class distributions (IAKD). Text-aware image
+    tuning (TAI) trains the image tower adversarially with a margin per class pair that grows with the classes'
+    original text similarity (TAM) and a distillation to the pre-trained tower's clean prediction (TAKD):
+
+    .. math::
+        L_{TAI} = \mathrm{CE}\Big(\frac{\cos(z_\theta(x_{adv}), T) + M_y}{\tau}, y\Big)
+            + \lambda_{TAKD}\, \mathrm{KL}\big(p_\tau(z_0(x)) \,\|\, p_\tau(z_\theta(x_{adv}))\big),
+        \qquad L_{IAT} = \lambda_{MHE} L_{MHE}(T) + \lambda_{IAKD} L_{IAKD}(z_0, T_0, T)
+
+    No official code exists; the paper leaves these open and they are options here (defaults in brackets):
+
+    Arguments:
+        gamma: margin scale γ [0.05]; ``margin``: ``"cosine"`` (γ·cos(t⁰_y, t⁰_j)) or ``"distance"``.
+        tau: temperature τ of every softmax [0.01, CLIP's].
+        takd_weight, mhe_weight, iakd_weight: λ's [1, 1, 1].
+        text_params: text weights IAT tunes: ``"projection"`` [default: one d×d matrix acting on every prompt, so the
+            tuned text still serves any dataset's class names, and it is part of the model's own weights, so
+            checkpoints, ``load_clip`` and the classifier cache follow it] or ``"tower"``.
+        schedule: ``"staged"`` [IAT first, ``text_steps`` Adam steps at ``text_lr`` on ``probe_examples`` probes, then
+            TAI with the tuned text fixed; IAT needs no attack and no trained image tower, since its probes are the
+            pre-trained ones] or ``"joint"`` (both losses every step; the text weights join the optimizer).
+    """
+
+    name = "tima"
+    needs_reference = True
+    SCHEDULES = ("staged", "joint")
+
+    def __init__(self, gamma: float = 0.05, margin: str = "cosine", tau: float = 0.01, takd_weight: float = 1.0,
+                 mhe_weight: float = 1.0, iakd_weight: float = 1.0, text_params: str = "projection",
+                 schedule: str = "staged", text_steps: int = 200, text_lr: float = 1e-3,
+                 probe_examples: int = 10_000):
+        super().__init__()
+        checks = (("margin", margin, MARGIN_FUNCTIONS), ("text_params", text_params, TEXT_PARAMETERS),
+                  ("schedule", schedule, self.SCHEDULES))
+        for option, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau!r}")
+        self.gamma, self.margin, self.tau = float(gamma), margin, float(tau)
+        self.takd_weight, self.mhe_weight, self.iakd_weight = float(takd_weight), float(mhe_weight), float(iakd_weight)
+        self.text_params, self.schedule = text_params, schedule
+        self.text_steps, self.text_lr, self.probe_examples = int(text_steps), float(text_lr), int(probe_examples)
+        for name in ("text0", "margins"):
+            self.register_buffer(name, torch.empty(0), persistent=False)
+        self.class_text: ClassText | None = None
+
+    def setup(self, model, classnames, templates):
+        self.text0 = model.class_embeddings.detach().clone()  # the original geometry: margins and IAKD
+        self.margins = text_margins(self.text0, gamma=self.gamma, function=self.margin)
+        self.class_text = ClassText(model, classnames, templates, self.text_params)
+
+    def text_parameters(self, model):
+        return text_parameters(model, self.text_params) if self.schedule == "joint" else []
+
+    @torch.no_grad()
+    def refresh_classifier(self, model):
+        model.set_classifier(self.class_text(model))
+
+    def _probes(self, reference, train_data) -> torch.Tensor:
+        count = min(self.probe_examples, len(train_data))
+        loader = DataLoader(Subset(train_data, range(count)), batch_size=256)
+        with torch.no_grad():
+            return torch.cat([reference.encode_image(x.to(reference.device)).float() for x, _ in loader])
+
+    def before_training(self, model, reference, train_data):
+        if self.schedule != "staged" or self.text_steps == 0:
+            return []
+        history = tune_text(model, self.class_text, self._probes(reference, train_data), which=self.text_params,
+                            steps=self.text_steps, lr=self.text_lr, mhe_weight=self.mhe_weight,
+                            iakd_weight=self.iakd_weight, tau=self.tau)
+        self.refresh_classifier(model)
+        return history
+
+    def prepare(self, model, reference, images, labels):
+        return {"reference_clean": reference.encode_image(images).float()}
+
+    def forward(self, model, reference, images, adversarial, labels, context):
+        joint = self.schedule == "joint"
+        text = self.class_text(model) if joint else model.class_embeddings
+        adv_embedding = model.encode_image(adversarial).float()
+        tam = margin_cross_entropy(adv_embedding, text, labels, self.margins, tau=self.tau)
+        takd = image_distillation(context["reference_clean"], adv_embedding, text, tau=self.tau)
+        loss = tam + self.takd_weight * takd
+        terms = {"tam": tam.detach(), "takd": takd.detach()}
+        if joint:
+            mhe = mhe_energy(text)
+            iakd = probe_distillation(context["reference_clean"], self.text0, text, tau=self.tau)
+            loss = loss + self.mhe_weight * mhe + self.iakd_weight * iakd
+            terms.update(mhe=mhe.detach(), iakd=iakd.detach())
+        logits = F.normalize(adv_embedding, dim=-1) @ text.detach().T
+        return loss, {**terms, "adv_accuracy": adversarial_accuracy(logits, labels)}

@@ -106,13 +106,15 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
     return fig
 
 
-def plot_robustness_curve(table: pd.DataFrame, *, scale: str, ax=None):
-    """Robust accuracy against ε (in units of 1/255), one line per dataset, labelled with the scale."""
+def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "dataset", ax=None):
+    """Robust accuracy against ε (in units of 1/255), one line per dataset (or per ``hue``, e.g. ``"method"``:
+    then each line is the mean over datasets), labelled with the scale."""
     rows = table[table["dataset"] != "mean"]
     ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
-    sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue="dataset", marker="o", ax=ax)
+    sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue=hue, marker="o", errorbar=None, ax=ax)
     attacks = ", ".join(rows["attack"].unique())
-    ax.set_title(f"Robust accuracy under {attacks} ({scale} scale)")
+    over = "" if hue == "dataset" else f", mean over {rows['dataset'].nunique()} datasets"
+    ax.set_title(f"Robust accuracy under {attacks}{over} ({scale} scale)")
     ax.set_xlabel("ε (× 1/255)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(0, 100)
@@ -263,5 +265,32 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
                 ax.axhline(value, ls="--", lw=1, color=colour)
             ax.text(0.01, 0.02, f"dashed: {ref['method']}", transform=ax.transAxes, fontsize=8)
         ax.set_title(f"sensitivity to {option} ({scale} scale)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_text_geometry(original: torch.Tensor, tuned: torch.Tensor, classnames: Sequence[str], *, scale: str,
+                       margins: torch.Tensor | None = None):
+    """Pairwise cosine similarity of the class text embeddings before and after text tuning (heatmaps), and the
+    distribution of the off-diagonal values (and of the margins, when given)."""
+    panels = 4 if margins is not None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2))
+    upper = torch.triu(torch.ones(len(classnames), len(classnames), dtype=torch.bool), diagonal=1)
+    values = {}
+    for ax, (name, text) in zip(axes, (("original", original), ("tuned", tuned))):
+        similarity = (text @ text.T).detach().cpu()
+        values[name] = similarity[upper].numpy()
+        sns.heatmap(pd.DataFrame(similarity.numpy(), index=classnames, columns=classnames), ax=ax, cmap="viridis",
+                    vmin=-1, vmax=1, square=True, cbar=ax is axes[1], xticklabels=False)
+        ax.set_title(f"{name} class text: mean off-diagonal cos {values[name].mean():.2f}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=6)
+    tidy = pd.DataFrame([{"text": name, "cosine": v} for name, vs in values.items() for v in vs])
+    sns.histplot(data=tidy, x="cosine", hue="text", bins=30, element="step", ax=axes[2])
+    axes[2].set_title(f"pairwise cosines ({scale} scale)", fontsize=9)
+    if margins is not None:
+        off_diagonal = ~torch.eye(len(classnames), dtype=torch.bool)
+        sns.histplot(margins.detach().cpu()[off_diagonal].numpy(), bins=30, ax=axes[3], color="tab:purple")
+        axes[3].set_title("TAM margins m(y, j), j ≠ y", fontsize=9)
+        axes[3].set_xlabel("margin (cosine units)")
     fig.tight_layout()
     return fig

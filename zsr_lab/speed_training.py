@@ -129,7 +129,7 @@ def time_naive(model, method, images, labels, tokens, device, steps):
 
 def benchmark_method(name, model, images, labels, tokens, args, device, precisions, flops_per_image):
     method = build_method(name).to(device)
-    method.setup(model, [f"class {i}" for i in range(args.n_classes)])  # Comp-TGA encodes its non-class prompts
+    method.setup(model, [f"class {i}" for i in range(args.n_classes)], ["This is a photo of a {}"])
     results = []  # (label, precision or None for the naive step, images/s, memory)
     variants = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if args.compile else [])
     for precision, compiled in variants:
