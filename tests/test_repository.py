@@ -39,7 +39,9 @@ def test_chapters_end_with_summary_and_exercises_and_have_a_parameters_cell():
         notebook = nbformat.read(path, as_version=4)
         tags = [cell.metadata.get("tags", []) for cell in notebook.cells]
         assert sum("parameters" in t for t in tags) == 1, path.name
+        assert not any(cell.get("outputs") for cell in notebook.cells), f"{path.name}: commit notebooks without outputs"
+        if path.stem == "train_full":  # the training job, not a chapter
+            continue
         headings = [line for cell in notebook.cells if cell.cell_type == "markdown"
                     for line in cell.source.splitlines() if line.startswith("## ")]
         assert headings[-2:] == ["## Summary", "## Exercises"], path.name
-        assert not any(cell.get("outputs") for cell in notebook.cells), f"{path.name}: commit notebooks without outputs"

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -199,6 +200,24 @@ class TrainConfig:
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
             raise FileNotFoundError(f"data_root {self.data_root} does not exist: create it (download=True fills "
                                     f"it) or point data_root at the folder that holds the datasets")
+
+    def save(self, path) -> Path:
+        """Write the config as JSON (what ``load`` and ``python -m zsr_lab.train --config`` read)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_jsonable(asdict(self)), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        """A config from a JSON file of its fields (e.g. a run's ``config.json``)."""
+        fields = json.loads(Path(path).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown config field(s) {', '.join(unknown)}; the fields are "
+                             f"{', '.join(sorted(known))}")
+        return cls(**fields)
 
     def fingerprint(self) -> str:
         """Hash of the fields that shape the weights."""
@@ -513,7 +532,7 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     log_path = run_dir / LOG_FILE
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(_jsonable(asdict(config)), indent=2))
+        config.save(run_dir / "config.json")
     if not resumed:
         records = method.before_training(model, reference, train_data)  # e.g. TIMA's staged text tuning
         if records:
@@ -642,6 +661,53 @@ def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.Dat
     return table
 
 
+def config_from_parameters(method: str, scale: str = "full", *, gpus: int = 1, **fields) -> TrainConfig:
+    """The resolved config of a run from notebook parameters (``None`` keeps the recipe's value), checked before
+    any compute, with its run folder fixed (``book/train_full.ipynb``'s first cell).
+
+    Raises:
+        TypeError / ValueError / FileNotFoundError: with what to fix (bad method, field, type, GPU count, data root).
+    """
+    if isinstance(gpus, bool) or not isinstance(gpus, int):
+        raise TypeError(f"gpus must be an integer (the number of GPUs to train on), got {gpus!r}")
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, got {gpus}")
+    if gpus > 1 and torch.cuda.device_count() < gpus:
+        raise ValueError(f"gpus = {gpus}, but {torch.cuda.device_count()} CUDA device(s) are visible: lower gpus or "
+                         f"run on a machine with {gpus} GPUs")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {', '.join(unknown)}; the config fields are {', '.join(sorted(known))}")
+    overrides = {name: value for name, value in fields.items() if value is not None}
+    for name in ("eval_datasets", "eval_attacks", "eval_eps"):
+        if name in overrides:
+            if isinstance(overrides[name], (str, int, float)):
+                raise TypeError(f"{name} must be a list, e.g. [1, 2, 4] or ['pgd-100'], got {overrides[name]!r}")
+            overrides[name] = tuple(overrides[name])
+    config = recipe(method, scale, **overrides).resolved()
+    return dataclasses.replace(config, run_dir=str(Path(config.run_dir).expanduser() if config.run_dir
+                                                   else config.default_run_dir()))
+
+
+def torchrun_command(config_file, gpus: int) -> list[str]:
+    """The command that trains the run of ``config_file`` data-parallel on ``gpus`` GPUs of this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "zsr_lab.train", "--config", str(config_file)]
+
+
+def launch(config: TrainConfig, *, gpus: int = 1, progress: bool = True) -> TrainResult:
+    """Train (or resume) and evaluate ``config`` on ``gpus`` GPUs: in this process for one, through torchrun for
+    more (then the finished run and its evaluation are loaded here, not recomputed)."""
+    config = config.resolved()
+    if gpus > 1:
+        if not config.run_dir:
+            raise ValueError("a multi-GPU run needs config.run_dir (config_from_parameters fixes it)")
+        config_file = config.save(Path(config.run_dir) / "requested_config.json")
+        subprocess.run(torchrun_command(config_file, gpus), check=True)
+    return fit(config, progress=progress)
+
+
 def sensitivity(config: TrainConfig, options: dict[str, Sequence], *, progress: bool = False) -> pd.DataFrame:
     """One-at-a-time sweep of method options around ``config``: every value of every option is trained and
     evaluated with everything else as in ``config`` (finished runs, including ``config``'s own, are reused).
@@ -731,8 +797,10 @@ def _parser() -> argparse.ArgumentParser:
                     "Under torchrun it runs data-parallel.",
         epilog="example: torchrun --nproc_per_node 4 -m zsr_lab.train --method tecoa --scale full "
                "--data-root /data --run-dir runs/tecoa")
-    parser.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
+    parser.add_argument("--method", help=f"one of {', '.join(sorted(METHODS))} (required unless --config)")
     parser.add_argument("--scale", default="classroom", help="classroom (CPU, minutes) or full (ViT-B/32, GPU)")
+    parser.add_argument("--config", help="a JSON file of config fields (e.g. a run's config.json) instead of the "
+                                         "method's recipe; the other flags override it")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, e.g. --option form=repository (PMG-AFT)")
     typed = {"model": str, "pretrained": str, "train_dataset": str, "train_examples": int,
@@ -759,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     parser = _parser()
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("method", "scale", "option") and v is not None}
+                 if k not in ("method", "scale", "option", "config") and v is not None}
     for flag in ("download", "compile"):
         if not overrides.get(flag):
             overrides.pop(flag, None)
@@ -775,8 +843,16 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
             if not sep:
                 raise ValueError(f"--option {item!r}: write KEY=VALUE, e.g. --option form=repository")
             options[key] = _literal(value)
-        config = recipe(args.method, args.scale, method_options=options, **overrides).resolved()
-    except (ValueError, TypeError, FileNotFoundError) as err:
+        if args.config:
+            config = TrainConfig.load(args.config)
+            changes = {**overrides, **({"method": args.method} if args.method else {}),
+                       **({"method_options": {**config.method_options, **options}} if options else {})}
+            config = dataclasses.replace(config, **changes).resolved()
+        elif args.method:
+            config = recipe(args.method, args.scale, method_options=options, **overrides).resolved()
+        else:
+            raise ValueError("give --method (e.g. --method tecoa) or --config FILE")
+    except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as err:
         parser.error(str(err))
     distributed = "LOCAL_RANK" in os.environ  # launched by torchrun
     if distributed:

@@ -1,0 +1,75 @@
+"""book/train_full.ipynb, the full-scale training job: runs under papermill at classroom scale, checks its
+parameters in the first cell, writes its results into the run folder."""
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+
+import zsr_lab as zl
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "train_full.ipynb"
+
+
+def _run(tmp_path, name, **parameters):
+    return papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / f"{name}.ipynb"), parameters=parameters,
+                                      kernel_name="python3", progress_bar=False)
+
+
+def _text(notebook) -> str:
+    return "\n".join(str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+                     for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+def test_default_parameters_train_at_classroom_scale_write_results_and_a_rerun_resumes(tmp_path):
+    first = _run(tmp_path, "first")
+    run_dir = zl.recipe("tecoa", "classroom").resolved().default_run_dir()  # the chapters' TeCoA run
+    assert f"run folder: {run_dir}" in _text(first)
+    written = {p.name for p in run_dir.iterdir()}
+    assert {"results.csv", "training.png", "accuracy_eps1.png", "accuracy_eps4.png"} <= written
+    results = (run_dir / "results.csv").read_text().splitlines()
+    assert results[0].startswith("method,model,pretrained,dataset") and len(results) == 1 + 10  # 4 sets + mean, 2 ε
+    again = _run(tmp_path, "again")
+    assert "finished: loaded, not retrained" in _text(again)
+
+
+@pytest.mark.parametrize("parameters, message", [
+    (dict(gpus=0), "gpus must be at least 1"),
+    (dict(method="tga"), "unknown method 'tga'"),
+    (dict(eval_eps=4), "eval_eps must be a list"),
+])
+def test_bad_parameters_stop_the_first_cell_with_what_to_fix(tmp_path, parameters, message):
+    with pytest.raises(papermill.PapermillExecutionError, match=message) as error:
+        _run(tmp_path, "bad", **parameters)
+    assert "config_from_parameters" in error.value.source  # the check cell, before any compute
+
+
+def test_parameters_are_checked_before_any_compute():
+    with pytest.raises(TypeError, match="gpus must be an integer"):
+        zl.train.config_from_parameters("tecoa", "classroom", gpus="2")
+    with pytest.raises(ValueError, match=r"CUDA device\(s\) are visible"):
+        zl.train.config_from_parameters("tecoa", "classroom", gpus=64)
+    with pytest.raises(TypeError, match="unknown parameter"):
+        zl.train.config_from_parameters("tecoa", "classroom", learning_rate=0.1)
+    config = zl.train.config_from_parameters("tecoa", "classroom", epochs=None, eval_eps=[1, 2])
+    assert config.epochs == 1 and config.eval_eps == (1.0, 2.0) and config.run_dir
+
+
+def test_more_than_one_gpu_goes_through_torchrun(tmp_path):
+    command = zl.train.torchrun_command(tmp_path / "config.json", 4)
+    assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=4" in command
+    assert command[-3:] == ["zsr_lab.train", "--config", str(tmp_path / "config.json")]
+
+
+def test_the_command_line_trains_from_a_saved_config(tmp_path):
+    config = zl.TrainConfig(method="tecoa", scale="classroom", pretrained="none", train_examples=32,
+                            holdout_examples=8, batch_size=16, epochs=1, eval_datasets=(),
+                            run_dir=str(tmp_path / "run"))
+    path = config.save(tmp_path / "requested.json")
+    assert zl.TrainConfig.load(path).resolved() == config.resolved()
+    result = zl.train.main(["--config", str(path), "--lr", "0.01"])
+    assert result.config.lr == 0.01 and result.checkpoint.exists()
+    (tmp_path / "bad.json").write_text('{"method": "tecoa", "learning_rate": 1}')
+    with pytest.raises(SystemExit) as exit_code:
+        zl.train.main(["--config", str(tmp_path / "bad.json")])
+    assert exit_code.value.code == 2
