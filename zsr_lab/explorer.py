@@ -16,7 +16,7 @@ from .attacks import pgd_linf
 from .attention import MAP_KINDS, attention_drift, attention_maps, non_class_classifier
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP
-from .plots import image_for_display
+from .plots import overlay_attention
 
 TRUE_CLASS = "(true class)"
 
@@ -108,11 +108,9 @@ class AttentionExplorer:
             clip = self.models[model]
             clean_pred, adv_pred = (int(clip(x.to(clip.device)).argmax(1)) for x in (clean, adversarial))
         fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.2))
-        size = tuple(clean_map.shape[-2:])
         for ax, x, m, pred, what in ((axes[0], clean, clean_map, clean_pred, "clean"),
                                      (axes[1], adversarial, adv_map, adv_pred, f"PGD-{self.steps}, ε = {eps:g}/255")):
-            ax.imshow(image_for_display(x[0], size))
-            ax.imshow(m[0].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            overlay_attention(ax, x[0], m[0])
             ax.set_title(f"{what}\npredicted: {self.classnames[pred][:22]}", fontsize=8,
                          color="tab:green" if pred == label else "tab:red")
         shift = (adv_map[0] - clean_map[0]).numpy()

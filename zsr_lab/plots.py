@@ -162,14 +162,16 @@ def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None):
     return ax
 
 
-def image_for_display(image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A [C, h, w] image in [0,1] as an RGB array at the size of its attention map."""
+def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, alpha: float = 0.5) -> None:
+    """Draw a [C, h, w] image in [0,1] with its [H, W] attention map on top (jet, 0 blue … 1 red)."""
     image = image.detach().float().cpu()
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
-    if tuple(image.shape[-2:]) != tuple(size):
+    size = tuple(attention_map.shape[-2:])
+    if tuple(image.shape[-2:]) != size:  # show the image at the map's size
         image = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-    return image.clamp(0, 1).permute(1, 2, 0).numpy()
+    ax.imshow(image.clamp(0, 1).permute(1, 2, 0).numpy())
+    ax.imshow(attention_map.detach().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
 
 
 def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
@@ -191,8 +193,7 @@ def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
         images, maps = rows[label]
         for i in range(n):
             ax = axes[r, i]
-            ax.imshow(image_for_display(images[i], tuple(maps.shape[-2:])))
-            ax.imshow(maps[i].detach().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            overlay_attention(ax, images[i], maps[i], alpha=alpha)
             ax.set_xticks([])
             ax.set_yticks([])
             if captions and label in captions:

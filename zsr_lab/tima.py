@@ -100,11 +100,15 @@ def image_distillation(reference_clean: torch.Tensor, adversarial: torch.Tensor,
     return _kl(teacher, student)
 
 
+def _check_text_params(which: str) -> None:
+    if which not in TEXT_PARAMETERS:
+        raise ValueError(f"text_params must be one of {', '.join(TEXT_PARAMETERS)}, got {which!r}")
+
+
 def text_parameters(model: ZeroShotCLIP, which: str) -> list[nn.Parameter]:
     """The text-side weights IAT tunes: ``"projection"`` (the joint-space projection of the text tower) or
     ``"tower"`` (every weight of the text tower, projection included)."""
-    if which not in TEXT_PARAMETERS:
-        raise ValueError(f"text_params must be one of {', '.join(TEXT_PARAMETERS)}, got {which!r}")
+    _check_text_params(which)
     projection = model.clip.text_projection
     if which == "projection":
         return list(projection.parameters()) if isinstance(projection, nn.Module) else [projection]
@@ -135,8 +139,7 @@ class ClassText(nn.Module):
     def __init__(self, model: ZeroShotCLIP, classnames: Sequence[str], templates: Sequence[str],
                  trainable: str = "projection"):
         super().__init__()
-        if trainable not in TEXT_PARAMETERS:
-            raise ValueError(f"text_params must be one of {', '.join(TEXT_PARAMETERS)}, got {trainable!r}")
+        _check_text_params(trainable)
         self.trainable, self.shape = trainable, (len(classnames), len(templates))
         texts = [template.format(name) for name in classnames for template in templates]
         self.register_buffer("tokens", model.tokenizer(texts).to(model.device), persistent=False)
