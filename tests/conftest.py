@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
 _session_dir = tempfile.mkdtemp(prefix="zsr_lab_tests_")
@@ -16,6 +17,7 @@ os.environ.setdefault("ZSR_LAB_DATA", os.path.join(_session_dir, "data"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 import zsr_lab as zl  # noqa: E402
 from zsr_lab.models import CLASSROOM_MODEL  # noqa: E402
@@ -33,3 +35,29 @@ def random_classroom_clip():
     """The classroom architecture with random weights: fast, for shape and wiring tests."""
     torch.manual_seed(0)
     return zl.load_clip(CLASSROOM_MODEL, None, device="cpu")
+
+
+def pytest_collection_modifyitems(items):
+    """Run the chapters in the book's order, after the unit tests: later chapters (the comparison) reuse the
+    cached runs of earlier ones, as they do for a reader."""
+    root = Path(__file__).resolve().parents[1]
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    order = {str(root / f"{entry['file']}.ipynb"): i for i, entry in enumerate(toc["chapters"])}
+    items.sort(key=lambda item: order.get(str(item.path), -1))  # stable: unit tests first, cells keep their order
+
+
+_chapter_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if ".ipynb::" in report.nodeid:  # every phase of every cell, the kernel start included
+        chapter = report.nodeid.split("::")[0]
+        _chapter_seconds[chapter] = _chapter_seconds.get(chapter, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Time per chapter (the classroom-use page quotes these from a CI run)."""
+    if _chapter_seconds:
+        terminalreporter.section("time per chapter (nbval, in book order)")
+        for chapter, seconds in _chapter_seconds.items():
+            terminalreporter.write_line(f"{chapter}: {seconds:.0f} s")

@@ -32,6 +32,16 @@ def test_banner_labels_classroom_numbers_and_unknown_scale_is_an_error():
         zl.get_scale("medium")
 
 
+def test_banner_says_which_device_and_offers_full_scale_when_a_gpu_is_there(monkeypatch):
+    assert "on cpu" in zl.get_scale("classroom").banner()
+    assert "No GPU found" in zl.get_scale("full").banner()
+    monkeypatch.setattr(zl.settings, "default_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    banner = zl.get_scale("classroom").banner()
+    assert "on cuda" in banner and 'A GPU is available (Tesla T4): set scale = "full"' in banner
+    assert "No GPU found" not in zl.get_scale("full").banner()
+
+
 def test_flop_count_includes_the_attention_projections(random_classroom_clip):
     clip = random_classroom_clip
     clip.set_classifier(torch.nn.functional.normalize(torch.randn(3, clip.embed_dim), dim=-1))

@@ -45,3 +45,31 @@ def test_chapters_end_with_summary_and_exercises_and_have_a_parameters_cell():
         headings = [line for cell in notebook.cells if cell.cell_type == "markdown"
                     for line in cell.source.splitlines() if line.startswith("## ")]
         assert headings[-2:] == ["## Summary", "## Exercises"], path.name
+
+
+def test_every_notebook_installs_the_package_in_colab_without_reinstalling_torch():
+    import nbformat
+
+    for path in (ROOT / "book").glob("*.ipynb"):
+        cells = nbformat.read(path, as_version=4).cells
+        first_code = [cell for cell in cells if cell.cell_type == "code"][:2]
+        assert "parameters" in first_code[0].metadata.get("tags", []), path.name
+        install = first_code[1].source  # right after the parameters, before anything imports zsr_lab
+        assert 'if "google.colab" in sys.modules' in install, path.name
+        pip_lines = [line for line in install.splitlines() if "pip install" in line]
+        assert len(pip_lines) == 1 and "zsr_lab @ git+" in pip_lines[0], path.name
+        assert not re.search(r"\btorch(vision)?\b", pip_lines[0].replace("zsr_lab", "")), path.name
+
+
+def test_every_exercise_has_a_dropdown_solution():
+    import nbformat
+
+    for path in (ROOT / "book").glob("*.ipynb"):
+        text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown")
+        exercises = re.findall(r"```\{exercise\}\n:label: (\S+)", text)
+        solutions = dict(re.findall(r"```\{solution-start\} (\S+)\n:class: (\S+)", text))
+        assert len(exercises) == len(set(exercises)), path.name
+        assert path.stem == "train_full" or len(exercises) >= 2, f"{path.name}: a chapter ends with exercises"
+        for label in exercises:
+            assert solutions.get(label) == "dropdown", f"{path.name}: exercise {label} has no dropdown solution"
+        assert text.count("{solution-start}") == text.count("{solution-end}"), path.name

@@ -7,7 +7,7 @@ One import gives the flat API the chapters build up::
     clip = zl.load_clip(scale.model_name, scale.pretrained)
     table = zl.evaluate_zero_shot(clip, scale.eval_datasets)
 """
-from . import attacks, attention, evaluate, methods, plots, sanity, tima, train
+from . import attacks, attention, evaluate, methods, plots, reported, sanity, settings, tima, train
 from .classifier import dataset_classifier, zero_shot_classifier
 from .datasets import (BENCHMARK_DATASETS, CLASSROOM_DATASETS, DatasetNotFoundError, get_spec,
                        list_datasets, load_dataset)

@@ -135,6 +135,20 @@ def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps
     return rows.groupby(keys, sort=False)[values].mean().reset_index()
 
 
+def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: mean clean accuracy and mean robust accuracy at every ε of ``table`` (columns
+    ``robust @ <ε>/255``), the attack and the number of datasets averaged — the protocol's headline numbers side
+    by side. Methods keep their order of appearance."""
+    summary = summarize(table)
+    robust = summary.pivot_table(index="method", columns="eps", values="robust_accuracy", sort=False)
+    robust.columns = [f"robust @ {eps:g}/255" for eps in robust.columns]
+    rows = table[table["dataset"] != "mean"].groupby("method", sort=False)
+    facts = pd.DataFrame({"attack": rows["attack"].agg(lambda a: ", ".join(a.unique())),
+                          "datasets": rows["dataset"].nunique(),
+                          "clean": summary.groupby("method", sort=False)["clean_accuracy"].mean()})
+    return facts.join(robust).reset_index()
+
+
 # ---- robust evaluation -------------------------------------------------------------------------------------
 
 RESULTS_FILE = "results.jsonl"

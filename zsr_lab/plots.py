@@ -146,19 +146,57 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
     return fig
 
 
-def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None):
-    """Mean clean vs mean robust accuracy at one ε, one point per method (a ``summarize`` table)."""
+def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None, title: str | None = None):
+    """Mean clean vs mean robust accuracy at one ε, one point per method (a ``summarize`` table); ``title``
+    replaces the default one (which names the scale)."""
     rows = summary[summary["eps"] == eps]
     ax = ax or plt.subplots(figsize=(5.2, 4.2))[1]
     sns.scatterplot(data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax)
+    # each label goes right of its point, moved down or up until its box is clear of the labels placed so far
+    # (boxes estimated in units of the data span, which the axes show at about 2/3 of their size)
+    span_x = max(np.ptp(rows["clean_accuracy"]), 1.0)
+    span_y = max(np.ptp(rows["robust_accuracy"]), 1.0)
+    placed = []
     for _, row in rows.iterrows():
+        x, y = row["clean_accuracy"] / span_x, row["robust_accuracy"] / span_y
+        for offset in (4, -8, 16, -20, 28, -32):
+            box = (x + 0.02, x + 0.02 + 0.024 * len(row["method"]), y + 0.006 * offset, y + 0.006 * offset + 0.06)
+            if not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in placed):
+                break
+        placed.append(box)
         ax.annotate(row["method"], (row["clean_accuracy"], row["robust_accuracy"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+                    xytext=(5, offset), fontsize=8)
     ax.margins(0.25)  # room for the labels
     ax.set_xlabel("mean clean accuracy (%)")
     ax.set_ylabel(f"mean robust accuracy at {eps:g}/255 (%)")
-    ax.set_title(f"Clean vs robust, held-out zero-shot sets ({scale} scale)")
+    ax.set_title(title or f"Clean vs robust, held-out zero-shot sets ({scale} scale)")
     ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+def plot_heatmap(table: pd.DataFrame, *, scale: str, value: str = "robust_accuracy", eps: float | None = None,
+                 ax=None):
+    """Accuracy per method (rows, in order of appearance) and dataset (columns, plus their mean), annotated.
+
+    Arguments:
+        table: per-dataset rows of one or more methods (e.g. the evaluation tables of several runs).
+        value: ``"robust_accuracy"`` or ``"clean_accuracy"``.
+        eps: keep the rows at this ε (robust accuracy needs one; clean accuracy is the same at every ε).
+    """
+    rows = table[table["dataset"] != "mean"]
+    if eps is not None:
+        rows = rows[rows["eps"] == eps]
+    grid = rows.pivot_table(index="method", columns="dataset", values=value, aggfunc="mean", sort=False)
+    grid["mean"] = grid.mean(axis=1)
+    ax = ax or plt.subplots(figsize=(1.0 * grid.shape[1] + 3, 0.45 * grid.shape[0] + 1.6))[1]
+    sns.heatmap(grid, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "%"}, ax=ax)
+    ax.axvline(grid.shape[1] - 1, color="white", lw=2)  # the mean column is not a dataset
+    what = "robust accuracy" if value == "robust_accuracy" else "clean accuracy"
+    attack = f" under {', '.join(rows['attack'].unique())} at {eps:g}/255" if value == "robust_accuracy" else ""
+    ax.set_title(f"{what.capitalize()}{attack} ({scale} scale)")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(axis="x", rotation=30)
     return ax
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from . import datasets, settings
 from .models import CLASSROOM_MODEL, CLASSROOM_PRETRAINED, DEFAULT_MODEL, DEFAULT_PRETRAINED
 
@@ -37,6 +39,9 @@ class Scale:
         if self.name == "classroom":
             lines.append("Numbers are classroom-scale numbers: they show the phenomena, they do not reproduce "
                          "the papers' tables.")
+            if device.type == "cuda":
+                lines.append(f"A GPU is available ({torch.cuda.get_device_name(device)}): set scale = \"full\" to "
+                             f"run this chapter with OpenAI ViT-B/32 on the benchmark datasets.")
         elif device.type != "cuda":
             lines.append("No GPU found: full scale runs, but very slowly, on the CPU.")
         return "\n".join(lines)

@@ -256,7 +256,7 @@ def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
     elif scale == "classroom":
         base = dict(scale="classroom", epochs=1, train_examples=9600, holdout_examples=500, batch_size=128,
                     warmup_steps=8, eps=4.0, attack_steps=2, attack_step_size=4.0, log_every=5,
-                    checkpoint_every=25, eval_every=25, eval_attacks=("pgd-10",), eval_eps=(1.0, 4.0), eval_n_examples=500)
+                    checkpoint_every=25, eval_attacks=("pgd-10",), eval_eps=(1.0, 4.0), eval_n_examples=500)
         base.update(classroom.get(method, {}))
     else:
         get_scale(scale)  # raises with the valid names

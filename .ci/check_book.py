@@ -1,0 +1,106 @@
+"""Open every page of the built book in headless Chromium and check what a reader would see.
+
+For each page of the table of contents: the page loads and has its title, every image of it has loaded in the
+browser (a figure whose file is missing shows as a broken image), the executed chapters show as many figures as
+their executed notebook produced, no page shows an execution error (a traceback in an output), and every
+notebook page has a Colab launch link to its own notebook.
+
+Usage: python .ci/check_book.py [BOOK_ROOT]   (after `jupyter-book build`; needs the `chromium` command)
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+HARNESS = """<!doctype html><html><body><pre id="result">pending</pre><script>
+const pages = PAGES;
+const report = {};
+let left = pages.length;
+function inspect(frame, page) {
+  const doc = frame.contentDocument;
+  const images = Array.from(doc.querySelectorAll("img"));
+  report[page] = {
+    title: doc.querySelector("h1") ? doc.querySelector("h1").textContent.trim() : "",
+    outputImages: doc.querySelectorAll(".cell_output img").length,
+    brokenImages: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src")),
+    errors: Array.from(doc.querySelectorAll(".cell_output .traceback, .cell_output .error"))
+      .map(e => e.textContent.slice(0, 300)),
+    colab: Array.from(doc.querySelectorAll('a[href*="colab.research.google.com"]')).map(a => a.href),
+  };
+  if (--left === 0) document.getElementById("result").textContent = JSON.stringify(report);
+}
+for (const page of pages) {
+  const frame = document.createElement("iframe");
+  frame.onload = () => setTimeout(() => inspect(frame, page), 500);  // let the page's scripts settle
+  frame.src = page;
+  document.body.appendChild(frame);
+}
+</script></body></html>"""
+
+
+def chapters(root: Path) -> list[str]:
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [toc["root"], *(chapter["file"] for chapter in toc["chapters"])]
+
+
+def figures_in_executed_notebook(root: Path, chapter: str) -> int | None:
+    executed = root / "_build" / "jupyter_execute" / f"{chapter}.ipynb"
+    if not executed.exists():
+        return None  # not executed by the build (train_full) or not a notebook
+    notebook = json.loads(executed.read_text())
+    return sum("image/png" in output.get("data", {}) for cell in notebook["cells"]
+               for output in cell.get("outputs", []))
+
+
+def main(root: Path) -> int:
+    html = root / "_build" / "html"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("check_book: no chromium command; install the Debian package 'chromium'")
+        return 2
+    pages = {chapter: html / f"{chapter}.html" for chapter in chapters(root)}
+    missing = [str(path) for path in pages.values() if not path.exists()]
+    if missing:
+        print("check_book: pages missing from the build:", ", ".join(missing))
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        harness = Path(tmp) / "harness.html"
+        harness.write_text(HARNESS.replace("PAGES", json.dumps([p.resolve().as_uri() for p in pages.values()])))
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                              "--virtual-time-budget=120000", "--dump-dom", harness.as_uri()],
+                             capture_output=True, text=True, timeout=600).stdout
+    found = re.search(r'<pre id="result">(.*?)</pre>', dom, flags=re.S)
+    if not found or found.group(1) == "pending":
+        print("check_book: the browser did not finish inspecting the pages")
+        return 1
+    report = json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    failures = []
+    for chapter, path in pages.items():
+        seen = report[path.resolve().as_uri()]
+        expected = figures_in_executed_notebook(root, chapter)
+        problems = []
+        if not seen["title"]:
+            problems.append("no title")
+        if seen["brokenImages"]:
+            problems.append(f"images that did not load: {seen['brokenImages']}")
+        if expected is not None and seen["outputImages"] != expected:
+            problems.append(f"{seen['outputImages']} figures shown, the executed notebook made {expected}")
+        if seen["errors"]:
+            problems.append(f"execution errors: {seen['errors']}")
+        if (root / f"{chapter}.ipynb").exists() and not any(link.endswith(f"/{chapter}.ipynb") for link in seen["colab"]):
+            problems.append(f"no Colab launch link to {chapter}.ipynb (found {seen['colab']})")
+        status = "; ".join(problems) or "ok"
+        print(f"{chapter}: {seen['title'][:60]!r}, {seen['outputImages']} figures — {status}")
+        failures += problems
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()))

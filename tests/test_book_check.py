@@ -1,0 +1,52 @@
+"""The CI browser check (.ci/check_book.py) fails on what a reader would see as broken."""
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the chromium command (CI installs it)")
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def _checker():
+    spec = importlib.util.spec_from_file_location("check_book", ROOT / ".ci" / "check_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _book(tmp_path, body, figures_made=1):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapter\n")
+    html = tmp_path / "_build" / "html"
+    (html / "book").mkdir(parents=True)
+    (html / "_images").mkdir()
+    (html / "_images" / "figure.png").write_bytes(PNG)
+    (html / "book" / "intro.html").write_text("<html><body><h1>Intro</h1></body></html>")
+    colab = '<a href="https://colab.research.google.com/github/o/r/blob/main/book/chapter.ipynb">Colab</a>'
+    (html / "book" / "chapter.html").write_text(f"<html><body><h1>Chapter</h1>{colab}{body}</body></html>")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "chapter.ipynb").write_text("{}")
+    executed = tmp_path / "_build" / "jupyter_execute" / "book"
+    executed.mkdir(parents=True)
+    outputs = [{"output_type": "display_data", "data": {"image/png": ""}}] * figures_made
+    (executed / "chapter.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}))
+    return tmp_path
+
+
+def test_a_page_with_its_figure_passes(tmp_path):
+    book = _book(tmp_path, '<div class="cell_output"><img src="../_images/figure.png"></div>')
+    assert _checker().main(book) == 0
+
+
+@pytest.mark.parametrize("body, figures_made", [
+    ('<div class="cell_output"><img src="../_images/missing.png"></div>', 1),  # the file is not there
+    ('<div class="cell_output"><img src="../_images/figure.png"></div>', 2),   # a figure lost in the build
+    ('<div class="cell_output"><img src="../_images/figure.png"></div>'
+     '<div class="cell_output"><div class="output traceback">ValueError: boom</div></div>', 1),
+])
+def test_a_broken_figure_a_lost_figure_or_a_traceback_fails(tmp_path, body, figures_made):
+    assert _checker().main(_book(tmp_path, body, figures_made)) == 1

@@ -1,0 +1,74 @@
+"""The comparison chapter's tools: the one-row-per-method table, the per-dataset heatmap, the papers' reported
+numbers and loading the results of full-scale runs."""
+import re
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+import zsr_lab as zl
+
+matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _evaluation(method, clean, robust):
+    """Rows as the evaluation engine writes them: ``clean``/``robust`` map dataset → value (robust: per ε)."""
+    return pd.DataFrame([{"method": method, "model": "m", "pretrained": "p", "dataset": name, "attack": "PGD-10",
+                          "eps": eps, "n": 100, "clean_accuracy": clean[name], "robust_accuracy": value}
+                         for name in clean for eps, value in robust[name].items()])
+
+
+@pytest.fixture()
+def two_methods():
+    a = _evaluation("a", {"x": 80.0, "y": 60.0}, {"x": {1.0: 40.0, 4.0: 10.0}, "y": {1.0: 30.0, 4.0: 0.0}})
+    b = _evaluation("b", {"x": 70.0, "y": 50.0}, {"x": {1.0: 50.0, 4.0: 30.0}, "y": {1.0: 40.0, 4.0: 20.0}})
+    return pd.concat([a, b], ignore_index=True)
+
+
+def test_comparison_table_is_the_mean_over_datasets_per_method_and_eps(two_methods):
+    table = zl.evaluate.comparison_table(zl.with_mean(two_methods))  # mean rows are not counted twice
+    assert list(table["method"]) == ["a", "b"]
+    assert list(table.columns) == ["method", "attack", "datasets", "clean", "robust @ 1/255", "robust @ 4/255"]
+    row = table.set_index("method")
+    assert row.loc["a", "clean"] == 70.0 and row.loc["a", "robust @ 1/255"] == 35.0
+    assert row.loc["a", "robust @ 4/255"] == 5.0 and row.loc["b", "robust @ 4/255"] == 25.0
+    assert (table["datasets"] == 2).all()
+
+
+def test_heatmap_shows_each_method_and_dataset_and_their_mean(two_methods):
+    ax = zl.plots.plot_heatmap(two_methods, scale="classroom", value="robust_accuracy", eps=4.0)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y", "mean"]
+    assert [t.get_text() for t in ax.texts] == ["10", "0", "5", "30", "20", "25"]
+    assert "classroom scale" in ax.get_title() and "4/255" in ax.get_title()
+
+
+def test_reported_numbers_are_the_papers_headline_table_with_their_sources():
+    reported = zl.reported.reported_results().set_index("method")
+    assert reported.loc["CLIP (zero-shot)", "clean_accuracy"] == 64.42
+    assert reported.loc["CLIP (zero-shot)", "robust_accuracy"] == 4.90
+    assert reported.loc["tga_zsr", "robust_accuracy"] == 42.09 and reported.loc["comp_tga", "robust_accuracy"] == 44.46
+    assert (reported["attack"] == "pgd-100").all() and (reported["eps"] == 1.0).all()
+    assert set(reported.index) - {"CLIP (zero-shot)"} <= set(zl.methods.METHODS)
+    keys = set(re.findall(r"@\w+\{(\w+),", (ROOT / "book" / "references.bib").read_text()))
+    assert set(reported["source"]) <= keys  # every number cites a paper the book lists
+
+
+def test_run_results_are_loaded_from_every_run_folder_and_repeated_methods_are_told_apart(tmp_path, two_methods):
+    for folder, method in [("tecoa", "a"), ("pmg_paper", "b"), ("pmg_repository", "b")]:
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+        rows = two_methods[two_methods["method"] == method].assign(method=method)
+        zl.with_mean(rows).to_csv(tmp_path / "runs" / folder / "results.csv", index=False)  # as train_full does
+    table = zl.reported.load_run_results(tmp_path / "runs")
+    assert "mean" not in set(table["dataset"])
+    assert set(table["method"]) == {"a", "b (pmg_paper)", "b (pmg_repository)"}
+    assert zl.evaluate.comparison_table(table).set_index("method").loc["a", "robust @ 4/255"] == 5.0
+
+
+def test_missing_or_empty_results_folder_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist: pass the folder"):
+        zl.reported.load_run_results(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="run book/train_full.ipynb with run_dir inside"):
+        zl.reported.load_run_results(tmp_path)
