@@ -51,7 +51,8 @@ def test_margin_loss_on_a_hand_computed_case():
 def test_attack_names_and_budgets_are_checked():
     assert attacks.parse_attack("pgd-100") == attacks.AttackConfig("pgd", 100)
     assert attacks.parse_attack("CW-10").label == "CW-10"
-    assert attacks.parse_attack("apgd").steps == 100
+    assert attacks.parse_attack("apgd_t").steps == 100 and attacks.parse_attack("square").steps == 5000
+    assert attacks.parse_attack("apgd_t-20").label == "APGD-T-20"
     assert attacks.AttackConfig("pgd").pixel_eps(1) == pytest.approx(1 / 255)
     assert attacks.AttackConfig("pgd").pixel_step(4) == pytest.approx(1 / 255)
     with pytest.raises(ValueError, match="unknown attack 'fgsm'"):
@@ -64,6 +65,12 @@ def test_attack_names_and_budgets_are_checked():
         attacks.AttackConfig("pgd").pixel_eps("1/255")
     with pytest.raises(ValueError, match="positive integer"):
         attacks.AttackConfig("pgd", steps=0)
+    with pytest.raises(ValueError, match="larger than the whole pixel range"):
+        attacks.AttackConfig("pgd").pixel_eps(300)
+    with pytest.raises(ValueError, match="did you mean apgd_t"):
+        attacks.parse_attack("apgd_tt-10")
+    with pytest.raises(ValueError, match="now a suite: write papers-aa"):
+        attacks.parse_attack("apgd-10")
 
 
 def test_torchattacks_sees_the_model_without_a_second_normalisation(classroom_clip):
@@ -107,20 +114,38 @@ def test_restarts_never_weaken_the_attack(classroom_clip):
     assert results[3] <= results[1]
 
 
-@pytest.mark.parametrize("n_classes, parts", [(10, ["APGD", "APGDT", "FAB", "Square"]), (2, ["APGD", "FAB", "Square"])])
-def test_standard_autoattack_is_configured_for_the_dataset(n_classes, parts):
-    model = TinyModel(3 * 6 * 6, classes=n_classes)
-    attack = attacks.build_attack(model, "autoattack-5", 8, n_classes=n_classes)
-    assert [a.attack for a in attack.attacks] == parts
-    assert all(a.n_target_classes == min(9, n_classes - 1) for a in attack.attacks if hasattr(a, "n_target_classes"))
-    assert all(getattr(a, "steps", 5) == 5 for a in attack.attacks)
-    images, labels = torch.rand(6, 3, 6, 6), torch.randint(0, n_classes, (6,))
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_dlr", "apgd_t", "fab_t", "square"])
+def test_every_suite_member_stays_in_the_eps_ball_and_the_box(name):
+    model = TinyModel(3 * 6 * 6, classes=10)
+    images, labels = torch.rand(6, 3, 6, 6), torch.randint(0, 10, (6,))
+    attack = attacks.build_attack(model, attacks.AttackConfig(name, steps=5 if name != "square" else 50), 8,
+                                  n_classes=10)
     adv = attack(images, labels)
     assert (adv - images).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert len(attacks.attack_iterations(attack, 6)) == 6
 
 
-@pytest.mark.parametrize("n_classes, losses", [(10, ["ce", "dlr"]), (2, ["ce"])])
-def test_papers_autoattack_is_apgd_ce_then_dlr(n_classes, losses):
-    attack = attacks.build_attack(TinyModel(12, classes=n_classes), "apgd-7", 1, n_classes=n_classes)
-    parts = getattr(attack, "attacks", [attack])
-    assert [a.loss for a in parts] == losses and all(a.steps == 7 for a in parts)
+def test_members_refuse_datasets_with_too_few_classes():
+    with pytest.raises(ValueError, match="APGD-T-100 needs at least 4 classes, the dataset has 3"):
+        attacks.build_attack(TinyModel(12, classes=3), "apgd_t-100", 1, n_classes=3)
+    with pytest.raises(ValueError, match="APGD-DLR-100 needs at least 3 classes"):
+        attacks.build_attack(TinyModel(12, classes=2), "apgd_dlr-100", 1, n_classes=2)
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin"])
+def test_any_step_pgd_is_last_iterate_pgd_stopped_early(loss):
+    """Early stopping changes no surviving trajectory: an image robust under the any-step rule is robust under
+    the last-iterate rule, and stopping only saves iterations."""
+    model = TinyModel(3 * 8 * 8, classes=10)
+    images, labels = torch.rand(64, 3, 8, 8), torch.randint(0, 10, (64,))
+    results = {}
+    for early_stop in (True, False):
+        torch.manual_seed(1)
+        attack = attacks.SignPGD(model, eps=2 / 255, alpha=0.5 / 255, steps=20, loss=loss, early_stop=early_stop)
+        adv = attack(images, labels)
+        with torch.no_grad():
+            results[early_stop] = (model(adv).argmax(1) == labels, attack.iterations.clone())
+    (robust_any, spent_any), (robust_last, spent_last) = results[True], results[False]
+    assert not (robust_any & ~robust_last).any()  # any-step is at least as strong
+    assert (spent_last == 20).all() and (spent_any <= 20).all() and spent_any.sum() < spent_last.sum()
+    torch.testing.assert_close(robust_any[spent_any == 20], robust_last[spent_any == 20])

@@ -30,11 +30,27 @@ def two_methods():
 def test_comparison_table_is_the_mean_over_datasets_per_method_and_eps(two_methods):
     table = zl.evaluate.comparison_table(zl.with_mean(two_methods))  # mean rows are not counted twice
     assert list(table["method"]) == ["a", "b"]
-    assert list(table.columns) == ["method", "attack", "datasets", "clean", "robust @ 1/255", "robust @ 4/255"]
+    assert list(table.columns) == ["method", "datasets", "clean", "PGD-10 @ 1/255", "PGD-10 @ 4/255"]
     row = table.set_index("method")
-    assert row.loc["a", "clean"] == 70.0 and row.loc["a", "robust @ 1/255"] == 35.0
-    assert row.loc["a", "robust @ 4/255"] == 5.0 and row.loc["b", "robust @ 4/255"] == 25.0
+    assert row.loc["a", "clean"] == 70.0 and row.loc["a", "PGD-10 @ 1/255"] == 35.0
+    assert row.loc["a", "PGD-10 @ 4/255"] == 5.0 and row.loc["b", "PGD-10 @ 4/255"] == 25.0
     assert (table["datasets"] == 2).all()
+
+
+def test_worst_case_and_pgd_stand_side_by_side_and_the_gap_is_their_difference(two_methods):
+    worst = two_methods.assign(attack="pgd-10+aa-10", robust_accuracy=two_methods.robust_accuracy - 4)
+    table = pd.concat([worst, two_methods], ignore_index=True)
+    compared = zl.evaluate.comparison_table(table)
+    assert list(compared.columns)[3:] == ["pgd-10+aa-10 @ 1/255", "pgd-10+aa-10 @ 4/255", "PGD-10 @ 1/255",
+                                          "PGD-10 @ 4/255"]
+    assert compared.set_index("method").loc["b", "pgd-10+aa-10 @ 4/255"] == 21.0
+    summary = zl.summarize(table)
+    ax = zl.plots.plot_tradeoff(summary, scale="classroom", eps=4.0)  # the first attack: the worst case
+    assert sorted(t.get_text() for t in ax.texts) == ["a", "b"] and "pgd-10+aa-10" in ax.get_ylabel()
+    ax = zl.plots.plot_attack_gap(summary, scale="classroom", eps=4.0, worst="pgd-10+aa-10", single="PGD-10")
+    assert [p.get_height() for p in ax.patches] == [4.0, 4.0]
+    with pytest.raises(ValueError, match="no rows under 'aa'"):
+        zl.evaluate.select_attack(table, "aa")
 
 
 def test_heatmap_shows_each_method_and_dataset_and_their_mean(two_methods):
@@ -47,10 +63,15 @@ def test_heatmap_shows_each_method_and_dataset_and_their_mean(two_methods):
 
 def test_reported_numbers_are_the_papers_headline_table_with_their_sources():
     reported = zl.reported.reported_results().set_index("method")
+    headline = reported[reported["attack"] == "PGD-100"]
+    assert headline.loc["tga_zsr", "robust_accuracy"] == 42.09
     assert reported.loc["CLIP (zero-shot)", "clean_accuracy"] == 64.42
     assert reported.loc["CLIP (zero-shot)", "robust_accuracy"] == 4.90
-    assert reported.loc["tga_zsr", "robust_accuracy"] == 42.09 and reported.loc["comp_tga", "robust_accuracy"] == 44.46
-    assert (reported["attack"] == "pgd-100").all() and (reported["eps"] == 1.0).all()
+    assert reported.loc["comp_tga", "robust_accuracy"] == 44.46
+    assert (reported["eps"] == 1.0).all() and reported["attack"].iloc[0] == "PGD-100"
+    tga = reported.loc["tga_zsr"].set_index("attack")["robust_accuracy"]
+    assert tga.to_dict() == {"PGD-100": 42.09, "papers-aa": 30.86, "CW-100": 40.50}
+    assert all("ε ∈ {1}/255" in p and "last-iterate" in p for p in reported["protocol"])
     assert set(reported.index) - {"CLIP (zero-shot)"} <= set(zl.methods.METHODS)
     keys = set(re.findall(r"@\w+\{(\w+),", (ROOT / "book" / "references.bib").read_text()))
     assert set(reported["source"]) <= keys  # every number cites a paper the book lists
@@ -64,7 +85,7 @@ def test_run_results_are_loaded_from_every_run_folder_and_repeated_methods_are_t
     table = zl.reported.load_run_results(tmp_path / "runs")
     assert "mean" not in set(table["dataset"])
     assert set(table["method"]) == {"a", "b (pmg_paper)", "b (pmg_repository)"}
-    assert zl.evaluate.comparison_table(table).set_index("method").loc["a", "robust @ 4/255"] == 5.0
+    assert zl.evaluate.comparison_table(table).set_index("method").loc["a", "PGD-10 @ 4/255"] == 5.0
 
 
 def test_missing_or_empty_results_folder_says_what_to_do(tmp_path):

@@ -1,5 +1,8 @@
+import json
+
 import pandas as pd
 import pytest
+import torch
 
 import zsr_lab as zl
 from zsr_lab import evaluate
@@ -20,10 +23,74 @@ def test_rows_carry_the_full_protocol(classroom_clip):
     row = table.iloc[1]
     assert (row.attack, row.norm, row.eps, row.steps, row.restarts, row.precision, row.seed, row.n) == \
         ("CW-2", "Linf", 4, 2, 1, "bf16", 5, 40)
+    assert (row.n_examples, row.split_size, row.stopping, row.cascade) == (40, 100, "any", True)
     assert row.eps_pixels == pytest.approx(4 / 255) and row.step_size == pytest.approx(1 / 255)
-    assert row.template == "A close-up photo of a {}." and row.split
+    assert row.template == "A close-up photo of a {}." and row.split and len(row.weights) == 16
     assert row.max_perturbation <= row.eps_pixels + 1e-6 and row.out_of_box == 0
     assert row.robust_accuracy <= row.clean_accuracy
+    assert row.members[0]["kappa"] == 50 and row.members[0]["robust_after"] == row.robust_accuracy
+
+
+def test_a_suite_row_reports_every_member_and_the_worst_case(classroom_clip):
+    protocol = zl.Protocol(("digits",), ("pgd-3+aa-5",), (2,), n_examples=60, cascade=False)
+    row = evaluate.evaluate_robustness(classroom_clip, protocol, progress=False).iloc[0]
+    assert (row.attack, row.suite) == ("pgd-3+aa-5", "pgd-3+aa-5")
+    assert [m["attack"] for m in row.members] == ["PGD-3", "APGD-CE-5", "APGD-T-5"]
+    assert row.members[2]["targets"] == 9 and row.members[1]["step_size"] is None
+    assert row.robust_accuracy <= min(m["robust_alone"] for m in row.members)
+    afters = [m["robust_after"] for m in row.members]
+    assert afters == sorted(afters, reverse=True) and afters[-1] == row.robust_accuracy
+    assert all(m["iterations_per_image"] > 0 for m in row.members)
+    members = zl.member_table(pd.DataFrame([row]))
+    assert list(members.member) == ["PGD-3", "APGD-CE-5", "APGD-T-5"] and list(members.position) == [1, 2, 3]
+
+
+def test_new_weights_at_the_same_path_are_evaluated_again(classroom_clip, tmp_path):
+    """Rows are keyed by the weights' content: a retrained checkpoint saved where the old one was is not
+    mistaken for it."""
+    clip = zl.frozen_copy(classroom_clip)
+    kwargs = dict(n_examples=40, progress=False, out_dir=tmp_path)
+    before = evaluate.evaluate_robustness(clip, "faces", ["pgd-2"], [4], **kwargs)
+    with torch.no_grad():
+        clip.clip.visual.conv1.weight.mul_(-1)  # other weights, same name and "pretrained" tag
+    after = evaluate.evaluate_robustness(clip, "faces", ["pgd-2"], [4], **kwargs)
+    assert before.weights[0] != after.weights[0] and before.pretrained[0] == after.pretrained[0]
+    assert after.clean_accuracy[0] != before.clean_accuracy[0]
+    assert len((tmp_path / evaluate.RESULTS_FILE).read_text().splitlines()) == 2
+
+
+def test_results_of_the_previous_format_are_not_reused(classroom_clip, tmp_path, capsys):
+    old = {"model": classroom_clip.model_name, "pretrained": "zsr_lab", "dataset": "faces", "attack": "PGD-2",
+           "eps": 4.0, "n_examples": 40, "robust_accuracy": 99.0, "clean_accuracy": 99.0}
+    (tmp_path / evaluate.RESULTS_FILE).write_text(json.dumps(old) + "\n")
+    table = evaluate.evaluate_robustness(classroom_clip, "faces", ["pgd-2"], [4], n_examples=40, out_dir=tmp_path)
+    assert "older format" in capsys.readouterr().out and table.robust_accuracy[0] != 99.0
+
+
+@pytest.mark.parametrize("fields, error, message", [
+    (dict(attacks=("aaa",)), ValueError, "did you mean the suite 'aa'"),
+    (dict(attacks=("apgd_t-10",), datasets=("faces",)), ValueError, "needs at least 4 classes, but this dataset has 2"),
+    (dict(n_examples=500), ValueError, "larger than the split of textures \\(135 images\\)"),
+    (dict(eps=(300,)), ValueError, "larger than the whole pixel range"),
+    (dict(eps=(-1,)), ValueError, "ε must be ≥ 0"),
+    (dict(stopping="first"), ValueError, "stopping must be 'any'"),
+    (dict(n_examples=0), ValueError, "positive integer or None"),
+])
+def test_bad_protocols_fail_before_any_attack(classroom_clip, monkeypatch, fields, error, message):
+    monkeypatch.setattr(evaluate, "_attack_dataset", lambda *a, **k: pytest.fail("attacked before the check"))
+    protocol = dict(datasets=zl.CLASSROOM_DATASETS, attacks=("pgd-2",), eps=(1,), n_examples=None) | fields
+    with pytest.raises(error, match=message):
+        evaluate.evaluate_robustness(classroom_clip, progress=False, protocol=protocol.pop("datasets"), **protocol)
+
+
+def test_protocols_are_values():
+    a = zl.Protocol(["digits"], "aa", 1, {"digits": 100})
+    b = zl.Protocol(("digits",), ("aa",), (1.0,), {"digits": 100})
+    assert a == b and hash(a) == hash(b) and a.examples_for("digits") == 100 and a.examples_for("faces") is None
+    assert zl.Protocol.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    assert "APGD-CE-100 → APGD-T-100" in a.describe() and "ε ∈ {1}/255" in a.describe()
+    full = zl.get_scale("full").protocol
+    assert full.attacks == ("aa",) and full.n_examples == 1000 and len(full.datasets) == 16
 
 
 def test_resumed_evaluation_equals_an_uninterrupted_one(classroom_clip, tmp_path, monkeypatch):
@@ -62,15 +129,19 @@ def test_with_mean_gives_one_mean_per_attack_and_eps():
 
 
 def test_sanity_checks_pass_on_an_honest_evaluation(classroom_clip):
-    report = check_evaluation(classroom_clip, "digits", eps=(1, 4), large_eps=32, steps=(3, 10), n_examples=100)
+    report = check_evaluation(classroom_clip, "digits", suite="aa-5", eps=(1, 4), large_eps=32, steps=(3, 10),
+                              n_examples=100)
     assert report.passed.all(), report.to_string()
-    assert len(report) == 5
+    assert len(report) == 6
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--datasets", "imagenett"], "unknown dataset 'imagenett'"),
     (["--datasets", "digits", "--eps", "-1"], "ε must be ≥ 0"),
     (["--datasets", "digits", "--attacks", "pgd-x"], "NAME-STEPS"),
+    (["--datasets", "digits", "--attacks", "apgd"], "now a suite"),
+    (["--datasets", "faces", "--attacks", "apgd_t-10"], "needs at least 4 classes"),
+    (["--datasets", "textures", "--n-examples", "500", "--attacks", "pgd-1"], "larger than the split of textures"),
     (["--datasets", "cifar10", "--data-root", "/nonexistent/zsr_data"], "--data-root /nonexistent/zsr_data does not exist"),
 ])
 def test_cli_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path, capsys):
@@ -102,7 +173,7 @@ def test_torchrun_with_two_processes_counts_every_example_once(tmp_path, classro
     import sys
 
     argv = ["-m", "zsr_lab.evaluate", "--datasets", "faces", "digits", "--attacks", "pgd-3", "--eps", "4",
-            "--device", "cpu"]
+            "--n-examples", "0", "--device", "cpu"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
     subprocess.run([*torchrun, *argv, "--out", str(tmp_path / "ddp")], check=True, env=os.environ.copy(),
                    capture_output=True, timeout=600)

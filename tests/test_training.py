@@ -85,7 +85,10 @@ def test_recipes_carry_the_spec_constants():
     assert (tecoa.batch_size, tecoa.epochs, tecoa.warmup_steps) == (128, 10, 1000)
     assert tecoa.train_dataset == "tiny_imagenet_train" and tecoa.model == "ViT-B-32-quickgelu"
     assert (fare.optimizer, fare.weight_decay, fare.warmup_steps, fare.attack_steps) == ("adamw", 1e-4, 1400, 10)
-    assert len(tecoa.eval_datasets) == 16 and tecoa.eval_attacks == ("pgd-100",)
+    assert len(tecoa.eval_datasets) == 16 and tecoa.eval_attacks == ("aa", "pgd-100")
+    assert tecoa.protocol.n_examples == 1000 and tecoa.protocol.eps == (1.0,) and tecoa.protocol.stopping == "any"
+    classroom = recipe("tecoa", "classroom").resolved().protocol
+    assert classroom == zl.get_scale("classroom").protocol  # the chapters' runs share the scale's protocol
 
 
 @pytest.mark.parametrize("method, method_options", [("tecoa", {}), ("pmg_aft", {}), ("fare", {}),

@@ -1,15 +1,18 @@
-"""Adversarial attacks on a :class:`ZeroShotCLIP`, in [0,1] pixel space.
+"""Adversarial attacks on a :class:`ZeroShotCLIP`, in [0,1] pixel space: the members of an attack suite.
 
-torchattacks does the standard attacks (PGD, ℓ2 PGD, APGD, APGD-T, FAB, Square); this module configures them
-the way the zero-shot robustness protocol needs (100 steps, ``n_classes`` per dataset, targeted variants over
-at most 9 target classes, no second normalisation) and adds what torchattacks lacks: the "CW" margin-loss PGD
-of the papers, restarts for PGD, and mixed-precision forward passes with a gradient scale that keeps fp16 input
-gradients from underflowing.
+Each attack here is one member; :mod:`zsr_lab.suites` combines members into suites (``aa``, ``aa-standard``, ...)
+and takes the per-image worst case. zsr_lab's own sign-gradient PGD (cross-entropy or the papers' "CW" margin
+loss) and APGD (:mod:`zsr_lab.apgd`) stop per image at the first iteration that misclassifies it when
+``early_stop`` is on, and count the forward-backward passes each image received. torchattacks does ℓ2 PGD, FAB-T
+and Square, configured as the reference AutoAttack runs them (``n_classes`` per dataset, at most 9 target classes,
+5,000 queries, no second normalisation). Forward passes can run in bf16/fp16 with a gradient scale that keeps fp16
+input gradients from underflowing.
 
 Users write ℓ∞ budgets in units of 1/255 (``eps=1`` means 1/255); ℓ2 budgets are radii in [0,1] pixel units.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import torch
@@ -18,28 +21,47 @@ import torchattacks
 from torchattacks.attack import Attack
 from torch import nn
 
+from .apgd import APGD
 from .precision import PrecisionModel
 
-ATTACKS = {  # name -> (norm, default steps, description)
-    "pgd": ("Linf", 100, "ℓ∞ PGD on the cross-entropy of the 100-scaled logits, uniform random start"),
-    "pgd_l2": ("L2", 100, "ℓ2 PGD on the cross-entropy"),
-    "cw": ("Linf", 100, "ℓ∞ PGD on the margin loss −relu(z_y − max_{k≠y} z_k + κ), κ = 50 (the papers' 'CW')"),
-    "apgd": ("Linf", 100, "APGD-CE then APGD-DLR (the papers' 'AutoAttack'; APGD-CE alone for < 3 classes)"),
-    "autoattack": ("Linf", 100, "standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square (5000 queries)"),
+
+@dataclass(frozen=True)
+class AttackKind:
+    """A registered attack: its norm, default steps (queries for Square), fewest classes it needs, and what it is."""
+
+    norm: str
+    steps: int
+    min_classes: int
+    description: str
+
+
+ATTACKS: dict[str, AttackKind] = {
+    "pgd": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the cross-entropy of the 100-scaled logits, uniform random start"),
+    "pgd_l2": AttackKind("L2", 100, 2, "ℓ2 PGD on the cross-entropy (torchattacks)"),
+    "cw": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the margin loss −relu(z_y − max_{k≠y} z_k + κ), κ = 50 (the "
+                                     "papers' 'CW')"),
+    "apgd_ce": AttackKind("Linf", 100, 2, "APGD on the cross-entropy"),
+    "apgd_dlr": AttackKind("Linf", 100, 3, "APGD on the DLR loss (needs 3 classes)"),
+    "apgd_t": AttackKind("Linf", 100, 4, "APGD on the targeted DLR loss, top-9 target classes (needs 4 classes)"),
+    "fab_t": AttackKind("Linf", 100, 2, "targeted FAB, top-9 target classes (torchattacks)"),
+    "square": AttackKind("Linf", 5000, 2, "Square, the black-box score attack; steps = queries (torchattacks)"),
 }
+RENAMED = {"apgd": "papers-aa (APGD-CE + APGD-DLR, the papers' 'AutoAttack') or aa (APGD-CE + APGD-T)",
+           "autoattack": "aa-standard (APGD-CE, APGD-T, FAB-T, Square)"}
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """One attack of the protocol, without its budget (ε comes separately, so one config sweeps many ε).
+    """One attack, without its budget (ε comes separately, so one config sweeps many ε).
 
     Attributes:
         name: one of ``ATTACKS``.
-        steps: iterations (100 in the protocol; PGD-10 for the PMG-AFT/TIMA protocol).
-        step_size: ℓ∞: in units of 1/255 (default 1, the protocol's 1/255); ℓ2: pixel units (default 2.5·ε/steps).
-            Unused by the parameter-free APGD/AutoAttack.
-        restarts: random restarts (PGD, ℓ2 PGD, CW: keep the first successful one; APGD: its own restarts).
+        steps: iterations (100 in the protocol; PGD-10 for the PMG-AFT/TIMA protocol); queries for Square.
+        step_size: PGD and CW: ℓ∞ in units of 1/255 (default 1, the protocol's 1/255); ℓ2 PGD: pixel units
+            (default 2.5·ε/steps). The APGD family sets its own.
+        restarts: random restarts, each on the images still robust.
         kappa: the margin of the "CW" loss.
+        targets: APGD-T and FAB-T: target classes (the top ones after the true class; capped at classes − 1).
     """
 
     name: str = "pgd"
@@ -47,93 +69,153 @@ class AttackConfig:
     step_size: float | None = None
     restarts: int = 1
     kappa: float = 50.0
+    targets: int = 9
 
     def __post_init__(self):
         if self.name not in ATTACKS:
             raise ValueError(f"unknown attack {self.name!r}; choose one of {', '.join(ATTACKS)}")
-        for field, value in (("steps", self.steps), ("restarts", self.restarts)):
-            if not isinstance(value, int) or value < 1:
+        for field, value in (("steps", self.steps), ("restarts", self.restarts), ("targets", self.targets)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field} must be a positive integer, got {value!r}")
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size must be positive, got {self.step_size!r}")
 
     @property
+    def kind(self) -> AttackKind:
+        return ATTACKS[self.name]
+
+    @property
     def norm(self) -> str:
-        return ATTACKS[self.name][0]
+        return self.kind.norm
 
     @property
     def label(self) -> str:
-        """Short name for tables, e.g. ``PGD-100``."""
+        """Short name for tables, e.g. ``PGD-100``, ``APGD-T-100``."""
         return f"{self.name.upper().replace('_', '-')}-{self.steps}"
+
+    @property
+    def targeted(self) -> bool:
+        return self.name in ("apgd_t", "fab_t")
 
     def pixel_eps(self, eps: float) -> float:
         """The budget in [0,1] pixel units (ℓ∞ budgets are written in units of 1/255)."""
         check_eps(eps)
         return eps / 255 if self.norm == "Linf" else float(eps)
 
-    def pixel_step(self, eps: float) -> float:
-        if self.norm == "Linf":
+    def pixel_step(self, eps: float) -> float | None:
+        """The step in pixel units (``None`` for the attacks that choose their own)."""
+        if self.name in ("pgd", "cw"):
             return (1.0 if self.step_size is None else self.step_size) / 255
-        return self.step_size if self.step_size is not None else 2.5 * float(eps) / self.steps
+        if self.name == "pgd_l2":
+            return self.step_size if self.step_size is not None else 2.5 * float(eps) / self.steps
+        return None
+
+    def protocol(self, eps: float) -> dict:
+        """Everything that defines this attack at budget ``eps``, for result rows."""
+        return {"attack": self.label, "norm": self.norm, "eps_pixels": self.pixel_eps(eps), "steps": self.steps,
+                "step_size": self.pixel_step(eps), "restarts": self.restarts,
+                **({"kappa": self.kappa} if self.name == "cw" else {}),
+                **({"targets": self.targets} if self.targeted else {})}
+
+
+MAX_EPS = 255.0  # in units of 1/255: a budget beyond the whole pixel range is a units mistake
 
 
 def check_eps(eps) -> None:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"ε must be a number (ℓ∞ in units of 1/255, e.g. 1 for 1/255), got {type(eps).__name__}")
-    if eps < 0:
+    if eps != eps or eps < 0:
         raise ValueError(f"ε must be ≥ 0, got {eps} (ℓ∞ budgets are written in units of 1/255, e.g. 1 for 1/255)")
+    if eps > MAX_EPS:
+        raise ValueError(f"ε = {eps} is larger than the whole pixel range: ℓ∞ budgets are written in units of "
+                         f"1/255 (write 4 for 4/255, not {eps})")
 
 
 def parse_attack(text: str) -> AttackConfig:
-    """``"pgd-100"`` → PGD with 100 steps; ``"cw-10"``, ``"pgd_l2-50"``, ``"apgd"``, ``"autoattack"``."""
+    """``"pgd-100"`` → PGD with 100 steps; ``"cw-10"``, ``"apgd_t-100"``, ``"square-5000"``, ``"pgd_l2-50"``."""
     name, _, steps = text.strip().lower().partition("-")
     if steps and not steps.isdigit():
-        raise ValueError(f"cannot read {text!r}: write NAME or NAME-STEPS, e.g. pgd-100, cw-100, apgd")
+        raise ValueError(f"cannot read {text!r}: write NAME or NAME-STEPS, e.g. pgd-100, cw-100, apgd_ce-100")
+    if name in RENAMED:
+        raise ValueError(f"{text!r} is now a suite: write {RENAMED[name]}")
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r} in {text!r}; choose one of {', '.join(ATTACKS)}")
-    return AttackConfig(name, int(steps) if steps else ATTACKS[name][1])
+        close = difflib.get_close_matches(name, list(ATTACKS), n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown attack {name!r} in {text!r}{hint}; choose one of {', '.join(ATTACKS)}")
+    return AttackConfig(name, int(steps) if steps else ATTACKS[name].steps)
 
 
-class CWMarginPGD(Attack):
-    r"""ℓ∞ PGD on the margin loss :math:`-\mathrm{relu}(z_y - \max_{k \ne y} z_k + \kappa)`: the papers' "CW".
+class SignPGD(Attack):
+    r"""ℓ∞ PGD with sign steps on the cross-entropy or on the papers' "CW" margin loss
+    :math:`-\mathrm{relu}(z_y - \max_{k \ne y} z_k + \kappa)` (not the Carlini–Wagner L2 optimiser).
 
-    Not the Carlini–Wagner L2 optimiser: the same PGD loop as :class:`torchattacks.PGD` with another loss.
+    With ``early_stop`` an image that is misclassified at any iterate (the random start included) is an
+    adversarial example inside the ball: it is kept as found and leaves the batch; without it, every image takes
+    all steps and only the last iterate counts, as the papers report. The other images' trajectories are the same
+    either way (their random starts are drawn for the whole batch first).
 
     Arguments:
         model (nn.Module): model taking [0,1] images and returning logits.
         eps (float): ℓ∞ budget in pixel units. (Default: 1/255)
         alpha (float): step size in pixel units. (Default: 1/255)
         steps (int): number of steps. (Default: 100)
-        kappa (float): margin. (Default: 50)
-        random_start (bool): uniform random start in the ε-ball. (Default: True)
+        loss (str): ``"ce"`` or ``"margin"``. (Default: ``"ce"``)
+        kappa (float): margin of the ``"margin"`` loss. (Default: 50)
+        early_stop (bool): stop per image at the first misclassified iterate. (Default: True)
+
+    Attributes:
+        iterations: after a call, forward-backward passes each image received (``[N]``, long).
 
     Shape:
         - images: :math:`(N, C, H, W)` in [0, 1]. - labels: :math:`(N)`. - output: like images.
 
     Examples::
-        >>> attack = CWMarginPGD(model, eps=1/255, alpha=1/255, steps=100)
+        >>> attack = SignPGD(model, eps=1/255, alpha=1/255, steps=100, loss="margin")
         >>> adv_images = attack(images, labels)
     """
 
-    def __init__(self, model, eps=1 / 255, alpha=1 / 255, steps=100, kappa=50.0, random_start=True):
-        super().__init__("CWMarginPGD", model)
-        self.eps, self.alpha, self.steps, self.kappa, self.random_start = eps, alpha, steps, kappa, random_start
+    def __init__(self, model, eps=1 / 255, alpha=1 / 255, steps=100, loss="ce", kappa=50.0, early_stop=True):
+        super().__init__(f"SignPGD-{loss}", model)
+        if loss not in ("ce", "margin"):
+            raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+        self.eps, self.alpha, self.steps, self.loss, self.kappa = eps, alpha, steps, loss, kappa
+        self.early_stop = early_stop
         self.supported_mode = ["default"]
+        self.iterations = torch.zeros(0, dtype=torch.long)
+
+    def _objective(self, logits, labels):
+        if self.loss == "ce":
+            return F.cross_entropy(logits, labels, reduction="sum")
+        return margin_loss(logits, labels, self.kappa).sum()
 
     def forward(self, images, labels):
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        adv_images = images.clone()
-        if self.random_start:
-            adv_images = (adv_images + torch.empty_like(adv_images).uniform_(-self.eps, self.eps)).clamp(0, 1)
-        for _ in range(self.steps):
-            adv_images.requires_grad_(True)
-            cost = margin_loss(self.get_logits(adv_images), labels, self.kappa).sum()
-            grad = torch.autograd.grad(cost, adv_images)[0]
-            adv_images = adv_images.detach() + self.alpha * grad.sign()
-            delta = torch.clamp(adv_images - images, min=-self.eps, max=self.eps)
-            adv_images = torch.clamp(images + delta, min=0, max=1).detach()
-        return adv_images
+        start = torch.empty_like(images).uniform_(-self.eps, self.eps)
+        adv = (images + start).clamp(0, 1)
+        self.iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
+        alive = torch.arange(len(images), device=images.device)
+        for step in range(self.steps + 1):
+            last = step == self.steps
+            if last and not self.early_stop:
+                break  # only the last iterate counts: the caller classifies it
+            x = adv[alive].requires_grad_(True)
+            with torch.enable_grad():
+                logits = self.get_logits(x)
+                grad = None if last else torch.autograd.grad(self._objective(logits, labels[alive]), x)[0]
+            if self.early_stop:
+                fooled = logits.detach().argmax(1) != labels[alive]
+                if fooled.any():  # found: keep this iterate, stop attacking the image
+                    keep = ~fooled
+                    alive, grad = alive[keep], None if grad is None else grad[keep]
+            if last or len(alive) == 0:
+                break
+            self.iterations[alive] += 1
+            with torch.no_grad():
+                x = adv[alive] + self.alpha * grad.sign()
+                x = torch.minimum(torch.maximum(x, images[alive] - self.eps), images[alive] + self.eps)
+                adv[alive] = x.clamp(0, 1)
+        return adv
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
@@ -144,30 +226,45 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor, kappa: float = 50.0)
 
 
 class WithRestarts(Attack):
-    """Runs an attack ``restarts`` times from new random starts; keeps, per image, the first that fools."""
+    """Runs an attack ``restarts`` times from new random starts, each time on the images still robust; keeps, per
+    image, the first adversarial found (the last attempt for the images that stay robust)."""
 
     def __init__(self, attack: Attack, restarts: int):
         super().__init__(f"{attack.attack}x{restarts}", attack.model)
         self.inner, self.restarts = attack, restarts
         self.supported_mode = ["default"]
+        self.iterations = torch.zeros(0, dtype=torch.long)
 
     def forward(self, images, labels):
-        best = images.clone().detach().to(self.device)
-        labels = labels.to(self.device)
-        remaining = torch.ones(len(images), dtype=torch.bool, device=self.device)
+        images, labels = images.clone().detach().to(self.device), labels.to(self.device)
+        best = images.clone()
+        self.iterations = torch.zeros(len(images), dtype=torch.long, device=self.device)
+        remaining = torch.arange(len(images), device=self.device)
         for _ in range(self.restarts):
-            adv = self.inner(images, labels)
+            adv = self.inner(images[remaining], labels[remaining])
+            self.iterations[remaining] += attack_iterations(self.inner, len(remaining))
+            best[remaining] = adv
             with torch.no_grad():
-                fooled = remaining & (self.get_logits(adv).argmax(1) != labels)
-            best[fooled] = adv[fooled]
-            remaining &= ~fooled
-            if self.restarts > 1:
-                best[remaining] = adv[remaining]  # still robust: keep the last attempt
+                fooled = self.get_logits(adv).argmax(1) != labels[remaining]
+            remaining = remaining[~fooled]
+            if len(remaining) == 0:
+                break
         return best
 
 
-def build_attack(model: nn.Module, config: AttackConfig, eps: float, *, n_classes: int, seed: int = 0,
-                 precision: str = "fp32") -> Attack:
+def attack_iterations(attack: Attack, n_images: int) -> torch.Tensor:
+    """Forward-backward passes (queries for Square) each image of the last call received: counted by zsr_lab's
+    attacks; the nominal budget for torchattacks' (an upper bound: Square stops early inside)."""
+    counted = getattr(attack, "iterations", None)
+    if counted is not None and len(counted) == n_images:
+        return counted
+    steps = getattr(attack, "steps", None) or getattr(attack, "n_queries", None) or 1
+    runs = getattr(attack, "n_target_classes", 1) if getattr(attack, "multi_targeted", False) else 1
+    return torch.full((n_images,), steps * runs, dtype=torch.long)
+
+
+def build_attack(model: nn.Module, config: AttackConfig | str, eps: float, *, n_classes: int, seed: int = 0,
+                 precision: str = "fp32", early_stop: bool = True) -> Attack:
     """A ready-to-call attack ``attack(images, labels) -> adv_images`` on a model taking [0,1] images.
 
     Arguments:
@@ -175,42 +272,39 @@ def build_attack(model: nn.Module, config: AttackConfig, eps: float, *, n_classe
         config: which attack (:class:`AttackConfig` or a string such as ``"pgd-100"``).
         eps: the budget (ℓ∞ in units of 1/255).
         n_classes: classes of the current dataset (APGD-DLR, APGD-T, FAB-T need it).
-        seed: seed of the parameter-free attacks' randomness.
+        seed: seed of the APGD family's random starts and of FAB's and Square's randomness.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` forward passes.
+        early_stop: PGD, CW and the APGD family stop per image at the first misclassified iterate (the APGD
+            family counts such an image as broken either way, as the reference does; this only saves its
+            iterations).
+
+    Raises:
+        ValueError: the dataset has fewer classes than the attack needs.
     """
     if isinstance(config, str):
         config = parse_attack(config)
+    if n_classes < config.kind.min_classes:
+        raise ValueError(f"{config.label} needs at least {config.kind.min_classes} classes, the dataset has "
+                         f"{n_classes}: leave it out for this dataset (the suite aa does so by itself)")
     eps_px, step_px = config.pixel_eps(eps), config.pixel_step(eps)
     target = PrecisionModel(model, precision)
-    if config.name == "pgd":
-        attack = torchattacks.PGD(target, eps=eps_px, alpha=step_px, steps=config.steps, random_start=True)
+    n_targets = min(config.targets, n_classes - 1)
+    if config.name in ("pgd", "cw"):
+        attack = SignPGD(target, eps=eps_px, alpha=step_px, steps=config.steps,
+                         loss="ce" if config.name == "pgd" else "margin", kappa=config.kappa, early_stop=early_stop)
     elif config.name == "pgd_l2":
         attack = torchattacks.PGDL2(target, eps=eps_px, alpha=step_px, steps=config.steps, random_start=True)
-    elif config.name == "cw":
-        attack = CWMarginPGD(target, eps=eps_px, alpha=step_px, steps=config.steps, kappa=config.kappa)
-    elif config.name == "apgd":
-        common = dict(norm="Linf", eps=eps_px, steps=config.steps, n_restarts=config.restarts, seed=seed)
-        parts = [torchattacks.APGD(target, loss="ce", **common)]
-        if n_classes >= 3:  # the DLR loss compares the three largest logits
-            parts.append(torchattacks.APGD(target, loss="dlr", **common))
-        return parts[0] if len(parts) == 1 else torchattacks.MultiAttack(parts)
-    else:  # standard AutoAttack, with the reference's 100 steps and at most 9 target classes
-        return _standard_autoattack(target, eps_px, config.steps, n_classes, seed)
+    elif config.name.startswith("apgd"):
+        loss = {"apgd_ce": "ce", "apgd_dlr": "dlr", "apgd_t": "dlr_targeted"}[config.name]
+        return APGD(target, eps=eps_px, steps=config.steps, loss=loss, restarts=config.restarts,
+                    n_targets=n_targets, seed=seed, early_stop=early_stop)
+    elif config.name == "fab_t":
+        attack = torchattacks.FAB(target, norm="Linf", eps=eps_px, steps=config.steps, seed=seed,
+                                  multi_targeted=True, n_classes=n_classes)
+        attack.n_target_classes = n_targets
+    else:
+        attack = torchattacks.Square(target, norm="Linf", eps=eps_px, n_queries=config.steps, seed=seed)
     return WithRestarts(attack, config.restarts) if config.restarts > 1 else attack
-
-
-def _standard_autoattack(target, eps_px, steps, n_classes, seed):
-    n_targets = min(9, n_classes - 1)
-    parts = [torchattacks.APGD(target, norm="Linf", eps=eps_px, steps=steps, loss="ce", seed=seed)]
-    if n_classes >= 4:  # the targeted DLR loss needs the four largest logits
-        apgd_t = torchattacks.APGDT(target, norm="Linf", eps=eps_px, steps=steps, seed=seed, n_classes=n_classes)
-        apgd_t.n_target_classes = n_targets
-        parts.append(apgd_t)
-    fab_t = torchattacks.FAB(target, norm="Linf", eps=eps_px, steps=steps, seed=seed, multi_targeted=True,
-                             n_classes=n_classes)
-    fab_t.n_target_classes = n_targets
-    parts += [fab_t, torchattacks.Square(target, norm="Linf", eps=eps_px, n_queries=5000, seed=seed)]
-    return torchattacks.MultiAttack(parts)
 
 
 def pgd_linf(objective, images: torch.Tensor, *, eps: float, step_size: float, steps: int,

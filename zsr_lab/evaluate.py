@@ -23,10 +23,12 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from . import datasets
-from .attacks import AttackConfig, build_attack, check_eps, parse_attack
+from .attacks import AttackConfig
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP
 from .precision import autocast
+from .protocol import Protocol, check_split_sizes
+from .suites import Suite, run_suite
 
 
 def subset(dataset, n_examples: int | None, seed: int = 0):
@@ -135,16 +137,26 @@ def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps
     return rows.groupby(keys, sort=False)[values].mean().reset_index()
 
 
+def select_attack(table: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:
+    """The rows of one attack or suite; by default the table's first, which in an evaluation under a protocol is
+    its first suite: the worst case the protocol measures (``aa``, ``aa-10``), with PGD after it."""
+    if "attack" not in table.columns or len(table) == 0:
+        return table
+    attack = table["attack"].iloc[0] if attack is None else attack
+    if attack not in set(table["attack"]):
+        raise ValueError(f"no rows under {attack!r}; the table has {', '.join(table['attack'].unique())}")
+    return table[table["attack"] == attack]
+
+
 def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: mean clean accuracy and mean robust accuracy at every ε of ``table`` (columns
-    ``robust @ <ε>/255``), the attack and the number of datasets averaged — the protocol's headline numbers side
-    by side. Methods keep their order of appearance."""
+    """One row per method: mean clean accuracy and mean robust accuracy under every attack (or suite) at every ε
+    of ``table`` (columns ``<attack> @ <ε>/255``, the worst-case suite first), and the number of datasets
+    averaged — the protocol's headline numbers side by side. Methods keep their order of appearance."""
     summary = summarize(table)
-    robust = summary.pivot_table(index="method", columns="eps", values="robust_accuracy", sort=False)
-    robust.columns = [f"robust @ {eps:g}/255" for eps in robust.columns]
+    robust = summary.pivot_table(index="method", columns=["attack", "eps"], values="robust_accuracy", sort=False)
+    robust.columns = [f"{attack} @ {eps:g}/255" for attack, eps in robust.columns]
     rows = table[table["dataset"] != "mean"].groupby("method", sort=False)
-    facts = pd.DataFrame({"attack": rows["attack"].agg(lambda a: ", ".join(a.unique())),
-                          "datasets": rows["dataset"].nunique(),
+    facts = pd.DataFrame({"datasets": rows["dataset"].nunique(),
                           "clean": summary.groupby("method", sort=False)["clean_accuracy"].mean()})
     return facts.join(robust).reset_index()
 
@@ -152,25 +164,40 @@ def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
 # ---- robust evaluation -------------------------------------------------------------------------------------
 
 RESULTS_FILE = "results.jsonl"
+RESULTS_FORMAT = 2  # rows keyed by the weights' content and the split size (format 1: by the checkpoint's path)
+_KEY_FIELDS = ("model", "weights", "dataset", "split_size", "template", "suite", "members", "eps", "n_examples",
+               "precision", "seed", "stopping", "cascade")
+
+
+_MEMBER_RESULTS = ("robust_after", "robust_alone", "iterations_per_image", "max_perturbation", "out_of_box")
 
 
 def _row_key(row: dict) -> str:
-    fields = ("model", "pretrained", "dataset", "template", "attack", "eps", "step_size", "restarts",
-              "n_examples", "precision", "seed")
-    return json.dumps([row[f] for f in fields])
+    """What a result depends on: the protocol, the weights' content and the split (not where the weights lie)."""
+    key = {f: row.get(f) for f in _KEY_FIELDS}
+    key["members"] = [{k: v for k, v in m.items() if k not in _MEMBER_RESULTS} for m in row["members"]]
+    return json.dumps(key, sort_keys=True)
 
 
-def _load_results(path: Path | None) -> dict[str, dict]:
+def _load_results(path: Path | None, *, progress: bool = False) -> dict[str, dict]:
+    """Finished rows of a results file. Rows of the previous format (keyed by the checkpoint's path, so new
+    weights at the same path would have looked finished) are kept in the file but never reused."""
     if path is None or not path.exists():
         return {}
-    rows = {}
+    rows, old = {}, 0
     for line in path.read_text().splitlines():
         if line.strip():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a crash: that dataset is simply redone
                 continue
+            if row.get("format") != RESULTS_FORMAT:
+                old += 1
+                continue
             rows[_row_key(row)] = row
+    if old and progress:
+        print(f"{path.name}: {old} row(s) of an older format (keyed by the checkpoint's path, not its weights) "
+              f"are kept in the file but not reused; those results are computed again")
     return rows
 
 
@@ -186,8 +213,10 @@ def _append_results(path: Path | None, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _batch_seed(seed: int, dataset: str, attack: str, eps: float, batch: int) -> int:
-    text = f"{seed}/{dataset}/{attack}/{eps}/{batch}"
+def derived_seed(*parts) -> int:
+    """A seed for one batch of one attack: fixed by the protocol's seed and the batch, so that a resumed or
+    sharded evaluation draws what an uninterrupted one draws."""
+    text = "/".join(str(p) for p in parts)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
 
 
@@ -214,64 +243,93 @@ def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
-                        attacks: Sequence[str | AttackConfig] = ("pgd-100",), eps: Sequence[float] = (1,), *,
-                        data_root=None, batch_size: int = 256, n_examples: int | None = None, seed: int = 0,
-                        precision: str = "fp32", compile: bool = False, templates: Sequence[str] | None = None,
+def load_protocol_data(protocol: Protocol, image_size: int, *, data_root=None, download: bool = False) -> dict:
+    """Every dataset of the protocol (name → dataset), after the checks that need the data: no suite member
+    needs more classes than a dataset has, no ``n_examples`` exceeds a split. Nothing is attacked yet.
+
+    Raises:
+        ValueError: with what to change.
+        DatasetNotFoundError: a dataset is missing (the message names its layout).
+    """
+    for name in protocol.datasets:
+        for suite in protocol.suites():
+            suite.members_for(len(datasets.get_spec(name).classnames))
+    loaded = {name: datasets.load_dataset(name, data_root=data_root, image_size=image_size, download=download,
+                                          verbose=False) for name in protocol.datasets}
+    check_split_sizes(protocol, {name: len(data) for name, data in loaded.items()})
+    return loaded
+
+
+def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] | str,
+                        attacks: Sequence[str | AttackConfig] | None = None, eps: Sequence[float] | None = None, *,
+                        data_root=None, batch_size: int = 256, compile: bool = False,
                         num_workers: int | None = None, download: bool = False, out_dir=None, cache_dir=None,
-                        progress: bool = True) -> pd.DataFrame:
-    """Clean and robust zero-shot accuracy of ``model`` on every dataset × attack × ε, as a tidy table.
+                        progress: bool = True, **protocol_fields) -> pd.DataFrame:
+    """Clean and worst-case robust zero-shot accuracy of ``model`` on every dataset × suite × ε, as a tidy table.
 
     Arguments:
         model: a :class:`ZeroShotCLIP`.
-        dataset_names: registry keys, e.g. ``get_scale("full").eval_datasets`` (the 16-dataset benchmark).
-        attacks: ``AttackConfig``s or strings such as ``"pgd-100"``, ``"cw-100"``, ``"apgd"``, ``"autoattack"``.
-        eps: budgets; ℓ∞ in units of 1/255 (``1`` is the protocol's 1/255).
+        protocol: a :class:`~zsr_lab.protocol.Protocol`; or, as a shorthand, dataset names, with ``attacks``,
+            ``eps`` and any other protocol field (``n_examples``, ``seed``, ``precision``, ``templates``,
+            ``stopping``, ``cascade``) as keywords.
+        attacks: suites such as ``"aa"`` (the default), ``"pgd-100"``, ``"pgd-100+cw-100+aa"`` (shorthand only).
+        eps: budgets; ℓ∞ in units of 1/255 (shorthand only).
         batch_size: images per attacked batch (eval batch 256 in the protocol).
-        n_examples: a fixed random subset of this size per dataset (``None``: the whole split).
-        seed: seeds the subset and every attack's randomness (one derived seed per batch, so a resumed run is
-            identical to an uninterrupted one).
-        precision: forward passes of the clean pass and of the attacks (``"fp32"`` default; ``"bf16"``/``"fp16"``).
-        compile: run the model through ``torch.compile`` (pays on GPUs: 1.2× in fp32, 1.7× in bf16 for PGD on
-            ViT-B/32 on an H100; the first batches are slower while it compiles).
-        templates: override the protocol template(s).
-        out_dir: where ``results.jsonl`` is written as each dataset finishes; finished rows found there are
-            reused, not recomputed.
+        compile: run the model through ``torch.compile`` (pays on GPUs; the first batches are slower).
+        out_dir: where ``results.jsonl`` is written as each dataset finishes; finished rows found there (same
+            protocol, same weights, same split) are reused, not recomputed.
 
     Returns:
-        One row per dataset × attack × ε: model, pretrained, dataset, split, template, n, clean_accuracy,
-        robust_accuracy, attack, norm, eps (as written), eps_pixels, steps, step_size, restarts, precision,
-        seed, n_examples, max_perturbation (largest ‖δ‖ in pixel units) and out_of_box (largest excursion outside
-        [0,1]; 0 when the box holds). Only clean-correct images are attacked (the others already count as errors).
+        One row per dataset × suite × ε: model, pretrained, weights (a hash of the weights' content), dataset,
+        split, split_size, template, n, clean_accuracy, robust_accuracy (the per-image worst case over the suite),
+        attack (the suite's label), suite, members (per member: its protocol, ``robust_after`` (robust accuracy
+        after it and every member before it), ``robust_alone`` (its own, without the cascade) and
+        ``iterations_per_image``), eps, eps_pixels, norm, precision, seed, n_examples, stopping, cascade,
+        max_perturbation and out_of_box (over all members); a one-attack suite also carries that attack's
+        steps, step_size and restarts. Only clean-correct images are attacked.
+
+    Raises:
+        ValueError / TypeError: bad protocol (unknown dataset, suite or member, bad ε, ``n_examples`` larger than
+            a split, a member that needs more classes than a dataset has), before any attack runs.
     """
-    if isinstance(dataset_names, str):
-        dataset_names = [dataset_names]
-    specs = [datasets.get_spec(name) for name in dataset_names]  # unknown names fail before any compute
-    configs = [parse_attack(a) if isinstance(a, str) else a for a in attacks]
-    for value in eps:
-        check_eps(value)
-    autocast(precision, model.device)
+    if not isinstance(protocol, Protocol):
+        fields = dict(protocol_fields, datasets=protocol)
+        if attacks is not None:
+            fields["attacks"] = tuple(attacks) if not isinstance(attacks, (str, AttackConfig)) else (attacks,)
+        if eps is not None:
+            fields["eps"] = eps
+        protocol = Protocol(**fields)
+    elif attacks is not None or eps is not None or protocol_fields:
+        raise TypeError("pass either a Protocol or dataset names with attacks/eps/protocol fields, not both")
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    specs = [datasets.get_spec(name) for name in protocol.datasets]
+    suites = protocol.suites()
+    loaded = load_protocol_data(protocol, model.image_size[0], data_root=data_root, download=download)
     results_path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
-    done = _load_results(results_path)
+    done = _load_results(results_path, progress=progress and rank == 0)
+    weights = model.weights_fingerprint()
 
     target = torch.compile(model, dynamic=True) if compile else model
     table = []
     for spec in specs:
-        used_templates = list(templates) if templates is not None else list(spec.templates)
-        base = {"model": model.model_name, "pretrained": str(model.pretrained), "dataset": spec.name,
-                "split": spec.split, "template": " | ".join(used_templates), "precision": precision,
-                "seed": seed, "n_examples": n_examples}  # compile changes speed, not results: not in the key
-        planned = [(config, value, {**base, **_protocol(config, value)}) for config in configs for value in eps]
-        pending = [(c, e, row) for c, e, row in planned if _row_key(row) not in done]
+        used_templates = list(protocol.templates) if protocol.templates is not None else list(spec.templates)
+        n_classes = len(spec.classnames)
+        base = {"format": RESULTS_FORMAT, "model": model.model_name, "pretrained": str(model.pretrained),
+                "weights": weights, "dataset": spec.name, "split": spec.split, "split_size": len(loaded[spec.name]),
+                "template": " | ".join(used_templates), "precision": protocol.precision, "seed": protocol.seed,
+                "n_examples": protocol.examples_for(spec.name), "stopping": protocol.stopping,
+                "cascade": protocol.cascade}  # compile changes speed, not results: not in the key
+        planned = [(suite, value, {**base, **_suite_protocol(suite, value, n_classes)})
+                   for suite in suites for value in protocol.eps]
+        pending = [(suite, e, row) for suite, e, row in planned if _row_key(row) not in done]
         if pending:
+            data = _shard(subset(loaded[spec.name], protocol.examples_for(spec.name), protocol.seed), rank, world)
             cuda = [model.device] if model.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):  # per-batch attack seeds leave the caller's RNG alone
-                rows = _attack_dataset(model, target, spec, used_templates, pending, data_root=data_root,
-                                       batch_size=batch_size, n_examples=n_examples, seed=seed,
-                                       precision=precision, num_workers=num_workers, download=download,
-                                       cache_dir=cache_dir, progress=progress and rank == 0, shard=(rank, world))
+                rows = _attack_dataset(model, target, spec, data, used_templates, pending, protocol,
+                                       batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
+                                       progress=progress and rank == 0)
             if rank == 0:
                 _append_results(results_path, rows)
             done.update({_row_key(row): row for row in rows})
@@ -279,59 +337,96 @@ def evaluate_robustness(model: ZeroShotCLIP, dataset_names: Sequence[str],
             print(f"{spec.title}: {len(planned)} result(s) already in {Path(out_dir).name}/{RESULTS_FILE}, "
                   f"not recomputed")
         table += [done[_row_key(row)] for _, _, row in planned]
-    return pd.DataFrame(table)
+    return pd.DataFrame(table).drop(columns="format")
 
 
-def _protocol(config: AttackConfig, eps: float) -> dict:
+def _suite_protocol(suite: Suite, eps: float, n_classes: int) -> dict:
     eps = float(eps)  # 1 from Python and 1.0 from the command line are the same result
-    return {"attack": config.label, "norm": config.norm, "eps": eps, "eps_pixels": config.pixel_eps(eps),
-            "steps": config.steps, "step_size": config.pixel_step(eps), "restarts": config.restarts}
+    members = suite.members_for(n_classes)
+    row = {"attack": suite.label, "suite": suite.text, "norm": suite.norm, "eps": eps,
+           "eps_pixels": members[0].pixel_eps(eps), "members": [m.protocol(eps) for m in members]}
+    if len(suite.members) == 1:  # one attack: its settings as columns, as tables of single attacks show them
+        row.update({k: row["members"][0][k] for k in ("steps", "step_size", "restarts")})
+    return row
 
 
-def _attack_dataset(model, target, spec, templates, pending, *, data_root, batch_size, n_examples, seed, precision,
-                    num_workers, download, cache_dir, progress, shard) -> list[dict]:
-    loader = _dataset_loader(model, spec, templates, data_root=data_root, download=download,
-                             n_examples=n_examples, seed=seed, batch_size=batch_size, num_workers=num_workers,
-                             cache_dir=cache_dir, verbose=progress, shard=shard)
+def _attack_dataset(model, target, spec, data, templates, pending, protocol: Protocol, *, batch_size,
+                    num_workers, cache_dir, progress) -> list[dict]:
+    model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
+    loader = DataLoader(data, batch_size=batch_size, num_workers=_workers(model, num_workers),
+                        pin_memory=model.device.type == "cuda")
     n_classes = model.class_embeddings.shape[0]
     device = model.device
+    members = [suite.members_for(n_classes) for suite, _, _ in pending]
     # counters stay on the device; one host sync per dataset
     clean = torch.zeros((), dtype=torch.long, device=device)
     total = torch.zeros((), dtype=torch.long, device=device)
-    robust = torch.zeros(len(pending), dtype=torch.long, device=device)
-    max_delta = torch.zeros(len(pending), device=device)
-    out_of_box = torch.zeros(len(pending), device=device)
+    counts = [torch.zeros(3, len(m), dtype=torch.long, device=device) for m in members]  # after, alone, passes
+    max_delta = [[0.0] * len(m) for m in members]
+    out_of_box = [[0.0] * len(m) for m in members]
     model.eval()
     with _frozen(model):
         for batch, (images, labels) in enumerate(tqdm(loader, desc=spec.title, disable=not progress, leave=False)):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.no_grad(), autocast(precision, device):
+            with torch.no_grad(), autocast(protocol.precision, device):
                 correct = target(images).argmax(1) == labels
             clean += correct.sum()
             total += labels.numel()
             x, y = images[correct], labels[correct]
             if len(y) == 0:
                 continue
-            for i, (config, eps, _) in enumerate(pending):
-                torch.manual_seed(_batch_seed(seed, spec.name, config.label, eps, batch))
-                attack = build_attack(target, config, eps, n_classes=n_classes, seed=seed, precision=precision)
-                adv = attack(x, y).detach()
-                with torch.no_grad():
-                    with autocast(precision, device):
-                        robust[i] += (target(adv).argmax(1) == y).sum()
-                    delta = (adv - x).flatten(1)
-                    size = delta.abs().amax(1) if config.norm == "Linf" else delta.norm(dim=1)
-                    max_delta[i] = torch.maximum(max_delta[i], size.max())
-                    out_of_box[i] = torch.maximum(out_of_box[i], (adv - adv.clamp(0, 1)).abs().max())
-    for tensor in (clean, total, robust):
+            for i, (suite, eps, _) in enumerate(pending):
+                outcome = run_suite(
+                    target, members[i], x, y, eps, n_classes=n_classes, precision=protocol.precision,
+                    stopping=protocol.stopping, cascade=protocol.cascade,
+                    member_seed=lambda m: derived_seed(protocol.seed, spec.name, suite.text, m.label, eps, batch))
+                for k in range(len(members[i])):
+                    counts[i][0, k] += outcome.robust_after[k].sum()
+                    if outcome.robust_alone is not None:
+                        counts[i][1, k] += outcome.robust_alone[k].sum()
+                    counts[i][2, k] += outcome.iterations[k].sum()
+                    max_delta[i][k] = max(max_delta[i][k], outcome.max_perturbation[k])
+                    out_of_box[i][k] = max(out_of_box[i][k], outcome.out_of_box[k])
+    for tensor in (clean, total, *counts):
         _all_reduce(tensor)
     n = int(total)
     rows = []
     for i, (_, _, row) in enumerate(pending):
-        rows.append({**row, "n": n, "clean_accuracy": 100.0 * int(clean) / n,
-                     "robust_accuracy": 100.0 * int(robust[i]) / n, "max_perturbation": float(max_delta[i]),
-                     "out_of_box": float(out_of_box[i])})
+        after, alone, passes = (counts[i][j].tolist() for j in range(3))
+        described = [{**member, "robust_after": 100.0 * after[k] / n,
+                      "robust_alone": None if protocol.cascade else 100.0 * alone[k] / n,
+                      "iterations_per_image": passes[k] / n, "max_perturbation": max_delta[i][k],
+                      "out_of_box": out_of_box[i][k]} for k, member in enumerate(row["members"])]
+        rows.append({**row, "members": described, "n": n, "clean_accuracy": 100.0 * int(clean) / n,
+                     "robust_accuracy": described[-1]["robust_after"],
+                     "max_perturbation": max(max_delta[i]), "out_of_box": max(out_of_box[i])})
     return rows
+
+
+def write_results_csv(table: pd.DataFrame, path) -> Path:
+    """Write an evaluation table as CSV, each row's suite members as JSON (what
+    :func:`zsr_lab.reported.load_run_results` reads back)."""
+    path = Path(path)
+    table = table.copy()
+    if "members" in table.columns:
+        table["members"] = [json.dumps(m) if isinstance(m, list) else m for m in table["members"]]
+    table.to_csv(path, index=False)
+    return path
+
+
+def member_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per result row × suite member: the member's label, its robust accuracy after the cascade up to
+    it (``robust_after``), its own (``robust_alone``, without the cascade) and its iterations per image, beside the
+    row's dataset, suite, ε and worst case."""
+    keep = [c for c in ("method", "dataset", "attack", "suite", "eps", "n", "clean_accuracy", "robust_accuracy")
+            if c in table.columns]
+    rows = []
+    for _, row in table.iterrows():
+        for position, member in enumerate(row["members"]):
+            rows.append({**{c: row[c] for c in keep}, "position": position + 1, "member": member["attack"],
+                         "robust_after": member["robust_after"], "robust_alone": member["robust_alone"],
+                         "iterations_per_image": member["iterations_per_image"]})
+    return pd.DataFrame(rows)
 
 
 # ---- command line ------------------------------------------------------------------------------------------
@@ -339,17 +434,25 @@ def _attack_dataset(model, target, spec, templates, pending, *, data_root, batch
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsr_lab.evaluate",
-        description="Zero-shot robustness of a CLIP model: datasets × attacks × ε → results.jsonl and a table.",
-        epilog="example: python -m zsr_lab.evaluate --scale full --data-root /data --attacks pgd-100 cw-100 "
-               "--eps 1 2 4 --out runs/clip_eval")
+        description="Zero-shot robustness of a CLIP model: datasets × attack suites × ε → results.jsonl and a "
+                    "table; robust accuracy is the per-image worst case over each suite.",
+        epilog="example: python -m zsr_lab.evaluate --scale full --data-root /data --attacks aa pgd-100 "
+               "--eps 1 2 4 --n-examples 1000 --out runs/clip_eval")
     parser.add_argument("--scale", choices=["classroom", "full"], default="classroom",
-                        help="model and dataset defaults (default: classroom)")
+                        help="model, dataset and protocol defaults (default: classroom)")
     parser.add_argument("--model", help="open_clip architecture (default: the scale's)")
     parser.add_argument("--pretrained", help="pretrained tag or checkpoint file (default: the scale's)")
     parser.add_argument("--datasets", nargs="+", help="registry names (default: the scale's evaluation sets)")
-    parser.add_argument("--attacks", nargs="+", default=["pgd-100"], help="e.g. pgd-100 cw-100 apgd autoattack")
-    parser.add_argument("--eps", nargs="+", type=float, default=[1.0], help="ℓ∞ budgets in units of 1/255")
-    parser.add_argument("--n-examples", type=int, help="fixed random subset per dataset")
+    parser.add_argument("--attacks", nargs="+", help="suites, each evaluated separately: aa, aa-standard, "
+                                                     "papers-aa, pgd-100, pgd-100+cw-100+aa, ... (default: the "
+                                                     "scale's)")
+    parser.add_argument("--eps", nargs="+", type=float, help="ℓ∞ budgets in units of 1/255 (default: the scale's)")
+    parser.add_argument("--n-examples", type=int, help="images per dataset, drawn with --seed (default: the "
+                                                       "scale's; 0: the whole split)")
+    parser.add_argument("--stopping", choices=["any", "last"], help="PGD/CW: first misclassified iterate (any, "
+                                                                     "default) or last iterate (the papers')")
+    parser.add_argument("--no-cascade", action="store_true",
+                        help="every suite member attacks every image (reports each member's own accuracy)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays on GPUs)")
@@ -370,14 +473,16 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     setup = get_scale(args.scale)
     try:
-        dataset_names = args.datasets or list(setup.eval_datasets)
-        for name in dataset_names:
-            datasets.get_spec(name)
-        configs = [parse_attack(a) for a in args.attacks]
-        for value in args.eps:
-            check_eps(value)
-        if args.n_examples is not None and args.n_examples <= 0:
-            raise ValueError(f"--n-examples must be positive, got {args.n_examples}")
+        changes = {"datasets": args.datasets, "attacks": args.attacks, "eps": args.eps, "stopping": args.stopping,
+                   "precision": args.precision, "seed": args.seed}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if args.n_examples is not None:
+            if args.n_examples < 0:
+                raise ValueError(f"--n-examples must be positive (or 0 for the whole split), got {args.n_examples}")
+            changes["n_examples"] = args.n_examples or None
+        if args.no_cascade:
+            changes["cascade"] = False
+        protocol = setup.protocol.replace(**changes)
         if args.data_root is not None and not Path(args.data_root).is_dir():
             raise FileNotFoundError(f"--data-root {args.data_root} does not exist; create it (with --download "
                                     f"torchvision fills it) or point it at the folder holding the datasets")
@@ -393,11 +498,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     try:
         model = load_clip(args.model or setup.model_name, args.pretrained or setup.pretrained, device=device)
-        table = evaluate_robustness(model, dataset_names, configs, args.eps, data_root=args.data_root,
-                                    batch_size=args.batch_size, n_examples=args.n_examples, seed=args.seed,
-                                    precision=args.precision, compile=args.compile, download=args.download,
-                                    out_dir=args.out)
-    except (datasets.DatasetNotFoundError, RuntimeError) as err:
+        table = evaluate_robustness(model, protocol, data_root=args.data_root, batch_size=args.batch_size,
+                                    compile=args.compile, download=args.download, out_dir=args.out)
+    except (ValueError, datasets.DatasetNotFoundError, RuntimeError) as err:  # e.g. n_examples > a split
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     finally:
@@ -405,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             torch.distributed.destroy_process_group()
     columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy"]
     if is_main:
+        print(protocol.describe())
         print(with_mean(table)[columns].round(2).to_string(index=False))
     return table
 

@@ -148,6 +148,17 @@ class ZeroShotCLIP(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.logits(self.encode_image(images))
 
+    def weights_fingerprint(self) -> str:
+        """A hash of every weight and buffer of the CLIP model and of the input normalisation: results are keyed
+        by it, so new weights saved at the same path are never mistaken for the old ones."""
+        digest = hashlib.blake2b(digest_size=8)
+        tensors = [*self.clip.state_dict().items(), ("pixel_mean", self.pixel_mean), ("pixel_std", self.pixel_std)]
+        for name, tensor in tensors:
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def text_fingerprint(self) -> str:
         """A hash of the text-tower weights, so cached classifiers follow a tuned text side."""
         digest = hashlib.blake2b(digest_size=8)

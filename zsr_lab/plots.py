@@ -11,6 +11,7 @@ import torch
 
 from . import datasets
 from .attention import attention_maps
+from .evaluate import select_attack
 from .models import ZeroShotCLIP
 
 
@@ -67,9 +68,12 @@ def show_predictions(model: ZeroShotCLIP, images: torch.Tensor, labels: Sequence
 
 
 def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, value: str = "accuracy",
-                  title: str = "Zero-shot accuracy", ax=None):
-    """Bar chart of accuracy per dataset (with the plain mean as its own bar), labelled with the scale."""
+                  title: str = "Zero-shot accuracy", attack: str | None = None, ax=None):
+    """Bar chart of accuracy per dataset (with the plain mean as its own bar), labelled with the scale; robust
+    accuracy is shown under one attack (default: the table's first, the protocol's worst case)."""
     rows = table[table["dataset"] != "mean"]
+    if value == "robust_accuracy":
+        rows = select_attack(rows, attack)
     ax = ax or plt.subplots(figsize=(max(5.0, 0.7 * rows["dataset"].nunique() + 2), 3.6))[1]
     sns.barplot(data=rows, x="dataset", y=value, hue=hue, ax=ax)
     mean = rows.groupby(hue)[value].mean() if hue else pd.Series({"": rows[value].mean()})
@@ -106,10 +110,12 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
     return fig
 
 
-def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "dataset", ax=None):
+def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "dataset", attack: str | None = None,
+                          ax=None):
     """Robust accuracy against ε (in units of 1/255), one line per dataset (or per ``hue``, e.g. ``"method"``:
-    then each line is the mean over datasets), labelled with the scale."""
-    rows = table[table["dataset"] != "mean"]
+    then each line is the mean over datasets), under one attack (default: the table's first, the protocol's
+    worst case), labelled with the scale."""
+    rows = select_attack(table[table["dataset"] != "mean"], attack)
     ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
     sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue=hue, marker="o", errorbar=None, ax=ax)
     attacks = ", ".join(rows["attack"].unique())
@@ -146,10 +152,12 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
     return fig
 
 
-def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None, title: str | None = None):
-    """Mean clean vs mean robust accuracy at one ε, one point per method (a ``summarize`` table); ``title``
-    replaces the default one (which names the scale)."""
-    rows = summary[summary["eps"] == eps]
+def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, attack: str | None = None, ax=None,
+                  title: str | None = None):
+    """Mean clean vs mean robust accuracy at one ε, one point per method (a ``summarize`` table), under one
+    attack (default: the table's first, the protocol's worst case); ``title`` replaces the default one (which
+    names the scale)."""
+    rows = select_attack(summary[summary["eps"] == eps], attack)
     ax = ax or plt.subplots(figsize=(5.2, 4.2))[1]
     sns.scatterplot(data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax)
     # each label goes right of its point, moved down or up until its box is clear of the labels placed so far
@@ -168,22 +176,24 @@ def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, ax=None, tit
                     xytext=(5, offset), fontsize=8)
     ax.margins(0.25)  # room for the labels
     ax.set_xlabel("mean clean accuracy (%)")
-    ax.set_ylabel(f"mean robust accuracy at {eps:g}/255 (%)")
+    under = f" ({rows['attack'].iloc[0]})" if "attack" in rows.columns and len(rows) else ""
+    ax.set_ylabel(f"mean robust accuracy at {eps:g}/255{under} (%)")
     ax.set_title(title or f"Clean vs robust, held-out zero-shot sets ({scale} scale)")
     ax.legend(fontsize=8, loc="best")
     return ax
 
 
 def plot_heatmap(table: pd.DataFrame, *, scale: str, value: str = "robust_accuracy", eps: float | None = None,
-                 ax=None):
+                 attack: str | None = None, ax=None):
     """Accuracy per method (rows, in order of appearance) and dataset (columns, plus their mean), annotated.
 
     Arguments:
         table: per-dataset rows of one or more methods (e.g. the evaluation tables of several runs).
         value: ``"robust_accuracy"`` or ``"clean_accuracy"``.
         eps: keep the rows at this ε (robust accuracy needs one; clean accuracy is the same at every ε).
+        attack: the attack or suite (default: the table's first, the protocol's worst case).
     """
-    rows = table[table["dataset"] != "mean"]
+    rows = select_attack(table[table["dataset"] != "mean"], attack)
     if eps is not None:
         rows = rows[rows["eps"] == eps]
     grid = rows.pivot_table(index="method", columns="dataset", values=value, aggfunc="mean", sort=False)
@@ -279,12 +289,16 @@ def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     return fig
 
 
-def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None):
-    """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.train.sensitivity` table).
+def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None,
+                     attack: str | None = None):
+    """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.train.sensitivity` table),
+    robust under one attack (default: the table's first, the protocol's worst case).
 
     One panel per option; ``reference`` (a ``summarize`` table, e.g. TeCoA's) draws dashed horizontal lines.
     """
-    rows = table[table["eps"] == eps]
+    rows = select_attack(table[table["eps"] == eps], attack)
+    if reference is not None:
+        reference = select_attack(reference, rows["attack"].iloc[0] if "attack" in rows.columns else None)
     options = list(dict.fromkeys(rows["option"]))
     fig, axes = plt.subplots(1, len(options), figsize=(4.6 * len(options), 3.4), squeeze=False, sharey=True)
     for ax, option in zip(axes[0], options):
@@ -297,7 +311,8 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
         ax.minorticks_off()
         fixed = swept["fixed"].iloc[0]
         ax.set_xlabel(f"{option} ({fixed})" if fixed else option)
-        ax.set_ylabel(f"mean accuracy (%), robust at {eps:g}/255")
+        under = f" ({rows['attack'].iloc[0]})" if "attack" in rows.columns else ""
+        ax.set_ylabel(f"mean accuracy (%), robust at {eps:g}/255{under}")
         if reference is not None:
             ref = reference[reference["eps"] == eps].iloc[0]
             for value, colour in ((ref["clean_accuracy"], "C0"), (ref["robust_accuracy"], "C1")):
@@ -333,3 +348,20 @@ def plot_text_geometry(original: torch.Tensor, tuned: torch.Tensor, classnames: 
         axes[3].set_xlabel("margin (cosine units)")
     fig.tight_layout()
     return fig
+
+
+def plot_attack_gap(summary: pd.DataFrame, *, scale: str, eps: float, worst: str, single: str, ax=None):
+    """How much a single attack over-states robustness: per method, mean robust accuracy under ``single`` (e.g.
+    PGD-10) minus the worst case under ``worst`` (e.g. aa-10), at one ε, on the same images."""
+    rows = summary[summary["eps"] == eps].set_index(["method", "attack"])["robust_accuracy"]
+    methods = list(dict.fromkeys(summary["method"]))
+    gap = pd.Series({m: rows[(m, single)] - rows[(m, worst)] for m in methods})
+    ax = ax or plt.subplots(figsize=(max(5.0, 0.8 * len(gap) + 2), 3.4))[1]
+    ax.bar(gap.index, gap.values, color="tab:red")
+    for x, value in enumerate(gap.values):
+        ax.annotate(f"{value:.1f}", (x, value), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("points over-stated")
+    ax.set_title(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 ({scale} scale)")
+    ax.tick_params(axis="x", rotation=30)
+    return ax

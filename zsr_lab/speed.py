@@ -172,8 +172,9 @@ def _attack_speed(model, images, args, device, precisions, flops_per_image):
         if compiled:
             target = torch.compile(model)
         for steps in args.attack_steps:
+            # every image takes every step (random labels would otherwise stop most images at once)
             attack = build_attack(target, AttackConfig("pgd", steps), 1, n_classes=args.n_classes,
-                                  precision=precision)
+                                  precision=precision, early_stop=False)
             seconds = _time(lambda run=attack: run(images, labels), device, repeats=1 if steps >= 100 else 3)
             rate = len(images) / seconds
             rates[(precision, compiled, steps)] = rate

@@ -46,12 +46,15 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import datasets, settings
-from .attacks import build_attack, check_eps, parse_attack, pgd_linf
+from .attacks import build_attack, check_eps, pgd_linf
 from .classifier import dataset_classifier
-from .evaluate import _frozen, _workers, evaluate_robustness, summarize, with_mean, zero_shot_accuracy
+from .evaluate import (_frozen, _workers, evaluate_robustness, load_protocol_data, summarize, with_mean,
+                       zero_shot_accuracy)
 from .methods import METHODS, Method, build_method
 from .models import ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
 from .precision import FP16_GRAD_SCALE, PRECISIONS, autocast
+from .protocol import Protocol
+from .suites import parse_suite
 from .scales import get_scale
 
 CHECKPOINT_FORMAT = 1
@@ -91,7 +94,10 @@ class TrainConfig:
         log_every, checkpoint_every: in optimizer steps; ``eval_every``: holdout evaluation period in steps
             (default: once per epoch; 0: never).
         eval_datasets: zero-shot sets for the final evaluation (default: the scale's; ``()``: skip it).
-        eval_attacks, eval_eps, eval_n_examples, eval_batch_size, eval_precision: the final evaluation protocol.
+        eval_attacks, eval_eps, eval_n_examples, eval_stopping, eval_precision: the final evaluation's
+            :class:`~zsr_lab.protocol.Protocol` (``config.protocol``): suites, budgets, images per dataset (an
+            integer, a dict per dataset, or 0 for whole splits), PGD/CW stopping rule, precision; ``None`` takes the
+            scale's protocol. Its seed is ``seed``. ``eval_batch_size``: images per attacked batch.
         data_root, download, num_workers, device, compile: where and how to run (no effect on the numbers).
     """
 
@@ -123,9 +129,10 @@ class TrainConfig:
     checkpoint_every: int = 200
     eval_every: int | None = None
     eval_datasets: tuple[str, ...] | None = None
-    eval_attacks: tuple[str, ...] = ("pgd-100",)
-    eval_eps: tuple[float, ...] = (1.0,)
-    eval_n_examples: int | None = None
+    eval_attacks: tuple[str, ...] | None = None
+    eval_eps: tuple[float, ...] | None = None
+    eval_n_examples: int | dict | None = None
+    eval_stopping: str | None = None
     eval_batch_size: int = 256
     eval_precision: str = "fp32"
     data_root: str | None = None
@@ -145,17 +152,19 @@ class TrainConfig:
         if not isinstance(self.method_options, dict):
             raise TypeError(f"method_options must be a dict such as {{'form': 'repository'}}, "
                             f"got {self.method_options!r}")
-        for value in self.eval_eps:
-            check_eps(value)
         # the options in effect, defaults written out: {} and {"alpha": 0.08} are the same TGA-ZSR run
         options = build_method(self.method, **self.method_options).options()
+        default = setup.protocol
+        n_examples = default.n_examples if self.eval_n_examples is None else self.eval_n_examples
         config = dataclasses.replace(
             self, model=self.model or setup.model_name,
             pretrained=self.pretrained if self.pretrained is not None else setup.pretrained,
             train_dataset=self.train_dataset or setup.train_dataset,
             eval_datasets=tuple(setup.eval_datasets if self.eval_datasets is None else self.eval_datasets),
-            eval_attacks=tuple(self.eval_attacks), eval_eps=tuple(float(e) for e in self.eval_eps),
-            method_options=options)
+            eval_attacks=tuple(default.attacks if self.eval_attacks is None else self.eval_attacks),
+            eval_eps=tuple(float(e) for e in (default.eps if self.eval_eps is None else self.eval_eps)),
+            eval_n_examples=dict(n_examples) if isinstance(n_examples, tuple) else n_examples,
+            eval_stopping=self.eval_stopping or default.stopping, method_options=options)
         config._check()
         return config
 
@@ -177,7 +186,7 @@ class TrainConfig:
             number(name, int, positive=True)
         for name in ("warmup_steps", "holdout_examples", "seed", "checkpoint_every"):
             number(name, int, minimum=0)
-        for name in ("steps", "train_examples", "eval_n_examples"):
+        for name in ("steps", "train_examples"):
             number(name, int, positive=True, optional=True)
         number("eval_every", int, minimum=0, optional=True)
         for name in ("lr", "attack_step_size"):
@@ -185,8 +194,10 @@ class TrainConfig:
         for name in ("momentum", "weight_decay"):
             number(name, minimum=0)
         check_eps(self.eps)
-        for attack in self.eval_attacks:
-            parse_attack(attack)
+        for suite in self.eval_attacks:
+            parse_suite(suite)  # checked even when the evaluation is skipped: a config may be reused with datasets
+        if self.eval_datasets:
+            self.protocol  # bad ε, n_examples or stopping rule: fails here
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         for name in ("precision", "eval_precision"):
@@ -200,6 +211,15 @@ class TrainConfig:
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
             raise FileNotFoundError(f"data_root {self.data_root} does not exist: create it (download=True fills "
                                     f"it) or point data_root at the folder that holds the datasets")
+
+    @property
+    def protocol(self) -> Protocol:
+        """The final evaluation's protocol (of a resolved config)."""
+        n_examples = None if self.eval_n_examples == 0 else self.eval_n_examples
+        if isinstance(n_examples, dict):
+            n_examples = {name: None if n == 0 else n for name, n in n_examples.items()}
+        return Protocol(self.eval_datasets, self.eval_attacks, self.eval_eps, n_examples, self.seed,
+                        self.eval_precision, stopping=self.eval_stopping)
 
     def save(self, path) -> Path:
         """Write the config as JSON (what ``load`` and ``python -m zsr_lab.train --config`` read)."""
@@ -250,13 +270,14 @@ def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
                  "comp_tga": dict(lr=1e-3), "tima": dict(lr=1e-3),
                  "fare": dict(optimizer="adamw", lr=1e-4, weight_decay=1e-4, attack_steps=10, attack_step_size=1.0)}
     if scale == "full":
+        # the worst case over aa, the robust-CLIP standard, and the papers' PGD-100 beside it
         base = dict(scale="full", epochs=10, batch_size=128, warmup_steps=1000, precision="fp16",
-                    eval_attacks=("pgd-100",), eval_eps=(1.0,), eval_precision="bf16")
+                    eval_attacks=("aa", "pgd-100"), eval_eps=(1.0,), eval_precision="bf16")
         base.update(full.get(method, {}))
     elif scale == "classroom":
         base = dict(scale="classroom", epochs=1, train_examples=9600, holdout_examples=500, batch_size=128,
                     warmup_steps=8, eps=4.0, attack_steps=2, attack_step_size=4.0, log_every=5,
-                    checkpoint_every=25, eval_attacks=("pgd-10",), eval_eps=(1.0, 4.0), eval_n_examples=500)
+                    checkpoint_every=25)  # evaluated under the classroom scale's protocol
         base.update(classroom.get(method, {}))
     else:
         get_scale(scale)  # raises with the valid names
@@ -459,6 +480,8 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     # data first: a missing dataset fails before the model is loaded (or the classroom CLIP pre-trained)
     image_size = open_clip.get_model_config(config.model)["vision_cfg"]["image_size"]
     train_data, holdout_data = _training_data(config, image_size)
+    if config.eval_datasets:  # and an evaluation that cannot run (n_examples > a split) fails before training
+        load_protocol_data(config.protocol, image_size, data_root=config.data_root, download=config.download)
     torch.manual_seed(config.seed)  # random initialisation ("none") is part of the run's settings
     model = load_clip(config.model, None if config.pretrained == RANDOM_WEIGHTS else config.pretrained, device=device)
     method = build_method(config.method, **config.method_options).to(device)
@@ -635,10 +658,9 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     evaluation = pd.DataFrame()
     if config.eval_datasets:
         evaluation = evaluate_robustness(
-            model, config.eval_datasets, config.eval_attacks, config.eval_eps, data_root=config.data_root,
-            batch_size=config.eval_batch_size, n_examples=config.eval_n_examples, seed=config.seed,
-            precision=config.eval_precision, compile=config.compile, num_workers=config.num_workers,
-            download=config.download, out_dir=run_dir / "evaluation", progress=progress and is_main)
+            model, config.protocol, data_root=config.data_root, batch_size=config.eval_batch_size,
+            compile=config.compile, num_workers=config.num_workers, download=config.download,
+            out_dir=run_dir / "evaluation", progress=progress and is_main)
         evaluation.insert(0, "method", config.method)
     return TrainResult(model=model, config=config, run_dir=run_dir, checkpoint=final, history=read_log(run_dir),
                        evaluation=evaluation)
@@ -653,10 +675,8 @@ def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.Dat
     device = torch.device(config.device) if config.device else settings.default_device()
     model = load_clip(config.model, config.pretrained, device=device)
     table = evaluate_robustness(
-        model, config.eval_datasets, config.eval_attacks, config.eval_eps, data_root=config.data_root,
-        batch_size=config.eval_batch_size, n_examples=config.eval_n_examples, seed=config.seed,
-        precision=config.eval_precision, num_workers=config.num_workers, download=config.download,
-        out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
+        model, config.protocol, data_root=config.data_root, batch_size=config.eval_batch_size,
+        num_workers=config.num_workers, download=config.download, out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
     table.insert(0, "method", "CLIP (zero-shot)")
     return table
 
@@ -808,12 +828,13 @@ def _parser() -> argparse.ArgumentParser:
              "optimizer": str, "lr": float, "momentum": float, "weight_decay": float, "warmup_steps": int,
              "epochs": int, "steps": int, "batch_size": int, "accumulation_steps": int, "precision": str,
              "seed": int, "run_dir": str, "log_every": int, "checkpoint_every": int, "eval_every": int,
-             "eval_n_examples": int, "eval_batch_size": int, "eval_precision": str, "data_root": str,
+             "eval_n_examples": int, "eval_batch_size": int, "eval_precision": str, "eval_stopping": str,
+             "data_root": str,
              "num_workers": int, "device": str}
     for name, kind in typed.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, dest=name)
     parser.add_argument("--eval-datasets", nargs="*", help="zero-shot sets (default: the scale's; none: skip)")
-    parser.add_argument("--eval-attacks", nargs="+", help="e.g. pgd-100 cw-100")
+    parser.add_argument("--eval-attacks", nargs="+", help="suites, e.g. aa pgd-100 pgd-100+cw-100+aa")
     parser.add_argument("--eval-eps", nargs="+", type=float, help="ℓ∞ budgets in units of 1/255")
     parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     parser.add_argument("--compile", action="store_true", help="torch.compile the attacked model (pays on GPUs)")
