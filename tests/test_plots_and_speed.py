@@ -66,3 +66,20 @@ def test_naive_reference_loop_is_the_same_attack(classroom_clip):
         still_right = [(classroom_clip(a).argmax(1) == y).sum().item() for a in (naive, fast)]
     assert (naive - x).abs().max() <= 4 / 255 + 1e-6
     assert abs(still_right[0] - still_right[1]) <= 4
+
+
+def test_suite_benchmark_counts_the_passes_each_way(classroom_clip):
+    from zsr_lab import speed_suites
+
+    fast = speed_suites.count_passes("aa-3", 8, cascade=True, early_exit=True, progress=False)
+    slow = speed_suites.count_passes("aa-3", 8, cascade=False, early_exit=False, progress=False)
+    assert fast["images"] == slow["images"] > 400
+    # about the same verdicts (the cascade changes the random starts of later members, early exits change
+    # nothing), fewer passes: 4 per image and run without exits
+    assert abs(fast["robust"] - slow["robust"]) <= 1.0
+    assert slow["passes"]["APGD-CE-3"] == 4 and fast["passes"]["APGD-CE-3"] < 4
+    assert sum(fast["passes"].values()) < sum(slow["passes"].values())
+    assert 1 <= fast["passes_to_break"] <= 4
+    # the projection: survivors take the suite's whole budget, the others what breaking took on the classroom CLIP
+    passes = speed_suites.projected_passes({"passes_to_break": 10.0}, 0.6, 0.4, 1010)
+    assert passes == pytest.approx(0.4 * 1010 + 0.2 * 10)

@@ -4,7 +4,6 @@ from torch import nn
 
 import zsr_lab as zl
 from zsr_lab import apgd, suites
-from zsr_lab.attacks import AttackConfig
 
 
 class Linear(nn.Module):
@@ -129,3 +128,12 @@ def test_aa_is_not_weaker_than_the_reference_autoattack(classroom_clip):
     assert 0 < int(theirs.sum()) < len(y)  # a budget where the attack matters
     assert int(ours.sum()) <= int(theirs.sum())
     assert int((ours & ~theirs).sum()) <= 1  # and per image they agree up to a random start
+
+
+def test_options_after_a_colon_set_targets_and_restarts():
+    suite = suites.parse_suite("pgd-10+aa-10:targets=3")
+    assert [(m.label, m.targets) for m in suite.members] == [("PGD-10", 9), ("APGD-CE-10", 9), ("APGD-T-10", 3)]
+    assert suite.text == "pgd-10+aa-10:targets=3"  # what rows are keyed by
+    assert suites.parse_suite("cw-5:restarts=2").members[0].restarts == 2
+    with pytest.raises(ValueError, match="cannot read the option 'target=3'"):
+        suites.parse_suite("aa:target=3")

@@ -77,3 +77,13 @@ def test_the_command_line_trains_from_a_saved_config(tmp_path):
     with pytest.raises(SystemExit) as exit_code:
         zl.train.main(["--config", str(tmp_path / "bad.json")])
     assert exit_code.value.code == 2
+
+
+def test_an_evaluation_that_cannot_run_stops_the_training_command_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        zl.train.main(["--method", "tecoa", "--scale", "classroom", "--pretrained", "none", "--train-examples", "32",
+                       "--batch-size", "16", "--eval-datasets", "textures", "--eval-n-examples", "500",
+                       "--run-dir", str(tmp_path / "run")])
+    assert info.value.code == 2
+    assert "larger than the split of textures (135 images)" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained

@@ -111,22 +111,6 @@ class Protocol:
                 f"{self.precision}; {self.stopping}-iterate PGD/CW; "
                 f"{'cascade' if self.cascade else 'every member on every image'}")
 
-    def to_dict(self) -> dict:
-        """JSON-ready fields (``from_dict`` reads them back)."""
-        fields = dataclasses.asdict(self)
-        if isinstance(self.n_examples, tuple):
-            fields["n_examples"] = dict(self.n_examples)
-        return fields
-
-    @classmethod
-    def from_dict(cls, fields: Mapping) -> "Protocol":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"unknown protocol field(s) {', '.join(unknown)}; the fields are "
-                             f"{', '.join(sorted(known))}")
-        return cls(**fields)
-
 
 def _names(value, what: str) -> tuple[str, ...]:
     if isinstance(value, str):

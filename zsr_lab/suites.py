@@ -14,6 +14,7 @@ Suites are written as members and named suites joined by ``+``:
 - ``papers-aa``: APGD-CE + APGD-DLR, what the TGA-ZSR, Comp-TGA, PMG-AFT and TIMA papers call "AutoAttack";
   weaker than ``aa``.
 - ``aa-20`` (any named suite with ``-K``): the same members with K iterations each (Square keeps its queries).
+- ``aa-10:targets=3``: options after a colon: ``targets`` (APGD-T, FAB-T) and ``restarts`` (every member).
 - members: ``pgd-100``, ``cw-100``, ``apgd_ce-100``, ``apgd_dlr-100``, ``apgd_t-100``, ``fab_t-100``,
   ``square-5000``, ``pgd_l2-100`` (see :data:`zsr_lab.attacks.ATTACKS`); e.g. ``pgd-100+cw-100+aa``.
 
@@ -107,30 +108,47 @@ def parse_suite(text: str | AttackConfig | Suite) -> Suite:
         raise ValueError(f"an attack suite is a string such as 'aa' or 'pgd-100+aa', got {text!r}")
     members, adaptive, parts = [], [], []
     for token in (t.strip().lower() for t in text.split("+")):
+        token, _, options = token.partition(":")
         name, _, steps = token.rpartition("-")
         if token in SUITES or (name in SUITES and steps.isdigit()):
             base = token if token in SUITES else name
+            configs = []
             for member in SUITES[base]:
                 config = parse_attack(member)
                 if token not in SUITES and config.name != "square":
                     config = replace(config, steps=int(steps))
-                members.append(config)
-                adaptive.append(True)
+                configs.append(config)
+            adaptive += [True] * len(configs)
         else:
             try:
-                members.append(parse_attack(token))
+                configs = [parse_attack(token)]
             except ValueError as err:
                 close = difflib.get_close_matches(token, list(SUITES), n=1)
                 hint = f"did you mean the suite {close[0]!r}? " if close else ""
                 raise ValueError(f"{err}. {hint}Suites: {', '.join(SUITES)} (or NAME-K for K iterations); "
                                  f"members: {', '.join(ATTACKS)}; join them with '+'") from None
             adaptive.append(False)
-        parts.append(token)
+        members += _with_options(configs, options, text)
+        parts.append(token + (f":{options}" if options else ""))
     norms = {m.norm for m in members}
     if len(norms) > 1:
         raise ValueError(f"{text!r} mixes ℓ∞ and ℓ2 attacks, whose budgets mean different things: "
                          f"evaluate them as separate suites")
     return Suite("+".join(parts), tuple(members), tuple(adaptive))
+
+
+OPTIONS = ("targets", "restarts")
+
+
+def _with_options(configs: list[AttackConfig], options: str, text: str) -> list[AttackConfig]:
+    """Apply ``targets=N`` (to the targeted members) and ``restarts=N`` (to all) written after a colon."""
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        if key not in OPTIONS or not value.isdigit():
+            raise ValueError(f"cannot read the option {item!r} in {text!r}: write e.g. aa-10:targets=3 or "
+                             f"pgd-10:restarts=2 (options: {', '.join(OPTIONS)})")
+        configs = [replace(c, **{key: int(value)}) if key == "restarts" or c.targeted else c for c in configs]
+    return configs
 
 
 @dataclass

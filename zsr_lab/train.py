@@ -883,7 +883,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     is_main = _distributed()[0] == 0
     try:
         result = fit(config)
-    except (datasets.DatasetNotFoundError, TrainingDivergedError, FileExistsError) as err:
+    # ValueError: what only the data can tell, e.g. --eval-n-examples larger than a split (before training)
+    except (datasets.DatasetNotFoundError, TrainingDivergedError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     finally:
