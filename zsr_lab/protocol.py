@@ -101,7 +101,8 @@ class Protocol:
         """One line that says everything a number evaluated under this protocol depends on."""
         if isinstance(self.n_examples, tuple):
             sizes = ", ".join(f"{name}: {'all' if n is None else n}" for name, n in self.n_examples)
-            images = f"images per dataset ({sizes}; others all)"
+            others = "; others all" if set(self.datasets) - {name for name, _ in self.n_examples} else ""
+            images = f"images per dataset ({sizes}{others})"
         else:
             images = "the whole split" if self.n_examples is None else f"{self.n_examples:,} images per dataset"
         attacks = "; ".join(s.label if s.label != s.text else f"{s.text} ({s.describe()})"
