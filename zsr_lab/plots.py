@@ -361,6 +361,7 @@ def plot_attack_gap(summary: pd.DataFrame, *, scale: str, eps: float, worst: str
     for x, value in enumerate(gap.values):
         ax.annotate(f"{value:.1f}", (x, value), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
+    ax.margins(y=0.15)  # room for the value labels
     ax.set_ylabel("points over-stated")
     ax.set_title(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 ({scale} scale)")
     ax.tick_params(axis="x", rotation=30)

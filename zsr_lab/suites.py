@@ -36,11 +36,6 @@ SUITES: dict[str, tuple[str, ...]] = {
     "aa-standard": ("apgd_ce-100", "apgd_t-100", "fab_t-100", "square-5000"),
     "papers-aa": ("apgd_ce-100", "apgd_dlr-100"),
 }
-SUITE_DESCRIPTIONS = {
-    "aa": "APGD-CE then APGD-T (top-9 targets), 100 iterations each: the robust-CLIP standard",
-    "aa-standard": "standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square (5,000 queries)",
-    "papers-aa": "APGD-CE + APGD-DLR: what the papers call 'AutoAttack' (weaker than aa)",
-}
 
 
 @dataclass(frozen=True)
