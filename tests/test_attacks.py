@@ -65,6 +65,8 @@ def test_attack_names_and_budgets_are_checked():
         attacks.AttackConfig("pgd").pixel_eps("1/255")
     with pytest.raises(ValueError, match="positive integer"):
         attacks.AttackConfig("pgd", steps=0)
+    with pytest.raises(ValueError, match="ε must be ≥ 0"):
+        attacks.AttackConfig("pgd").pixel_eps(float("nan"))
     with pytest.raises(ValueError, match="larger than the whole pixel range"):
         attacks.AttackConfig("pgd").pixel_eps(300)
     with pytest.raises(ValueError, match="did you mean apgd_t"):

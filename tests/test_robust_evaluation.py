@@ -90,6 +90,10 @@ def test_protocols_are_values():
     assert "APGD-CE-100 → APGD-T-100" in a.describe() and "ε ∈ {1}/255" in a.describe()
     full = zl.get_scale("full").protocol
     assert full.attacks == ("aa",) and full.n_examples == 1000 and len(full.datasets) == 16
+    # a chapter's "300 per dataset" on the classroom sets: the two smaller splits whole, said per dataset
+    assert zl.get_scale("classroom").examples(300) == {"fashion_mnist": 300, "digits": 300, "textures": None,
+                                                       "faces": None}
+    assert zl.get_scale("classroom").examples(None) is None
 
 
 def test_resumed_evaluation_equals_an_uninterrupted_one(classroom_clip, tmp_path, monkeypatch):

@@ -76,6 +76,9 @@ def test_apgd_early_exit_changes_no_verdict_and_saves_iterations(loss):
         with torch.no_grad():
             fooled[early_stop] = model(adv).argmax(1) != labels
         spent[early_stop] = attack.iterations
+        if early_stop:  # an image that left before its budget was fooled, and is returned where it was fooled
+            budget = 31 * (3 if loss == "dlr_targeted" else 1)
+            assert fooled[True][attack.iterations < budget].all()
     assert 0 < fooled[True].sum() < 48
     torch.testing.assert_close(fooled[True], fooled[False])
     assert spent[True].sum() < spent[False].sum()

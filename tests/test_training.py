@@ -89,6 +89,9 @@ def test_recipes_carry_the_spec_constants():
     assert tecoa.protocol.n_examples == 1000 and tecoa.protocol.eps == (1.0,) and tecoa.protocol.stopping == "any"
     classroom = recipe("tecoa", "classroom").resolved().protocol
     assert classroom == zl.get_scale("classroom").protocol  # the chapters' runs share the scale's protocol
+    whole = recipe("tecoa", "classroom", eval_n_examples={"digits": 0, "faces": 50}).resolved().protocol
+    assert whole.examples_for("digits") is None and whole.examples_for("faces") == 50  # 0: the whole split
+    assert recipe("tecoa", "full", eval_n_examples=0).resolved().protocol.n_examples is None
 
 
 @pytest.mark.parametrize("method, method_options", [("tecoa", {}), ("pmg_aft", {}), ("fare", {}),

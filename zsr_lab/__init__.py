@@ -7,7 +7,8 @@ One import gives the flat API the chapters build up::
     clip = zl.load_clip(scale.model_name, scale.pretrained)
     table = zl.evaluate_zero_shot(clip, scale.eval_datasets)
 """
-from . import apgd, attacks, attention, evaluate, methods, plots, protocol, reported, sanity, settings, suites, tima, train
+from . import (apgd, attacks, attention, evaluate, methods, plots, protocol, reported, sanity, settings, suites, tima,
+               train)
 from .classifier import dataset_classifier, zero_shot_classifier
 from .datasets import (BENCHMARK_DATASETS, CLASSROOM_DATASETS, DatasetNotFoundError, get_spec,
                        list_datasets, load_dataset)

@@ -201,6 +201,9 @@ class APGD(Attack):
             better = loss > s["loss_best"]
             s["x_best"][better], s["grad_best"][better] = s["x"][better], grad[better]
             s["loss_best"] = torch.where(better, loss, s["loss_best"])
+            # record a fooled image at the iterate that fooled it, before a checkpoint can move it back
+            settle(fooled & ~fooled_all[alive])
+            s = state
             if i in marks:
                 reduce = (s["increases"] <= RHO * interval) | (~s["reduced_at_check"]
                                                                 & (s["loss_at_check"] >= s["loss_best"]))
@@ -212,7 +215,6 @@ class APGD(Attack):
                 s["grad"] = torch.where(reduce.view(view), s["grad_best"], s["grad"])
                 s["increases"] = torch.zeros_like(s["increases"])
                 interval = next(intervals, interval)
-            settle(fooled & ~fooled_all[alive])
         survivors = ~fooled_all[alive]
         out[alive[survivors]] = state["x_best"][survivors]
         return out, fooled_all, spent

@@ -48,12 +48,9 @@ def _workers(model: ZeroShotCLIP, num_workers: int | None) -> int:
     return min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
 
 
-def _dataset_loader(model: ZeroShotCLIP, spec, templates, *, data_root, download, n_examples, seed, batch_size,
-                    num_workers, cache_dir, verbose, shard=(0, 1)) -> DataLoader:
-    """Load a dataset's (sub)set at the model's resolution, install its classifier, and return its loader."""
-    data = datasets.load_dataset(spec.name, data_root=data_root, image_size=model.image_size[0],
-                                 download=download, verbose=verbose)
-    data = _shard(subset(data, n_examples, seed), *shard)
+def _classifier_and_loader(model: ZeroShotCLIP, spec, data, templates, *, batch_size, num_workers,
+                           cache_dir) -> DataLoader:
+    """Install the dataset's zero-shot classifier on the model and return a loader over ``data``."""
     model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
     return DataLoader(data, batch_size=batch_size, num_workers=_workers(model, num_workers),
                       pin_memory=model.device.type == "cuda")
@@ -104,9 +101,10 @@ def evaluate_zero_shot(model: ZeroShotCLIP, dataset_names: Sequence[str], *, dat
     for name in dataset_names:
         spec = datasets.get_spec(name)
         used_templates = list(templates) if templates is not None else list(spec.templates)
-        loader = _dataset_loader(model, spec, used_templates, data_root=data_root, download=download,
-                                 n_examples=n_examples, seed=seed, batch_size=batch_size, num_workers=num_workers,
-                                 cache_dir=cache_dir, verbose=progress)
+        data = datasets.load_dataset(name, data_root=data_root, image_size=model.image_size[0],
+                                     download=download, verbose=progress)
+        loader = _classifier_and_loader(model, spec, subset(data, n_examples, seed), used_templates,
+                                        batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir)
         correct, total = zero_shot_accuracy(model, loader, precision=precision, desc=spec.title,
                                             progress=progress)
         rows.append({"model": model.model_name, "pretrained": str(model.pretrained), "dataset": name,
@@ -167,8 +165,6 @@ RESULTS_FILE = "results.jsonl"
 RESULTS_FORMAT = 2  # rows keyed by the weights' content and the split size (format 1: by the checkpoint's path)
 _KEY_FIELDS = ("model", "weights", "dataset", "split_size", "template", "suite", "members", "eps", "n_examples",
                "precision", "seed", "stopping", "cascade")
-
-
 _MEMBER_RESULTS = ("robust_after", "robust_alone", "iterations_per_image", "max_perturbation", "out_of_box")
 
 
@@ -352,9 +348,8 @@ def _suite_protocol(suite: Suite, eps: float, n_classes: int) -> dict:
 
 def _attack_dataset(model, target, spec, data, templates, pending, protocol: Protocol, *, batch_size,
                     num_workers, cache_dir, progress) -> list[dict]:
-    model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
-    loader = DataLoader(data, batch_size=batch_size, num_workers=_workers(model, num_workers),
-                        pin_memory=model.device.type == "cuda")
+    loader = _classifier_and_loader(model, spec, data, templates, batch_size=batch_size, num_workers=num_workers,
+                                    cache_dir=cache_dir)
     n_classes = model.class_embeddings.shape[0]
     device = model.device
     members = [suite.members_for(n_classes) for suite, _, _ in pending]

@@ -676,7 +676,8 @@ def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.Dat
     model = load_clip(config.model, config.pretrained, device=device)
     table = evaluate_robustness(
         model, config.protocol, data_root=config.data_root, batch_size=config.eval_batch_size,
-        num_workers=config.num_workers, download=config.download, out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
+        num_workers=config.num_workers, download=config.download,
+        out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
     table.insert(0, "method", "CLIP (zero-shot)")
     return table
 
