@@ -127,3 +127,122 @@ def test_fashion_mnist_from_the_debian_package(tmp_path):
     assert (len(train), len(test)) == (60000, 10000)
     image, label = test[0]
     assert image.shape == (3, 28, 28) and label == 9  # the first test image is an ankle boot
+
+
+# ---- stand-ins for the layout and file checks ------------------------------------------------------------
+
+def _jpeg_bytes(seed=0, size=64):
+    """A real JPEG of noise (big enough that cutting it in half lands in the image data, not the headers)."""
+    import io
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _fake_caltech101(root, background=True):
+    categories = root / "caltech101" / "101_ObjectCategories"
+    for key in zl.get_spec("caltech101").class_keys:
+        (categories / key).mkdir(parents=True)
+        (categories / key / "image_0001.jpg").write_bytes(_jpeg_bytes(size=8))
+    if background:
+        (categories / "BACKGROUND_Google").mkdir()
+    return categories
+
+
+def test_caltech101_without_background_google_says_what_to_do(tmp_path):
+    categories = _fake_caltech101(tmp_path, background=False)
+    with pytest.raises(datasets.DatasetLayoutError) as info:
+        zl.load_dataset("caltech101", data_root=tmp_path, verbose=False)
+    message = str(info.value)
+    assert "BACKGROUND_Google" in message and str(categories) in message and "What to do" in message
+    # the fix the message offers: an empty BACKGROUND_Google folder; labels follow the registered classes
+    (categories / "BACKGROUND_Google").mkdir()
+    data = zl.load_dataset("caltech101", data_root=tmp_path, image_size=32, verbose=False)
+    assert len(data) == 101
+    assert [data[i][1] for i in (0, 4, 100)] == [0, 4, 100]
+    assert data[0][0].shape == (3, 32, 32)
+    # Caltech keeps no path list; the failing file is still named (rebuilt as torchvision builds it)
+    broken = categories / data.categories[4] / "image_0001.jpg"
+    broken.write_bytes(_jpeg_bytes())
+    _truncate(broken)
+    with pytest.raises(datasets.DatasetFileError, match=re.escape(str(broken))):
+        data[4]
+
+
+def test_truncated_jpeg_names_the_file_and_the_dataset(tmp_path):
+    wnids = zl.get_spec("tiny_imagenet").class_keys
+    _fake_tiny_imagenet(tmp_path, wnids)
+    broken = tmp_path / "tiny-imagenet-200" / "val" / "images" / "val_2.JPEG"
+    broken.write_bytes(_jpeg_bytes())
+    _truncate(broken)
+    val = zl.load_dataset("tiny_imagenet", data_root=tmp_path, image_size=32, verbose=False)
+    assert val[1][1] == 1  # intact images still load
+    with pytest.raises(OSError) as info:
+        val[2]
+    message = str(info.value)
+    assert isinstance(info.value, datasets.DatasetFileError)
+    assert str(broken) in message and "Tiny-ImageNet" in message and "What to do" in message
+    assert "truncated" in message  # PIL's own reason is kept
+
+
+def test_truncated_jpeg_in_an_image_folder_is_named_through_a_dataloader(tmp_path):
+    import pickle
+
+    from torch.utils.data import DataLoader, Subset
+    wnids = zl.get_spec("tiny_imagenet").class_keys
+    _fake_tiny_imagenet(tmp_path, wnids)
+    broken = tmp_path / "tiny-imagenet-200" / "train" / wnids[3] / "images" / f"{wnids[3]}_0.JPEG"
+    broken.write_bytes(_jpeg_bytes())
+    _truncate(broken)
+    train = zl.load_dataset("tiny_imagenet_train", data_root=tmp_path, image_size=32, verbose=False)
+    # the wrapper stays a transparent stand-in for the torchvision dataset
+    assert len(train) == 200 and list(train.classes) == sorted(wnids) and train.samples[3][0] == str(broken)
+    copy = pickle.loads(pickle.dumps(train))
+    assert len(copy) == 200 and copy[0][1] == 0
+    with pytest.raises(datasets.DatasetFileError, match=re.escape(str(broken))) as info:
+        copy[3]
+    assert "delete it" in str(info.value)  # an image folder finds its files by listing them
+    loader = DataLoader(Subset(train, [0, 3]), batch_size=2, num_workers=1)
+    with pytest.raises(OSError, match=re.escape(broken.name)):
+        next(iter(loader))
+
+
+def test_an_unreadable_image_without_a_known_path_names_the_index():
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            raise OSError("image file is truncated")
+
+    wrapped = datasets._NameFailingFiles(Broken(), "Some set", "/data/some")
+    with pytest.raises(datasets.DatasetFileError, match=r"Some set.*image 2 .*/data/some"):
+        wrapped[2]
+
+
+def test_imagenet_message_lists_the_archives_and_the_unpacked_form(tmp_path):
+    with pytest.raises(zl.DatasetNotFoundError) as info:
+        zl.load_dataset("imagenet", data_root=tmp_path, verbose=False)
+    message = str(info.value)
+    for part in ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_val.tar", "meta.bin", "val/<wnid>/"):
+        assert part in message, part
+
+
+def test_imagenet_loads_from_the_unpacked_form_without_the_tarballs(tmp_path):
+    spec = zl.get_spec("imagenet")
+    base = tmp_path / "imagenet"
+    base.mkdir()
+    torch.save(({wnid: (name,) for wnid, name in zip(spec.class_keys, spec.classnames)}, []), base / "meta.bin")
+    jpeg = _jpeg_bytes(size=8)
+    for wnid in spec.class_keys:
+        (base / "val" / wnid).mkdir(parents=True)
+        (base / "val" / wnid / f"ILSVRC2012_val_{wnid}.JPEG").write_bytes(jpeg)
+    data = zl.load_dataset("imagenet", data_root=tmp_path, image_size=32, verbose=False)
+    assert len(data) == 1000 and data[999][1] == 999 and data[0][0].shape == (3, 32, 32)
+    assert not list(base.glob("*.tar*"))

@@ -79,7 +79,7 @@ def test_pmg_aft_kl_terms_match_hand_computed_distributions(form):
     scale = 100.0 if form == "paper" else 1.0
     def probs(angle, s):
         return softmax([s * math.cos(angle), s * math.sin(angle)])
-    ce = [-math.log(probs(a, 100.0)[y]) for a, y in zip(angles_adv, [0, 1])]
+    ce = [-math.log(probs(a, scale)[y]) for a, y in zip(angles_adv, [0, 1])]  # the official code: cosines here too
     kl_ref = [kl(probs(a - rotation, scale), probs(a, scale)) for a in angles_adv]
     kl_clean = [kl(probs(c, scale), probs(a, scale)) for c, a in zip(angles_clean, angles_adv)]
     reduce = (lambda v: sum(v) / 2) if form == "paper" else sum
@@ -88,6 +88,9 @@ def test_pmg_aft_kl_terms_match_hand_computed_distributions(form):
     assert terms["kl_clean"].item() == pytest.approx(reduce(kl_clean), rel=1e-4)
     assert loss.item() == pytest.approx(sum(ce) / 2 + 0.7 * reduce(kl_ref) + 2.0 * reduce(kl_clean), rel=1e-4)
     assert (method.pixel_stats is None) == (form == "paper")
+    # the training attack maximises the same cross-entropy (plain cosines in the repository form)
+    objective = method.attack_objective(model, adversarial, labels, {})
+    assert objective.item() == pytest.approx(sum(ce) / 2, rel=1e-5)
 
 
 def test_pmg_aft_clean_branch_is_not_detached():

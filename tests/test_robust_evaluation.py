@@ -154,6 +154,40 @@ def test_cli_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path, cap
     assert message in capsys.readouterr().err
 
 
+def test_cli_batch_size_zero_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--datasets", "faces", "--batch-size", "0", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--batch-size must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_interrupt_says_how_to_resume(tmp_path, capsys, monkeypatch, classroom_clip):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_robustness", interrupted)
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--datasets", "faces", "--out", str(tmp_path), "--device", "cpu"])
+    assert info.value.code == 130
+    assert "interrupted: the datasets already finished are kept" in capsys.readouterr().err
+
+
+def test_cli_checks_every_dataset_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(zl.models, "load_clip", lambda *a, **k: pytest.fail("the model was loaded first"))
+    with pytest.raises(SystemExit):
+        evaluate.main(["--datasets", "faces", "cifar10", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+
+
+def test_cli_runs_without_runpy_warnings():
+    import subprocess
+    import sys
+
+    for module in ("zsr_lab.evaluate", "zsr_lab.train"):
+        run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
+
+
 def test_cli_missing_dataset_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         evaluate.main(["--datasets", "cifar10", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")])
@@ -168,6 +202,8 @@ def test_cli_writes_and_resumes_results(tmp_path, capsys, classroom_clip):
     second = evaluate.main(argv)
     assert "already in" in capsys.readouterr().out
     pd.testing.assert_frame_equal(first, second)
+    written = pd.read_csv(tmp_path / "results.csv")  # the results format every entry point writes
+    assert list(written["dataset"]) == ["faces", "mean"] and set(written["method"]) == {"zsr_lab"}
 
 
 def test_torchrun_with_two_processes_counts_every_example_once(tmp_path, classroom_clip):

@@ -118,7 +118,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert (tmp_path / "b/run/checkpoints/epoch_1.pt").exists()
 
 
-def test_interrupt_saves_the_current_step_and_a_finished_run_is_not_retrained(tmp_path):
+def test_interrupt_saves_the_current_step_and_a_finished_run_is_not_retrained(tmp_path, capsys):
     config = tiny_config(tmp_path, epochs=1)
 
     def interrupt(step, model):
@@ -126,7 +126,8 @@ def test_interrupt_saves_the_current_step_and_a_finished_run_is_not_retrained(tm
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(config, hooks=[interrupt], progress=False)
+        fit(config, hooks=[interrupt], progress=True)
+    assert "run the same command (or fit with the same config) again to resume" in capsys.readouterr().err
     assert torch.load(tmp_path / "run/checkpoints/epoch_latest.pt", weights_only=True)["step"] == 3
     first = fit(config, progress=False)
     again = fit(config, hooks=[lambda step, model: pytest.fail("a finished run trained again")], progress=False)
@@ -147,6 +148,50 @@ def test_checkpoint_loads_as_a_pretrained_model_and_other_settings_are_refused(t
         fit(tiny_config(tmp_path, epochs=1, lr=0.01), progress=False)
     with pytest.raises(FileExistsError, match="nothing was overwritten"):
         fit(tiny_config(tmp_path, epochs=1, resume=False), progress=False)
+
+
+def test_old_checkpoints_are_pruned_and_the_weights_alone_load_in_open_clip(tmp_path):
+    import open_clip
+
+    result = fit(tiny_config(tmp_path, epochs=3, keep_checkpoints=1), progress=False)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["epoch_3.pt", "epoch_latest.pt"]
+    assert result.weights == tmp_path / "run" / "weights.pt" and result.model.pretrained == str(result.weights)
+    assert "optimizer" not in torch.load(result.weights, weights_only=True)  # the weights alone: a fraction of the size
+    plain = open_clip.create_model("zsr-classroom-vit", pretrained=str(result.weights))
+    for name, value in result.model.clip.state_dict().items():
+        assert torch.equal(value, plain.state_dict()[name]), name
+    loaded = zl.load_clip("zsr-classroom-vit", str(result.weights), device="cpu")
+    torch.testing.assert_close(loaded.pixel_std, result.model.pixel_std)
+
+
+def test_temporaries_of_a_killed_writer_are_removed_on_start(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)  # the pid of a process that has exited
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    stale = checkpoints / f".epoch_latest.pt.{dead}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = checkpoints / f".epoch_latest.pt.{os.getppid()}.tmp"  # a running writer's temporary stays
+    live.write_bytes(b"being written")
+    fit(tiny_config(tmp_path, epochs=1), progress=False)
+    assert not stale.exists() and live.exists()
+
+
+def test_a_holdout_that_takes_every_training_image_is_named_as_the_cause(tmp_path):
+    with pytest.raises(ValueError, match="holdout_examples = 1,000,000 holds them all out of training"):
+        fit(tiny_config(tmp_path, train_examples=None, holdout_examples=1_000_000), progress=False)
+    with pytest.raises(ValueError, match=r"\(train_examples = 8\), fewer than one batch of 16"):
+        fit(tiny_config(tmp_path, train_examples=8), progress=False)
+
+
+def test_every_entry_point_writes_results_csv_with_the_method_on_every_row(tmp_path):
+    result = fit(tiny_config(tmp_path, epochs=1, eval_datasets=("faces",), eval_attacks=("pgd-2",), eval_eps=(4.0,),
+                             eval_n_examples=16), progress=False)
+    table = pd.read_csv(result.run_dir / "results.csv")
+    assert list(table["dataset"]) == ["faces", "mean"] and set(table["method"]) == {"tecoa"}
+    assert table["weights"].nunique() == 1 and table.loc[1, "robust_accuracy"] == table.loc[0, "robust_accuracy"]
+    assert set(zl.reported.load_run_results(result.run_dir)["method"]) == {"tecoa"}
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):

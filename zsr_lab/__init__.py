@@ -6,19 +6,47 @@ One import gives the flat API the chapters build up::
     scale = zl.get_scale("classroom")            # or "full"
     clip = zl.load_clip(scale.model_name, scale.pretrained)
     table = zl.evaluate_zero_shot(clip, scale.eval_datasets)
+
+Names are imported on first use (PEP 562), so ``python -m zsr_lab.train`` and ``python -m zsr_lab.evaluate`` run
+their module once, as ``__main__``, instead of after the package has already imported it.
 """
-from . import (apgd, attacks, attention, evaluate, methods, plots, protocol, reported, sanity, settings, suites, tima,
-               train)
-from .classifier import dataset_classifier, zero_shot_classifier
-from .datasets import (BENCHMARK_DATASETS, CLASSROOM_DATASETS, DatasetNotFoundError, get_spec,
-                       list_datasets, load_dataset)
-from .evaluate import (evaluate_robustness, evaluate_zero_shot, member_table, summarize, with_mean,
-                       zero_shot_accuracy)
-from .explorer import AttentionExplorer
-from .models import (ImageFeatures, WeightsUnavailableError, ZeroShotCLIP, freeze, frozen_copy, load_clip,
-                     train_image_tower_only)
-from .protocol import Protocol
-from .scales import Scale, get_scale
-from .train import TrainConfig, fit, recipe
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+SUBMODULES = ("apgd", "attacks", "attention", "classifier", "datasets", "evaluate", "explorer", "export", "methods",
+              "models", "plots", "protocol", "reported", "sanity", "scales", "settings", "suites", "tima", "train",
+              "weights")
+
+# name → the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(("dataset_classifier", "zero_shot_classifier"), "classifier"),
+    **dict.fromkeys(("BENCHMARK_DATASETS", "CLASSROOM_DATASETS", "DatasetNotFoundError", "get_spec", "list_datasets",
+                     "load_dataset"), "datasets"),
+    **dict.fromkeys(("evaluate_robustness", "evaluate_zero_shot", "member_table", "summarize", "with_mean",
+                     "zero_shot_accuracy"), "evaluate"),
+    "AttentionExplorer": "explorer",
+    "export_encoder": "export",
+    **dict.fromkeys(("ImageFeatures", "WeightsUnavailableError", "ZeroShotCLIP", "freeze", "frozen_copy", "load_clip",
+                     "train_image_tower_only"), "models"),
+    "Protocol": "protocol",
+    **dict.fromkeys(("Scale", "get_scale"), "scales"),
+    **dict.fromkeys(("TrainConfig", "fit", "recipe"), "train"),
+    "CheckpointError": "weights",
+}
+
+__all__ = [*SUBMODULES, *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        return import_module(f".{name}", __name__)
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'zsr_lab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class DatasetLayoutError(RuntimeError):
-    """A dataset was found but its classes differ from the registered class list."""
+    """A dataset was found but its folder layout or its classes differ from what zsr_lab expects."""
+
+
+class DatasetFileError(OSError):
+    """An image of a loaded dataset could not be read (truncated, corrupt or missing); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,19 @@ def _no_download(cls, subfolder: str = "", keys=_classes(), **kwargs):
     return build
 
 
+def _caltech101(root, transform, download):
+    categories = Path(root) / "caltech101" / "101_ObjectCategories"
+    # torchvision drops BACKGROUND_Google from the folder list with list.remove, a bare ValueError when it is absent
+    if categories.is_dir() and not (categories / "BACKGROUND_Google").exists():
+        raise DatasetLayoutError(
+            f"Caltech-101 under {categories} has no BACKGROUND_Google folder; torchvision's Caltech101 expects "
+            f"101_ObjectCategories as it comes in the archive: the 101 category folders plus BACKGROUND_Google "
+            f"(not a class; zsr_lab never uses its images).\nWhat to do: re-extract 101_ObjectCategories from the "
+            f"archive, or create an empty folder {categories / 'BACKGROUND_Google'}.")
+    return _torchvision(tvd.Caltech101, keys=_classes("categories"), target_type="category")(
+        root, transform, download)
+
+
 def _pcam(root, transform, download):
     try:
         import h5py  # noqa: F401  (torchvision's PCAM reads HDF5)
@@ -172,17 +190,30 @@ def _classroom(loader, split: str):
     return build
 
 
-_IMAGENET_LAYOUT = ("imagenet/ holding ILSVRC2012_devkit_t12.tar.gz and ILSVRC2012_img_val.tar (and "
-                    "ILSVRC2012_img_train.tar for training); torchvision unpacks them on first use")
+_IMAGENET_LAYOUT = ("imagenet/ in either form torchvision accepts: (a) the archives ILSVRC2012_devkit_t12.tar.gz "
+                    "and ILSVRC2012_img_val.tar (ILSVRC2012_img_train.tar for training), which torchvision unpacks "
+                    "into form (b) on first use; or (b) unpacked: meta.bin (the class table torchvision writes from "
+                    "the devkit) and val/<wnid>/*.JPEG (train/<wnid>/*.JPEG for training), one folder per wnid. "
+                    "An unpacked val/ or train/ folder without meta.bin also works next to "
+                    "ILSVRC2012_devkit_t12.tar.gz (torchvision then writes meta.bin); a flat val/ folder does not: "
+                    "sort it into wnid folders, or remove it and keep ILSVRC2012_img_val.tar")
 _TINY_LAYOUT = ("tiny-imagenet-200/ as unzipped from tiny-imagenet-200.zip: wnids.txt, words.txt, "
                 "train/<wnid>/images/*.JPEG, val/images/*.JPEG with val/val_annotations.txt "
                 "(or val/<wnid>/ folders if you sorted val yourself)")
 
 
-def _spec(name, title, split, template, transform, folder, layout, downloadable, build, scale="full"):
+def _spec(name, title, split, template, transform, folder, layout, downloadable, build, scale="full",
+          class_file=None):
     templates = template if isinstance(template, tuple) else (template,)
     return DatasetSpec(name, title, scale, split, templates, transform, folder, layout, downloadable,
-                       name.removesuffix("_train"), build)
+                       class_file or name.removesuffix("_train"), build)
+
+
+def _image_folder(folder: str):
+    def build(root, transform, download):
+        dataset = tvd.ImageFolder(Path(root) / folder, transform=transform)
+        return dataset, dataset.classes
+    return build
 
 
 _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
@@ -215,8 +246,8 @@ _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
     _spec("imagenet", "ImageNet", "val (50k)", TGA_TEMPLATE, "resize_crop", "imagenet", _IMAGENET_LAYOUT,
           False, _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="val")),
     _spec("caltech101", "Caltech-101", "whole dataset", TGA_TEMPLATE, "resize_crop", "caltech101",
-          "caltech101/101_ObjectCategories/<category>/*.jpg", True,
-          _torchvision(tvd.Caltech101, keys=_classes("categories"), target_type="category")),
+          "caltech101/101_ObjectCategories/<category>/image_NNNN.jpg, with the BACKGROUND_Google folder of the "
+          "archive (an empty one will do)", True, _caltech101),
     _spec("caltech256", "Caltech-256", "whole dataset", "A photo of a {}.", "resize_crop", "caltech256",
           "caltech256/256_ObjectCategories/<NNN.category>/*.jpg", True,
           _torchvision(tvd.Caltech256, keys=_classes("categories"))),
@@ -227,6 +258,14 @@ _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
     _spec("pcam", "PCAM", "test", "{}", "resize_crop", "pcam",
           "pcam/camelyonpatch_level_2_split_test_{x,y}.h5", True, _pcam),
     # --- training sets ---------------------------------------------------------------------------------
+    # --- two more of RobustVLM's 13 zero-shot sets (the other 11 are benchmark sets above) ------------------
+    _spec("imagenet_r", "ImageNet-R", "whole dataset (30k)", TGA_TEMPLATE, "resize_crop", "imagenet-r",
+          "imagenet-r/<wnid>/*.jpg as unpacked from imagenet-r.tar: 200 wnid folders", False,
+          _image_folder("imagenet-r")),
+    _spec("imagenet_sketch", "ImageNet-Sketch", "whole dataset (50,889)", TGA_TEMPLATE, "resize_crop",
+          "imagenet-sketch", "imagenet-sketch/<wnid>/*.JPEG: 1000 wnid folders (ImageNet-Sketch.zip unpacks them "
+          "into sketch/: rename or link that folder)", False, _image_folder("imagenet-sketch"),
+          class_file="imagenet"),
     _spec("tiny_imagenet_train", "Tiny-ImageNet (train)", "train (100k)", TGA_TEMPLATE, "resize_crop",
           "tiny-imagenet-200", _TINY_LAYOUT, False, _tiny_imagenet("train")),
     _spec("imagenet_train", "ImageNet (train)", "train (1.28M)", TGA_TEMPLATE, "resize_crop", "imagenet",
@@ -284,13 +323,18 @@ def load_dataset(name: str, *, data_root=None, image_size: int = 224, download: 
     Raises:
         ValueError: unknown name or option.
         DatasetNotFoundError: files missing; the message names the expected layout and how to get them.
-        DatasetLayoutError: the files' class list differs from the registered one.
+        DatasetLayoutError: the folder layout or the files' class list differs from the registered one.
+
+    Reading an image that cannot be decoded (truncated, corrupt, missing) raises :class:`DatasetFileError`, an
+    ``OSError`` whose message names the file (the index where no path is known), the dataset and what to do.
     """
     spec = get_spec(name)
     root = settings.data_root(data_root)
     transform = build_transform(spec, image_size, resolution)
     try:
         dataset, keys = spec.build(root, transform, download and spec.downloadable)
+    except (DatasetLayoutError, DatasetNotFoundError):
+        raise
     except (RuntimeError, FileNotFoundError, OSError) as err:
         how = ("pass download=True (needs internet) to let torchvision fetch it, or place the files there"
                if spec.downloadable else "download it yourself and place the files there")
@@ -299,6 +343,8 @@ def load_dataset(name: str, *, data_root=None, image_size: int = 224, download: 
             f"{root}: {spec.layout}.\nWhat to do: {how}; or point data_root (or $ZSR_LAB_DATA) at the folder "
             f"that holds it.") from err
     _check_classes(spec, keys, root)
+    if spec.scale == "full":  # the classroom sets live in memory
+        dataset = _NameFailingFiles(dataset, spec.title, str(root / spec.folder))
     if verbose:
         template = " | ".join(spec.templates)
         print(f"{spec.title} [{spec.split}]: {len(dataset):,} images, {len(spec.classnames)} classes, "
@@ -318,3 +364,88 @@ def _check_classes(spec: DatasetSpec, keys, root: Path) -> None:
             f"difference at label {first}: found {keys[first] if first < len(keys) else None!r}, registered "
             f"{expected[first] if first < len(expected) else None!r}. Check that the folder holds the "
             f"unmodified dataset ({spec.layout}).")
+
+
+# ---- naming the file behind an image that fails to load -------------------------------------------------
+
+_PATH_LISTS = ("samples", "_samples", "imgs", "_image_files", "_images")  # ImageFolder & co., torchvision's own
+
+
+def _image_path(dataset, index) -> str | None:
+    """The file behind item ``index`` of a torchvision-style dataset, or ``None`` where it cannot be told."""
+    try:
+        for attr in _PATH_LISTS:
+            items = getattr(dataset, attr, None)
+            if isinstance(items, (list, tuple)) and len(items) == len(dataset):
+                item = items[index]
+                item = item[0] if isinstance(item, tuple) else item
+                if isinstance(item, (str, os.PathLike)):
+                    return str(item)
+        if isinstance(dataset, (tvd.Caltech101, tvd.Caltech256)):  # paths rebuilt as torchvision builds them
+            label, number = dataset.y[index], dataset.index[index]
+            if isinstance(dataset, tvd.Caltech101):
+                return os.path.join(dataset.root, "101_ObjectCategories", dataset.categories[label],
+                                    f"image_{number:04d}.jpg")
+            return os.path.join(dataset.root, "256_ObjectCategories", dataset.categories[label],
+                                f"{label + 1:03d}_{number:04d}.jpg")
+    except Exception:  # noqa: BLE001  (naming the file must never hide the original error)
+        return None
+    return None
+
+
+class _NameFailingFiles(Dataset):
+    """A loaded dataset whose image-reading errors name the file, the dataset and the fix.
+
+    PIL reports a truncated JPEG as ``OSError: image file is truncated`` without the file's name, and inside a
+    DataLoader worker nothing else tells which of thousands of files it was. Everything else (``len``, items,
+    attributes such as ``classes`` or ``samples``) is the wrapped dataset's; it pickles for DataLoader workers.
+    """
+
+    _OWN = ("dataset", "title", "folder")
+
+    def __init__(self, dataset, title: str, folder: str):
+        object.__setattr__(self, "dataset", dataset)
+        object.__setattr__(self, "title", title)
+        object.__setattr__(self, "folder", folder)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except DatasetFileError:
+            raise
+        except OSError as err:  # PIL.UnidentifiedImageError and FileNotFoundError are OSErrors too
+            raise DatasetFileError(self._message(index, err)) from err
+
+    def _message(self, index, err: OSError) -> str:
+        path = _image_path(self.dataset, index)
+        what = f"image file {path}" if path else f"image {index} (no file name known) below {self.folder}"
+        cause = "missing" if isinstance(err, FileNotFoundError) else "probably truncated or corrupt"
+        if isinstance(err, FileNotFoundError):
+            remove = ""
+        elif isinstance(self.dataset, (tvd.DatasetFolder, tvd.SUN397)):
+            remove = ("; or delete it (the dataset finds its images by listing its folders, so it then has one "
+                      "image fewer)")
+        else:
+            remove = ("; deleting it does not help here: the dataset lists its images in its own index or "
+                      "annotation files")
+        return (f"{self.title}: cannot read {what} ({type(err).__name__}: {err}). The file is {cause}, "
+                f"e.g. from an interrupted download or unpacking.\nWhat to do: replace it with an intact copy "
+                f"(re-extract it from the dataset's archive, or download the dataset again){remove}.")
+
+    def __getattr__(self, name):
+        # only called for names not found on the wrapper; dunders stay unforwarded (pickling, __getitems__)
+        if name.startswith("__") or "dataset" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["dataset"], name)
+
+    def __setattr__(self, name, value):
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:  # e.g. data.transform = ...: it must reach the dataset that applies it
+            setattr(self.dataset, name, value)
+
+    def __repr__(self) -> str:
+        return repr(self.dataset)

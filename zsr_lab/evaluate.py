@@ -121,10 +121,17 @@ def with_mean(table: pd.DataFrame) -> pd.DataFrame:
     groups = table.groupby(keys, sort=False) if keys else [((), table)]
     means = []
     for _, group in groups:
-        row = {column: group[column].iloc[0] if column in keys else "" for column in table.columns}
+        # a column with one value in the group (method, model, weights, protocol fields) describes the mean too
+        row = {column: group[column].iloc[0] if column in keys or _constant(group[column]) else ""
+               for column in table.columns}
         row.update({"dataset": "mean", "n": int(group["n"].sum()), **{v: group[v].mean() for v in values}})
         means.append(row)
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
+
+
+def _constant(column: pd.Series) -> bool:
+    values = [json.dumps(v, sort_keys=True, default=str) for v in column]
+    return len(set(values)) == 1
 
 
 def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps")) -> pd.DataFrame:
@@ -297,6 +304,8 @@ def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] 
         protocol = Protocol(**fields)
     elif attacks is not None or eps is not None or protocol_fields:
         raise TypeError("pass either a Protocol or dataset names with attacks/eps/protocol fields, not both")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (images per attacked batch), got {batch_size!r}")
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     specs = [datasets.get_spec(name) for name in protocol.datasets]
@@ -448,20 +457,23 @@ def _parser() -> argparse.ArgumentParser:
                                                                      "default) or last iterate (the papers')")
     parser.add_argument("--no-cascade", action="store_true",
                         help="every suite member attacks every image (reports each member's own accuracy)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256, help="images per attacked batch (default: 256)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", help="folder holding the datasets (default: $ZSR_LAB_DATA)")
     parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
-    parser.add_argument("--out", required=True, help="run folder: results.jsonl is written and resumed here")
+    parser.add_argument("--out", required=True, help="run folder: results.jsonl is written and resumed here, and "
+                                                     "results.csv when every dataset is done")
+    parser.add_argument("--label", help="the method column of results.csv, which the comparison chapter reads "
+                                        "(default: the pretrained tag or the checkpoint's file name)")
     parser.add_argument("--device", help="default: cuda if available")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Command-line entry; bad input exits with status 2 and a message saying what to fix."""
-    from .models import load_clip
+    from .models import load_clip, model_image_size
     from .scales import get_scale
 
     parser = _parser()
@@ -471,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         changes = {"datasets": args.datasets, "attacks": args.attacks, "eps": args.eps, "stopping": args.stopping,
                    "precision": args.precision, "seed": args.seed}
         changes = {k: v for k, v in changes.items() if v is not None}
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
         if args.n_examples is not None:
             if args.n_examples < 0:
                 raise ValueError(f"--n-examples must be positive (or 0 for the whole split), got {args.n_examples}")
@@ -491,18 +505,28 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     is_main = not distributed or torch.distributed.get_rank() == 0
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    model_name, pretrained = args.model or setup.model_name, args.pretrained or setup.pretrained
     try:
-        model = load_clip(args.model or setup.model_name, args.pretrained or setup.pretrained, device=device)
+        # every dataset is checked before the model is loaded (a download) or anything is attacked
+        load_protocol_data(protocol, model_image_size(model_name), data_root=args.data_root, download=args.download)
+        model = load_clip(model_name, pretrained, device=device)
         table = evaluate_robustness(model, protocol, data_root=args.data_root, batch_size=args.batch_size,
                                     compile=args.compile, download=args.download, out_dir=args.out)
-    except (ValueError, datasets.DatasetNotFoundError, RuntimeError) as err:  # e.g. n_examples > a split
+    except (ValueError, OSError, RuntimeError) as err:  # missing data or weights, n_examples > a split, ...
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except KeyboardInterrupt:
+        if is_main:
+            print(f"interrupted: the datasets already finished are kept in {Path(args.out) / RESULTS_FILE}; run the "
+                  f"same command again to resume", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
     columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy"]
     if is_main:
+        table.insert(0, "method", args.label or Path(str(pretrained)).stem)
+        write_results_csv(with_mean(table), Path(args.out) / "results.csv")
         print(protocol.describe())
         print(with_mean(table)[columns].round(2).to_string(index=False))
     return table

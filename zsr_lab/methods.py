@@ -27,11 +27,9 @@ from .attention import (NORMALIZATIONS, attention_distance, complementary_attent
 from .models import ZeroShotCLIP
 from .tima import (MARGIN_FUNCTIONS, TEXT_PARAMETERS, ClassText, image_distillation, margin_cross_entropy,
                    mhe_energy, probe_distillation, text_margins, text_parameters, tune_text)
+from .weights import IMAGENET_NORMALIZATION
 
 METHODS: dict[str, type["Method"]] = {}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def register_method(cls: type["Method"]) -> type["Method"]:
@@ -60,7 +58,9 @@ class Method(nn.Module):
         needs_reference: the loss or its targets use the frozen pre-trained model ``f_0``.
         supervised: the method uses labels (and the training classes' text embeddings).
         attack_momentum: ``None`` for plain sign steps in the training attack, μ for momentum sign steps.
-        pixel_stats: normalisation ``(mean, std)`` to train with instead of the model's own (``None``: CLIP's).
+        pixel_stats: normalisation ``(mean, std)`` to train (and evaluate) with instead of the model's own
+            (``None``: CLIP's).
+        revision: the method's version; a run trained by an earlier revision is never resumed or reused as finished.
     """
 
     name: ClassVar[str] = ""
@@ -68,6 +68,7 @@ class Method(nn.Module):
     supervised: ClassVar[bool] = True
     attack_momentum: ClassVar[float | None] = None
     pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    revision: ClassVar[int] = 1  # raised when a change alters what a method trains: older runs are not reused
 
     def options(self) -> dict:
         """The constructor's options with the values in use, defaults included (stored as same-named attributes)."""
@@ -143,9 +144,20 @@ class PMGAFT(Method):
 
     Arguments:
         alpha, beta: weights of the two KL terms (1 and 1).
-        form: ``"paper"`` (default): KL averaged over the batch, 100-scaled logits, CLIP's normalisation.
-            ``"repository"``: what the official code runs: KL summed over the batch (≈ batch size × the weight),
-            KL terms on unscaled cosine logits, and ImageNet mean/std as the input normalisation during training.
+        form: ``"paper"`` (default): the formula above with ``s`` the 100-scaled logits, KL averaged over the batch,
+            CLIP's input normalisation. ``"repository"``: what the official ``PMG_AFT.py`` (a53fdd8) runs, which
+            differs from the paper in exactly three ways:
+
+            1. every logit is a plain cosine, without CLIP's ×100: in the cross-entropy term, in both KL terms
+               and in the training attack's cross-entropy (its evaluation too);
+            2. both KL terms are summed over the batch (``reduction="sum"``) while the cross-entropy is averaged,
+               so each KL weighs about batch-size times its weight (its README trains with batch 256, the
+               recipe here with 128);
+            3. inputs are normalised with ImageNet's mean and std, in training and in the evaluation (the model is
+               evaluated with the statistics it was trained with; ``weights.pt`` records them).
+
+            Everything else is common to both forms: which model sees which image, the clean target left attached,
+            no temperature, the 2-step PGD at ε = 1/255 with a uniform random start, SGD with warm-up and cosine.
     """
 
     name = "pmg_aft"
@@ -158,7 +170,18 @@ class PMGAFT(Method):
             raise ValueError(f"form must be 'paper' or 'repository', got {form!r}")
         self.alpha, self.beta, self.form = float(alpha), float(beta), form
         if form == "repository":
-            self.pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
+            self.pixel_stats = IMAGENET_NORMALIZATION
+
+    @property
+    def revision(self) -> int:
+        """2 for the repository form since its cross-entropy and training attack use cosine logits, as the official
+        code does (revision 1 kept the ×100 there); the paper form never changed."""
+        return 2 if self.form == "repository" else 1
+
+    def _logits(self, model: ZeroShotCLIP, embedding: torch.Tensor) -> torch.Tensor:
+        if self.form == "paper":
+            return model.logits(embedding)
+        return F.normalize(embedding, dim=-1) @ model.class_embeddings.to(embedding.dtype).T  # plain cosines
 
     def _kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """``KL(p(teacher) ‖ p(student))`` in PyTorch's form ``kl_div(log_softmax(student), softmax(teacher))``."""
@@ -166,28 +189,22 @@ class PMGAFT(Method):
         return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1),
                         reduction=reduction)
 
+    def attack_objective(self, model, adversarial, labels, context):
+        return F.cross_entropy(self._logits(model, model.encode_image(adversarial)).float(), labels)
+
     def forward(self, model, reference, images, adversarial, labels, context):
         # one pass of the trained tower over clean and adversarial images together
         embeddings = model.encode_image(torch.cat([images, adversarial])).float()
         clean_emb, adv_emb = embeddings.chunk(2)
         with torch.no_grad():
             reference_emb = reference.encode_image(adversarial).float()
-        adv_logits = model.logits(adv_emb)
+        adv_logits = self._logits(model, adv_emb)
         ce = F.cross_entropy(adv_logits, labels)
-        if self.form == "paper":
-            student, teacher_ref, teacher_clean = adv_logits, model.logits(reference_emb), model.logits(clean_emb)
-        else:  # the repository's KL terms use cosine similarities, without the ×100
-            student, teacher_ref, teacher_clean = (self._cosines(model, e) for e in (adv_emb, reference_emb,
-                                                                                      clean_emb))
-        kl_reference = self._kl(student, teacher_ref)
-        kl_clean = self._kl(student, teacher_clean)
+        kl_reference = self._kl(adv_logits, self._logits(model, reference_emb))
+        kl_clean = self._kl(adv_logits, self._logits(model, clean_emb))
         loss = ce + self.alpha * kl_reference + self.beta * kl_clean
         return loss, {"ce": ce.detach(), "kl_reference": kl_reference.detach(), "kl_clean": kl_clean.detach(),
                       "adv_accuracy": adversarial_accuracy(adv_logits, labels)}
-
-    @staticmethod
-    def _cosines(model: ZeroShotCLIP, embedding: torch.Tensor) -> torch.Tensor:
-        return F.normalize(embedding, dim=-1) @ model.class_embeddings.to(embedding.dtype).T
 
 
 @register_method
@@ -235,6 +252,14 @@ class TGAZSR(Method):
     ``A`` is the attention map of the ground-truth class (:func:`zsr_lab.attention.text_guided_attention`),
     upsampled to the input size; the frozen model's map is a constant target computed without gradient. One
     forward pass of the trained tower over clean and adversarial images gives both the logits and the maps.
+
+    Under fp16 or bf16 autocast the tokens leave the tower rounded, so while the trained weights are still within
+    rounding distance of the frozen ones (the first steps of the warm-up) GACM reads exactly 0 and pushes nothing;
+    in fp32 it reads a difference of the same size that comes from rounding too (at step 0 the two maps differ only
+    because the trained tower sees clean and adversarial images in one batch). Measured on the classroom recipe,
+    30 steps: GACM is 0 for the first 2 steps in fp16 and the first step in bf16 and fp32, and from step 8 on the
+    three precisions log the same GACM (1.0–1.6) within their step-to-step spread. So the maps are computed from
+    the autocast tokens, as the official code's mixed-precision training does.
 
     Arguments:
         alpha, beta: weights of LARM and GACM (0.08 and 0.05).

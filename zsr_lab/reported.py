@@ -52,6 +52,45 @@ def reported_results() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# RobustVLM's "Additional Models" (README at 16629d1): robust ViT-B/32 image towers, fine-tuned two epochs on ImageNet
+# with TeCoA or FARE at ε = 1 or 4/255, and their zero-shot accuracy averaged over its 13 zero-shot sets; its
+# benchmark script runs AutoAttack's APGD-CE + APGD-T (100 iterations; APGD-CE alone on 2-class sets) on 1,000 images
+# per set, with CLIP_benchmark's prompt ensembles. The README does not restate the protocol next to the table.
+ROBUSTVLM_DATASETS: tuple[str, ...] = (
+    "cifar10", "stl10", "cifar100", "stanford_cars", "caltech101", "oxford_pets", "flowers102", "dtd", "eurosat",
+    "fgvc_aircraft", "pcam", "imagenet_r", "imagenet_sketch")
+_ROBUSTVLM = [  # label, model, pretrained (a zsr_lab tag or a hub model), clean, robust at ε = 1, 2, 4 /255
+    ("TeCoA¹ (RobustVLM)", "ViT-B-32-quickgelu", "robustvlm-tecoa-eps1", 53.1, (38.8, 26.6, 9.6)),
+    ("FARE¹ (RobustVLM)", "ViT-B-32-quickgelu", "robustvlm-fare-eps1", 60.5, (38.0, 20.1, 2.9)),
+    ("TeCoA⁴ (RobustVLM)", "ViT-B-32-quickgelu", "robustvlm-tecoa-eps4", 44.0, (38.2, 33.1, 23.6)),
+    ("FARE⁴ (RobustVLM)", "ViT-B-32-quickgelu", "robustvlm-fare-eps4", 48.6, (40.6, 33.7, 21.9)),
+    ("TeCoA⁴ LAION (RobustVLM)", "hf-hub:chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K", None, 46.8, (40.6, 34.5, 23.3)),
+    ("FARE⁴ LAION (RobustVLM)", "hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K", None, 53.8, (44.4, 35.5, 21.2)),
+]
+
+
+def robustvlm_protocol() -> Protocol:
+    """RobustVLM's zero-shot protocol in zsr_lab's terms: its 13 sets, ``aa`` (APGD-CE → APGD-T), ε = 1, 2, 4 /255,
+    1,000 images per set. zsr_lab's prompts are its own one template per set, not CLIP_benchmark's ensembles."""
+    return Protocol(ROBUSTVLM_DATASETS, ("aa",), (1.0, 2.0, 4.0), 1000)
+
+
+def robustvlm_results() -> pd.DataFrame:
+    """RobustVLM's published zero-shot numbers for its robust ViT-B/32 checkpoints (reported, not reproduced here).
+
+    Returns:
+        One row per checkpoint × ε: ``method`` (its label), ``model`` and ``pretrained`` (what
+        :func:`zsr_lab.load_clip` takes to load it), ``attack`` (``"aa"``), ``eps``, ``clean_accuracy``,
+        ``robust_accuracy`` (means over the 13 sets), ``source`` and ``protocol``.
+    """
+    protocol = (f"ImageNet, two epochs; {robustvlm_protocol().describe()}; CLIP_benchmark's prompt ensembles; "
+                f"APGD-CE alone on 2-class sets")
+    return pd.DataFrame([
+        {"method": label, "model": model, "pretrained": pretrained, "attack": "aa", "eps": eps,
+         "clean_accuracy": clean, "robust_accuracy": robust, "source": "schlarmann2024fare", "protocol": protocol}
+        for label, model, pretrained, clean, robusts in _ROBUSTVLM for eps, robust in zip((1.0, 2.0, 4.0), robusts)])
+
+
 def load_run_results(folder) -> pd.DataFrame:
     """Every ``results.csv`` that ``book/train_full.ipynb`` wrote under ``folder``, as one tidy table.
 

@@ -46,10 +46,12 @@ class Scale:
                                                  verbose=False)) for name in names}
         return {name: (n if n < size else None) for name, size in sizes.items()}
 
-    def banner(self) -> str:
-        """Which scale, model and device a chapter runs at, and how to read its numbers."""
+    def banner(self, model: str | None = None, pretrained: str | None = None) -> str:
+        """Which scale, model (the scale's unless given: a run's own) and device a chapter runs at, and how to read
+        its numbers."""
         device = settings.default_device()
-        lines = [f"{self.description}", f"model {self.model_name} ({self.pretrained}) on {device}"]
+        lines = [f"{self.description}",
+                 f"model {model or self.model_name} ({pretrained or self.pretrained}) on {device}"]
         if self.name == "classroom":
             lines.append("Numbers are classroom-scale numbers: they show the phenomena, they do not reproduce "
                          "the papers' tables.")

@@ -49,16 +49,19 @@ from . import datasets, settings
 from .attacks import build_attack, check_eps, pgd_linf
 from .classifier import dataset_classifier
 from .evaluate import (_frozen, _workers, evaluate_robustness, load_protocol_data, summarize, with_mean,
-                       zero_shot_accuracy)
+                       write_results_csv, zero_shot_accuracy)
 from .methods import METHODS, Method, build_method
 from .models import ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
 from .precision import FP16_GRAD_SCALE, PRECISIONS, autocast
 from .protocol import Protocol
-from .suites import parse_suite
 from .scales import get_scale
+from .suites import parse_suite
+from .weights import CheckpointError
 
 CHECKPOINT_FORMAT = 1
 LATEST = "epoch_latest.pt"
+WEIGHTS_FILE = "weights.pt"  # the fine-tuned CLIP alone: what load_clip and open_clip.create_model(pretrained=) read
+RESULTS_CSV = "results.csv"
 LOG_FILE = "log.jsonl"
 RANDOM_WEIGHTS = "none"  # pretrained tag for randomly initialised weights (benchmarks and tests)
 
@@ -93,6 +96,9 @@ class TrainConfig:
         resume: continue from ``run_dir``'s latest checkpoint if there is one (otherwise refuse to overwrite it).
         log_every, checkpoint_every: in optimizer steps; ``eval_every``: holdout evaluation period in steps
             (default: once per epoch; 0: never).
+        keep_checkpoints: how many per-epoch checkpoints (with optimizer state, ~1 GB each at full scale) to keep,
+            the newest; ``None`` keeps all. ``epoch_latest.pt`` and the weights-only ``weights.pt`` written at the
+            end are always kept.
         eval_datasets: zero-shot sets for the final evaluation (default: the scale's; ``()``: skip it).
         eval_attacks, eval_eps, eval_n_examples, eval_stopping, eval_precision: the final evaluation's
             :class:`~zsr_lab.protocol.Protocol` (``config.protocol``): suites, budgets, images per dataset (an
@@ -128,6 +134,7 @@ class TrainConfig:
     log_every: int = 20
     checkpoint_every: int = 200
     eval_every: int | None = None
+    keep_checkpoints: int | None = None
     eval_datasets: tuple[str, ...] | None = None
     eval_attacks: tuple[str, ...] | None = None
     eval_eps: tuple[float, ...] | None = None
@@ -186,7 +193,7 @@ class TrainConfig:
             number(name, int, positive=True)
         for name in ("warmup_steps", "holdout_examples", "seed", "checkpoint_every"):
             number(name, int, minimum=0)
-        for name in ("steps", "train_examples"):
+        for name in ("steps", "train_examples", "keep_checkpoints"):
             number(name, int, positive=True, optional=True)
         number("eval_every", int, minimum=0, optional=True)
         for name in ("lr", "attack_step_size"):
@@ -240,8 +247,10 @@ class TrainConfig:
         return cls(**fields)
 
     def fingerprint(self) -> str:
-        """Hash of the fields that shape the weights."""
+        """Hash of the fields that shape the weights (and of the method's revision, once it is past the first)."""
         shaping = {name: getattr(self, name) for name in self.SHAPING}
+        if method_revision(self) > 1:
+            shaping["method_revision"] = method_revision(self)
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def default_run_dir(self) -> Path:
@@ -328,7 +337,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 def _publish(source: Path, target: Path) -> None:
     """Make ``target`` a copy of ``source`` atomically (a hard link when the file system allows)."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = settings.temporary_path(target)
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
@@ -399,7 +408,9 @@ class TrainResult:
     Attributes:
         model: the fine-tuned model (its ``pretrained`` is the final checkpoint's file).
         config: the resolved config.
-        run_dir: the run folder; ``checkpoint``: the final checkpoint.
+        run_dir: the run folder; ``checkpoint``: the final checkpoint (weights, optimizer, schedule: to resume);
+            ``weights``: the fine-tuned CLIP's weights alone (``load_clip(model, weights)`` reads it, and so does
+            ``open_clip.create_model(model, pretrained=weights)``).
         history: the training log (one row per logged step, ``kind`` = ``"train"`` or ``"holdout"``).
         evaluation: the final zero-shot evaluation table (empty when no evaluation sets were asked for).
     """
@@ -408,6 +419,7 @@ class TrainResult:
     config: TrainConfig
     run_dir: Path
     checkpoint: Path
+    weights: Path
     history: pd.DataFrame
     evaluation: pd.DataFrame
 
@@ -422,6 +434,10 @@ def _training_data(config: TrainConfig, image_size: int):
     """(training subset, holdout subset) of the training set: a fixed split, the same in every process."""
     data = datasets.load_dataset(config.train_dataset, data_root=config.data_root, image_size=image_size,
                                  download=config.download, verbose=False)
+    if len(data) <= config.holdout_examples:
+        raise ValueError(f"{config.train_dataset} has {len(data):,} images and holdout_examples = "
+                         f"{config.holdout_examples:,} holds them all out of training: lower holdout_examples "
+                         f"(0 turns the holdout evaluation off)")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed)).tolist()
     holdout = order[:config.holdout_examples]
     train = order[config.holdout_examples:]
@@ -430,8 +446,29 @@ def _training_data(config: TrainConfig, image_size: int):
     return Subset(data, sorted(train)), Subset(data, sorted(holdout))
 
 
+def method_revision(config: TrainConfig) -> int:
+    """The revision of the config's method with its options (1 when it never changed what it trains)."""
+    return build_method(config.method, **config.method_options).revision
+
+
+def weights_only_state(model: ZeroShotCLIP) -> dict:
+    """The fine-tuned CLIP's weights (float32) and the input statistics it works with, as ``weights.pt`` holds
+    them: ``open_clip.create_model(name, pretrained=file)`` reads the ``state_dict``, ``load_clip`` both."""
+    return {"state_dict": {k: v.detach().float().cpu() for k, v in model.clip.state_dict().items()},
+            "normalization": {"mean": model.pixel_mean.flatten().tolist(), "std": model.pixel_std.flatten().tolist()}}
+
+
 def _load_checkpoint(path: Path, config: TrainConfig) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file: say which, and keep the others
+        raise CheckpointError(f"could not read the run's checkpoint {path}: {type(err).__name__}: {err}\nMove it "
+                              f"away and run again; to resume from an earlier epoch instead, copy its epoch_<k>.pt to "
+                              f"{LATEST}") from err
+    if state.get("method_revision", 1) != method_revision(config):
+        raise ValueError(f"{path} was trained by an earlier revision of {config.method} (revision "
+                         f"{state.get('method_revision', 1)}, now {method_revision(config)}): it is not resumed; "
+                         f"choose a new run_dir")
     saved = state.get("config", {})
     differ = [name for name in TrainConfig.SHAPING if name in saved and saved[name] != _jsonable(getattr(config, name))]
     if differ:
@@ -439,6 +476,18 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict:
         raise ValueError(f"{path} belongs to a run with other settings ({details}); resume it with its own settings "
                          f"or choose a new run_dir")
     return state
+
+
+def _prune_checkpoints(checkpoints: Path, keep: int | None, steps_per_epoch: int) -> None:
+    """Delete all but the newest ``keep`` epoch/step checkpoints (``epoch_latest.pt`` is a link of its own)."""
+    if keep is None:
+        return
+    def step_of(path: Path) -> int:
+        kind, _, number = path.stem.partition("_")
+        return int(number) * (steps_per_epoch if kind == "epoch" else 1)
+    saved = [p for p in checkpoints.glob("*.pt") if p.name != LATEST and p.stem.partition("_")[2].isdigit()]
+    for old in sorted(saved, key=step_of)[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def _jsonable(value):
@@ -488,8 +537,10 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     local_batch = config.batch_size // world
     steps_per_epoch = len(train_data) // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"the training set has {len(train_data)} images, fewer than one batch of "
-                         f"{config.batch_size}: lower batch_size or raise train_examples")
+        limits = (f"train_examples = {config.train_examples}" if config.train_examples is not None
+                  else f"{config.train_dataset} minus holdout_examples = {config.holdout_examples}")
+        raise ValueError(f"the training set has {len(train_data)} images ({limits}), fewer than one batch of "
+                         f"{config.batch_size}: lower batch_size, or raise train_examples or lower holdout_examples")
     total_steps = config.steps or steps_per_epoch * config.epochs
 
     # the text side: the training classes' embeddings, computed once (and refreshed when a method tunes the text)
@@ -546,16 +597,20 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(device),
                  "step": done_step, "data_position": {"epoch": done_step // steps_per_epoch,
                                                       "batch": done_step % steps_per_epoch},
-                 "config": _jsonable(asdict(config)), "format": CHECKPOINT_FORMAT}
+                 "config": _jsonable(asdict(config)), "format": CHECKPOINT_FORMAT,
+                 "method_revision": method_revision(config)}
         target = checkpoints / (path_name or LATEST)
         settings.atomic_save(state, target)
         if path_name is not None:
             _publish(target, latest)
+            _prune_checkpoints(checkpoints, config.keep_checkpoints, steps_per_epoch)
 
     log_path = run_dir / LOG_FILE
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.json")
+        for folder in (run_dir, checkpoints):  # left by a run killed mid-write
+            settings.remove_stale_temporaries(folder)
     if not resumed:
         records = method.before_training(model, reference, train_data)  # e.g. TIMA's staged text tuning
         if records:
@@ -641,7 +696,8 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     except KeyboardInterrupt:
         save(None, step)  # between steps the state is consistent: keep it
         if is_main:
-            print(f"interrupted: saved step {step} to {latest}; run fit() again to resume", file=sys.stderr)
+            print(f"interrupted: saved step {step} to {latest}; run the same command (or fit with the same config) "
+                  f"again to resume", file=sys.stderr)
         raise
     finally:
         bar.close()
@@ -650,11 +706,12 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
                            else f"step_{total_steps}.pt")
     if world > 1:
         torch.distributed.barrier()
-    if method.pixel_stats is not None:  # evaluate with the model's own normalisation, as the protocol does
-        model.pixel_mean.copy_(torch.tensor(model.clip.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1))
-        model.pixel_std.copy_(torch.tensor(model.clip.visual.preprocess_cfg["std"]).view(1, 3, 1, 1))
+    # a model is evaluated with the input statistics it was trained with (PMG-AFT's repository form: ImageNet's)
     freeze(model)
-    model.pretrained = str(final)
+    weights = run_dir / WEIGHTS_FILE
+    if is_main and not weights.exists():
+        settings.atomic_save(weights_only_state(model), weights)
+    model.pretrained = str(weights)
     evaluation = pd.DataFrame()
     if config.eval_datasets:
         evaluation = evaluate_robustness(
@@ -662,8 +719,10 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
             compile=config.compile, num_workers=config.num_workers, download=config.download,
             out_dir=run_dir / "evaluation", progress=progress and is_main)
         evaluation.insert(0, "method", config.method)
-    return TrainResult(model=model, config=config, run_dir=run_dir, checkpoint=final, history=read_log(run_dir),
-                       evaluation=evaluation)
+        if is_main:  # what load_run_results and the comparison chapter read, whichever entry point trained it
+            write_results_csv(with_mean(evaluation), run_dir / RESULTS_CSV)
+    return TrainResult(model=model, config=config, run_dir=run_dir, checkpoint=final, weights=weights,
+                       history=read_log(run_dir), evaluation=evaluation)
 
 
 def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.DataFrame:
