@@ -103,3 +103,18 @@ def test_tradeoff_labels_of_coinciding_points_do_not_overlap():
     offsets = {t.get_text(): t.xyann for t in ax.texts}
     assert offsets["tga_zsr"] != offsets["comp_tga"]  # stacked, not printed over each other
     assert offsets["tecoa"] == (5, 4)  # a point with room keeps the default place
+
+
+def test_robustvlm_numbers_and_the_side_by_side_check():
+    reported = zl.reported.robustvlm_results()
+    fare1 = reported[reported["pretrained"] == "robustvlm-fare-eps1"].set_index("eps")
+    assert fare1.loc[1.0, "clean_accuracy"] == 60.5 and list(fare1["robust_accuracy"]) == [38.0, 20.1, 2.9]
+    assert all(zl.get_spec(name) for name in zl.reported.ROBUSTVLM_DATASETS)
+    assert len(zl.reported.ROBUSTVLM_DATASETS) == 13 and zl.reported.robustvlm_protocol().attacks == ("aa",)
+    measured = pd.DataFrame([{"pretrained": "robustvlm-tecoa-eps1", "dataset": name, "attack": "aa", "eps": 1.0,
+                              "clean_accuracy": 50.0 + k % 2, "robust_accuracy": 40.0}
+                             for k, name in enumerate(zl.reported.ROBUSTVLM_DATASETS)])
+    check = zl.reported.against_robustvlm(measured)
+    assert len(check) == 1 and check.loc[0, "checkpoint"] == "TeCoA¹ (RobustVLM)" and check.loc[0, "datasets"] == 13
+    assert check.loc[0, "clean (measured)"] == pytest.approx(50 + 6 / 13)
+    assert check.loc[0, "robust difference"] == pytest.approx(40.0 - 38.8)

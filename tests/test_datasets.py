@@ -246,3 +246,20 @@ def test_imagenet_loads_from_the_unpacked_form_without_the_tarballs(tmp_path):
     data = zl.load_dataset("imagenet", data_root=tmp_path, image_size=32, verbose=False)
     assert len(data) == 1000 and data[999][1] == 999 and data[0][0].shape == (3, 32, 32)
     assert not list(base.glob("*.tar*"))
+
+
+@pytest.mark.parametrize("name, classes", [("imagenet_r", 200), ("imagenet_sketch", 1000)])
+def test_robustvlm_sets_load_from_wnid_folders_with_imagenet_names(name, classes, tmp_path):
+    spec = zl.get_spec(name)
+    imagenet = dict(zip(zl.get_spec("imagenet").class_keys, zl.get_spec("imagenet").classnames))
+    assert len(spec.classnames) == classes and len(set(spec.class_keys)) == classes
+    assert all(imagenet[key] == value for key, value in zip(spec.class_keys, spec.classnames))
+    folder = tmp_path / spec.folder
+    for wnid in spec.class_keys:
+        (folder / wnid).mkdir(parents=True)
+        (folder / wnid / "a.jpg").write_bytes(_jpeg_bytes())
+    data = zl.load_dataset(name, data_root=tmp_path, image_size=32, verbose=False)
+    image, label = data[classes - 1]
+    assert len(data) == classes and label == classes - 1 and image.shape == (3, 32, 32)
+    with pytest.raises(zl.DatasetNotFoundError, match="wnid folders"):
+        zl.load_dataset(name, data_root=tmp_path / "empty", image_size=32, verbose=False)

@@ -91,6 +91,31 @@ def robustvlm_results() -> pd.DataFrame:
         for label, model, pretrained, clean, robusts in _ROBUSTVLM for eps, robust in zip((1.0, 2.0, 4.0), robusts)])
 
 
+def against_robustvlm(measured: pd.DataFrame) -> pd.DataFrame:
+    """Your evaluation of RobustVLM's checkpoints next to its published numbers: "check your set-up".
+
+    Arguments:
+        measured: evaluation rows (:func:`zsr_lab.evaluate_robustness`) of models loaded by their zsr_lab tags
+            (``pretrained`` = ``"robustvlm-tecoa-eps1"``, ...), under the worst case ``aa``.
+
+    Returns:
+        One row per checkpoint × ε: ``checkpoint``, ``eps``, ``datasets`` (how many of the 13 were measured),
+        ``clean (reported)``, ``clean (measured)``, ``robust (reported)``, ``robust (measured)`` and
+        ``robust difference`` (measured − reported, in points).
+    """
+    rows = measured[(measured["dataset"] != "mean") & (measured["attack"] == "aa")]
+    ours = rows.groupby(["pretrained", "eps"], sort=False).agg(
+        datasets=("dataset", "nunique"), clean_measured=("clean_accuracy", "mean"),
+        robust_measured=("robust_accuracy", "mean")).reset_index()
+    theirs = robustvlm_results().dropna(subset=["pretrained"])
+    both = theirs.merge(ours, on=["pretrained", "eps"])
+    return pd.DataFrame({
+        "checkpoint": both["method"], "eps": both["eps"], "datasets": both["datasets"],
+        "clean (reported)": both["clean_accuracy"], "clean (measured)": both["clean_measured"],
+        "robust (reported)": both["robust_accuracy"], "robust (measured)": both["robust_measured"],
+        "robust difference": both["robust_measured"] - both["robust_accuracy"]})
+
+
 def load_run_results(folder) -> pd.DataFrame:
     """Every ``results.csv`` that ``book/train_full.ipynb`` wrote under ``folder``, as one tidy table.
 

@@ -270,7 +270,7 @@ def published_file(tag: str, *, cache_dir=None) -> Path:
     return path
 
 
-def published_table() -> "list[dict]":
+def published_table() -> list[dict]:
     """The named checkpoints as rows (tag, architecture, base, normalisation, source, description, URL)."""
     return [{"tag": tag, "model": e.model, "base": e.base, "normalization": e.normalization, "source": e.source,
              "description": e.description, "url": e.url} for tag, e in PUBLISHED.items()]
