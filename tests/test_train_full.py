@@ -87,3 +87,29 @@ def test_an_evaluation_that_cannot_run_stops_the_training_command_before_trainin
     assert info.value.code == 2
     assert "larger than the split of textures (135 images)" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+
+
+def test_every_notebook_parameter_reaches_the_config():
+    import json
+    import re
+
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    parameters = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
+    names = [line.split("=")[0].strip() for line in parameters.splitlines() if "=" in line and line[0] != "#"]
+    check = next("".join(c["source"]) for c in cells if "config_from_parameters(" in "".join(c["source"]))
+    call = check[check.index("config_from_parameters("):]
+    missing = [name for name in names if not re.search(rf"\b{name}\b", call)]
+    assert not missing, f"notebook parameters not passed to config_from_parameters: {missing}"
+    for name in ("steps", "train_examples", "holdout_examples", "eval_n_examples", "eval_batch_size",
+                 "eval_precision", "lr", "keep_checkpoints", "config_overrides"):
+        assert name in names
+    smoke = zl.train.config_from_parameters("tecoa", "classroom", steps=2, train_examples=64, holdout_examples=0,
+                                            eval_n_examples=20, eval_batch_size=64, eval_precision="bf16", lr=0.01,
+                                            keep_checkpoints=1, warmup_steps=1)
+    assert (smoke.steps, smoke.train_examples, smoke.holdout_examples, smoke.eval_n_examples) == (2, 64, 0, 20)
+    assert (smoke.eval_batch_size, smoke.eval_precision, smoke.lr, smoke.keep_checkpoints) == (64, "bf16", 0.01, 1)
+
+
+def test_the_banner_names_the_run_s_own_weights():
+    banner = zl.get_scale("full").banner(model="ViT-B-32-quickgelu", pretrained="runs/tecoa/weights.pt")
+    assert "model ViT-B-32-quickgelu (runs/tecoa/weights.pt)" in banner and "(openai)" not in banner

@@ -254,6 +254,24 @@ def test_command_line_rejects_bad_input_with_status_2(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_command_line_names_a_damaged_checkpoint_and_ends_an_interrupt_in_one_line(tmp_path, capsys, monkeypatch):
+    damaged = tmp_path / "cut.pt"
+    damaged.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    args = ["--method", "tecoa", "--pretrained", str(damaged), "--train-examples", "64", "--holdout-examples", "0",
+            "--batch-size", "16", "--steps", "1", "--eval-datasets", "--run-dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args)
+    assert exit_info.value.code == 2 and f"could not read checkpoint {damaged}" in capsys.readouterr().err
+
+    def interrupted(config, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fit", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--method", "tecoa", "--eval-datasets", "--run-dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 130
+
+
 def test_training_benchmark_runs_the_engine_step_and_the_naive_one(classroom_clip, capsys):
     from zsr_lab import speed_training
     speed_training.main(["--scale", "classroom", "--steps", "1", "--batch-size", "8", "--n-classes", "5"])

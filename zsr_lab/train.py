@@ -51,7 +51,7 @@ from .classifier import dataset_classifier
 from .evaluate import (_frozen, _workers, evaluate_robustness, load_protocol_data, summarize, with_mean,
                        write_results_csv, zero_shot_accuracy)
 from .methods import METHODS, Method, build_method
-from .models import ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
+from .models import WeightsUnavailableError, ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
 from .precision import FP16_GRAD_SCALE, PRECISIONS, autocast
 from .protocol import Protocol
 from .scales import get_scale
@@ -888,6 +888,7 @@ def _parser() -> argparse.ArgumentParser:
              "optimizer": str, "lr": float, "momentum": float, "weight_decay": float, "warmup_steps": int,
              "epochs": int, "steps": int, "batch_size": int, "accumulation_steps": int, "precision": str,
              "seed": int, "run_dir": str, "log_every": int, "checkpoint_every": int, "eval_every": int,
+             "keep_checkpoints": int,
              "eval_n_examples": int, "eval_batch_size": int, "eval_precision": str, "eval_stopping": str,
              "data_root": str,
              "num_workers": int, "device": str}
@@ -943,10 +944,14 @@ def main(argv: Sequence[str] | None = None) -> TrainResult | None:
     is_main = _distributed()[0] == 0
     try:
         result = fit(config)
-    # ValueError: what only the data can tell, e.g. --eval-n-examples larger than a split (before training)
-    except (datasets.DatasetNotFoundError, TrainingDivergedError, FileExistsError, ValueError) as err:
+    # ValueError: what only the data can tell, e.g. --eval-n-examples larger than a split (before training);
+    # OSError: missing data or weights, an unreadable image; RuntimeError: a damaged checkpoint, weights offline
+    except (TrainingDivergedError, CheckpointError, WeightsUnavailableError, datasets.DatasetLayoutError, ValueError,
+            OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except KeyboardInterrupt:  # fit has saved the step and said how to resume
+        raise SystemExit(130) from None
     finally:
         if distributed:
             torch.distributed.destroy_process_group()
