@@ -268,9 +268,3 @@ def published_file(tag: str, *, cache_dir=None) -> Path:
         raise CheckpointError(f"{path} has sha256 {measured}, expected {expected}: the file changed or is damaged; "
                               f"delete it (and {record.name}) to download it again")
     return path
-
-
-def published_table() -> list[dict]:
-    """The named checkpoints as rows (tag, architecture, base, normalisation, source, description, URL)."""
-    return [{"tag": tag, "model": e.model, "base": e.base, "normalization": e.normalization, "source": e.source,
-             "description": e.description, "url": e.url} for tag, e in PUBLISHED.items()]
