@@ -180,3 +180,14 @@ def test_an_exported_hub_folder_loads_back_through_load_clip(tuned, tmp_path):
     loaded = zl.load_clip(f"local-dir:{paths['hub']}", None, device="cpu")
     torch.testing.assert_close(_image_embedding(loaded), _image_embedding(tuned))
     assert loaded.image_size == tuned.image_size and loaded.model_name.startswith("local-dir:")
+
+
+def test_loading_a_file_does_not_claim_random_weights(tuned, tmp_path, caplog):
+    path = tmp_path / "whole.pt"
+    torch.save(tuned.clip.state_dict(), path)
+    with caplog.at_level("WARNING"):
+        zl.load_clip(MODEL, str(path), device="cpu")
+    assert "initialized randomly" not in caplog.text
+    with caplog.at_level("WARNING"):
+        zl.load_clip(MODEL, None, device="cpu")  # truly random weights still say so
+    assert "initialized randomly" in caplog.text

@@ -275,9 +275,20 @@ def _base_weights(model_name: str, tag: str, cache_dir) -> str:
     return tag
 
 
+class _WeightsFollow(logging.Filter):
+    """Hides open_clip's "initialized randomly" warning when zsr_lab loads the weights from a file right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
 def _create(model_name: str, weights: str | None, device, *, pretrained) -> nn.Module:
     """``open_clip.create_model`` with a failed download turned into what to do."""
+    quiet = _WeightsFollow() if weights is None and pretrained is not None else None
+    root = logging.getLogger()
     try:
+        if quiet:
+            root.addFilter(quiet)
         return open_clip.create_model(model_name, pretrained=weights, device=device)
     except (RuntimeError, OSError) as err:
         message = str(err)
@@ -295,6 +306,9 @@ def _create(model_name: str, weights: str | None, device, *, pretrained) -> nn.M
             f"path as pretrained=...; (3) or work at classroom scale (scale='classroom'), which needs no "
             f"download. Known tags for this model: {tags}; zsr_lab's named robust checkpoints: "
             f"{', '.join(PUBLISHED)}") from err
+    finally:
+        if quiet:
+            root.removeFilter(quiet)
 
 
 def freeze(module: nn.Module) -> nn.Module:
