@@ -191,3 +191,9 @@ def test_loading_a_file_does_not_claim_random_weights(tuned, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         zl.load_clip(MODEL, None, device="cpu")  # truly random weights still say so
     assert "initialized randomly" in caplog.text
+
+
+def test_model_image_size_is_read_without_building_the_model():
+    assert zl.models.model_image_size("ViT-B-32-quickgelu") == 224
+    assert zl.models.model_image_size(MODEL) == 28
+    assert zl.models.model_image_size("hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K") == 224  # config comes with it

@@ -172,10 +172,14 @@ class ZeroShotCLIP(nn.Module):
 
 
 def model_image_size(model_name: str) -> int:
-    """The input resolution of an open_clip architecture (without building the model)."""
-    config = open_clip.get_model_config(model_name)
+    """The input resolution of an open_clip architecture (without building the model); for a hub model whose
+    config cannot be fetched (offline), 224, the size of every published robust CLIP."""
+    try:
+        config = open_clip.get_model_config(model_name)
+    except (OSError, ValueError, RuntimeError):  # hf-hub: offline; loading the model then says what to do
+        config = None
     if config is None:
-        return 224  # hub models carry their config with the weights; every published robust CLIP takes 224
+        return 224
     size = config["vision_cfg"]["image_size"]
     return size if isinstance(size, int) else size[0]
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from . import settings
 
-CLIP_NORMALIZATION = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CLIP_NORMALIZATION = (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+IMAGENET_NORMALIZATION = (IMAGENET_MEAN, IMAGENET_STD)
 NORMALIZATIONS = {"clip": CLIP_NORMALIZATION, "imagenet": IMAGENET_NORMALIZATION}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt", ".safetensors")
 _PREFIXES = ("module.", "_orig_mod.")
