@@ -14,7 +14,10 @@ non-class prompt "This is not a photo of a {}" (no renormalisation after the pro
 
 For looking at maps rather than training on them: :func:`attention_maps` (a model, images and text embeddings →
 ``[B, H, W]`` maps), :func:`attention_drift` (how far a map moved, root-mean-square per pixel) and
-:func:`measure_attention_drift` (how far attacks move each model's maps on whole datasets).
+:func:`measure_attention_drift` (how far attacks move each model's maps on whole datasets), and where a dataset
+knows where its objects are, :func:`attention_mass_in_object`, :func:`pointing_game` and
+:func:`measure_attention_localisation` (how much of the map falls on the object, clean, under noise and under
+attack).
 """
 from __future__ import annotations
 
@@ -120,6 +123,52 @@ def attention_drift(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (maps - target).flatten(1).pow(2).mean(dim=1).sqrt()
 
 
+def attention_mass_in_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The share of each map's mass that falls on the object, one value per image, in [0, 1].
+
+    A map spread evenly over the image scores the object's share of the image area (its ``masks`` mean): that
+    is the chance level to read it against. A map whose mass is all zero scores that chance level too.
+
+    Arguments:
+        maps: attention maps ``[B, H, W]`` (non-negative, e.g. from :func:`attention_maps`).
+        masks: the objects' masks at the same size, ``[B, H, W]``, 1 on the object (fractional values at resized
+            edges count fractionally).
+    """
+    maps, masks = maps.flatten(1).float(), masks.flatten(1).float().to(maps.device)
+    total = maps.sum(1)
+    share = (maps * masks).sum(1) / total.clamp_min(1e-12)
+    return torch.where(total > 0, share, masks.mean(1))
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Whether each map's maximum falls on the object (the pointing game), one bool per image.
+
+    Ties (several pixels at the maximum, as a bilinearly upsampled patch peak has) count as a hit when the
+    first of them in reading order is on the object. Shapes as in :func:`attention_mass_in_object`.
+    """
+    peak = maps.flatten(1).argmax(1)
+    return masks.flatten(1).to(maps.device).gather(1, peak[:, None]).squeeze(1) >= 0.5
+
+
+def _perturbed_batches(model: ZeroShotCLIP, loader: DataLoader, *, eps: float, steps: int, seed: int):
+    """Per batch: ``(images, labels, {"clean", "random_noise", "adversarial"} → images)``.
+
+    The noise is random ±ε signs; the attack is the model's own PGD on the cross-entropy of the true class
+    (``steps`` sign steps of ε/4, random start). Both are seeded by ``seed`` and the batch index, so every model
+    sees the same noise and the same starting points.
+    """
+    for batch, (images, labels) in enumerate(loader):
+        images, labels = images.to(model.device), labels.to(model.device)
+        generator = torch.Generator().manual_seed(seed * 100_003 + batch)
+        start = torch.rand(images.shape, generator=generator).to(model.device)
+        signs = torch.randint(0, 2, images.shape, generator=generator).to(model.device) * 2 - 1
+        with _frozen(model):
+            adversarial = pgd_linf(lambda x: F.cross_entropy(model(x), labels), images, eps=eps / 255,
+                                   step_size=eps / 4 / 255, steps=steps, start=start)
+        noisy = (images + eps / 255 * signs).clamp(0, 1)
+        yield images, labels, {"clean": images, "random_noise": noisy, "adversarial": adversarial}
+
+
 def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,
                             reference: ZeroShotCLIP, eps: float = 4, steps: int = 10, n_examples: int | None = 200,
                             batch_size: int = 100, data_root=None, seed: int = 0) -> pd.DataFrame:
@@ -154,22 +203,86 @@ def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: S
             model.set_classifier(dataset_classifier(model, name))
             sums = {"clean": 0.0, "random_noise": 0.0, "adversarial": 0.0}
             count = 0
-            for batch, (images, labels) in enumerate(loader):
-                images, labels = images.to(model.device), labels.to(model.device)
-                generator = torch.Generator().manual_seed(seed * 100_003 + batch)
-                start = torch.rand(images.shape, generator=generator).to(model.device)
-                signs = torch.randint(0, 2, images.shape, generator=generator).to(model.device) * 2 - 1
-                with _frozen(model):
-                    adversarial = pgd_linf(lambda x: F.cross_entropy(model(x), labels), images, eps=eps / 255,
-                                           step_size=eps / 4 / 255, steps=steps, start=start)
-                noisy = (images + eps / 255 * signs).clamp(0, 1)
+            for images, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
                 target = attention_maps(reference, images, reference.class_embeddings[labels])
                 text = model.class_embeddings[labels]
-                for key, x in (("clean", images), ("random_noise", noisy), ("adversarial", adversarial)):
+                for key, x in conditions.items():
                     sums[key] += float(attention_drift(attention_maps(model, x, text), target).sum())
                 count += len(labels)
             rows.append({"model": model_name, "dataset": spec.name, "eps": float(eps), "steps": steps, "n": count,
                          **{key: value / count for key, value in sums.items()}})
     for model in (reference, *models.values()):
+        model.class_embeddings = installed[id(model)]
+    return pd.DataFrame(rows)
+
+
+def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,
+                                   eps: float = 4, steps: int = 10, n_examples: int | None = 200,
+                                   batch_size: int = 100, data_root=None, seed: int = 0) -> pd.DataFrame:
+    """How much of each model's class attention falls on the object, clean, under noise and under attack.
+
+    For every image ``x`` of class ``y`` with a known object region, the model's map for ``y`` (as TGA-ZSR
+    computes it) is scored by :func:`attention_mass_in_object` and :func:`pointing_game` on the clean image, on
+    the image under random ±ε sign noise (a perturbation of the same size that is not an attack) and on the
+    model's own PGD image (as in :func:`measure_attention_drift`: same noise, same starting points).
+
+    Arguments:
+        models: name → model (e.g. the pre-trained CLIP, TeCoA, TGA-ZSR).
+        dataset_names: registry names of datasets with object regions (:func:`zsr_lab.datasets.has_object_regions`;
+            the classroom's scenes, and at full scale those whose annotations give one); a dataset without
+            regions raises ``ValueError`` saying which have them.
+        eps: ℓ∞ budget in units of 1/255.
+        n_examples: a fixed random subset per dataset (``None``: the whole split).
+
+    Returns:
+        One row per model × dataset × condition (``clean``, ``random_noise``, ``adversarial``):
+        ``mass_in_object`` (mean share of the map's mass on the object), ``uniform`` (the share a uniform map
+        would get: the mean object area; the chance level), ``lift`` (``mass_in_object / uniform``),
+        ``pointing`` (share of maps whose maximum is on the object), ``accuracy`` (top-1 on those images, %),
+        plus ``model``, ``dataset``, ``eps``, ``steps``, ``n``. The models' installed classifiers are left as
+        they were.
+    """
+    check_eps(eps)
+    missing = [name for name in dataset_names if not datasets.has_object_regions(name)]
+    if missing:
+        with_regions = [name for name in datasets.list_datasets() if datasets.has_object_regions(name)]
+        raise ValueError(f"{', '.join(missing)}: no object regions (the dataset does not say where its objects are), "
+                         f"so attention cannot be scored against them. Datasets with object regions: "
+                         f"{', '.join(with_regions)}. Use measure_attention_drift for the others.")
+    installed = {id(m): m.class_embeddings for m in models.values()}  # restored at the end
+    rows = []
+    for name in dataset_names:
+        models_by_size = {tuple(m.image_size) for m in models.values()}
+        if len(models_by_size) != 1:
+            raise ValueError(f"all models must share one input size to be scored on the same masks, got "
+                             f"{sorted(models_by_size)}")
+        size = next(iter(models_by_size))[0]
+        data = subset(datasets.load_dataset(name, data_root=data_root, image_size=size, verbose=False),
+                      n_examples, seed)
+        masks = datasets.object_masks(data, size)
+        loader = DataLoader(data, batch_size=batch_size)
+        for model_name, model in models.items():
+            model.set_classifier(dataset_classifier(model, name))
+            sums = {key: {"mass_in_object": 0.0, "pointing": 0.0, "accuracy": 0.0}
+                    for key in ("clean", "random_noise", "adversarial")}
+            count = 0
+            for images, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
+                mask = masks[count:count + len(labels)]
+                text = model.class_embeddings[labels]
+                for key, x in conditions.items():
+                    maps = attention_maps(model, x, text)
+                    sums[key]["mass_in_object"] += float(attention_mass_in_object(maps, mask).sum())
+                    sums[key]["pointing"] += float(pointing_game(maps, mask).sum())
+                    with torch.no_grad():
+                        sums[key]["accuracy"] += float((model(x).argmax(1) == labels).sum())
+                count += len(labels)
+            uniform = float(masks.flatten(1).mean(1).mean())
+            for key, values in sums.items():
+                mass = values["mass_in_object"] / count
+                rows.append({"model": model_name, "dataset": name, "condition": key, "mass_in_object": mass,
+                             "uniform": uniform, "lift": mass / uniform, "pointing": values["pointing"] / count,
+                             "accuracy": 100 * values["accuracy"] / count, "eps": float(eps), "steps": steps,
+                             "n": count})
+    for model in models.values():
         model.class_embeddings = installed[id(model)]
     return pd.DataFrame(rows)

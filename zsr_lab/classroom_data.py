@@ -44,7 +44,8 @@ class GreyImageDataset(Dataset):
         return image, int(self.labels[index])
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
+    """Raise unless ``split`` is ``"train"`` or ``"test"``."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
@@ -62,7 +63,7 @@ def fashion_mnist(root: Path, split: str, transform=None, download: bool = False
     """Fashion-MNIST through torchvision, first filling ``root`` from the Debian package when it is there."""
     import torchvision
 
-    _check_split(split)
+    check_split(split)
     raw = Path(root) / "FashionMNIST" / "raw"
     if not all((raw / name).exists() for name in _FASHION_FILES) and DEBIAN_FASHION_MNIST.is_dir():
         raw.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def digits(split: str, transform=None) -> GreyImageDataset:
     """scikit-learn's handwritten digits (8×8, values 0–16 rescaled to 0–255)."""
     from sklearn.datasets import load_digits
 
-    _check_split(split)
+    check_split(split)
     data = load_digits()
     keep = _half_split(data.target, split)
     images = np.round(data.images[keep] * (255 / 16)).astype(np.uint8)
@@ -88,7 +89,7 @@ def textures(split: str, transform=None) -> GreyImageDataset:
     """Crops of three texture photos; train crops (stride 16) from the top 3/4, test crops (stride 32) below."""
     import skimage.data
 
-    _check_split(split)
+    check_split(split)
     classes = ["brick", "grass", "gravel"]
     images, labels = [], []
     for label, name in enumerate(classes):
@@ -107,7 +108,7 @@ def faces(split: str, transform=None) -> GreyImageDataset:
     """scikit-image's LFW subset: the first 100 crops are faces, the last 100 are not."""
     import skimage.data
 
-    _check_split(split)
+    check_split(split)
     crops = skimage.data.lfw_subset()
     labels = np.repeat([0, 1], 100)
     keep = _half_split(labels, split)

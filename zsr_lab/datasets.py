@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
 import torchvision.datasets as tvd
-from torch.utils.data import Dataset
+from PIL import Image
+from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
-from . import classroom_data, settings
+from . import classroom_data, scenes, settings
 
 TGA_TEMPLATE = "This is a photo of a {}"
 
@@ -50,6 +53,8 @@ class DatasetSpec:
         layout: the expected folder layout, for error messages.
         downloadable: torchvision can download it (``download=True``).
         class_file: the class-name file (a training split shares its test split's file).
+        regions: where the dataset's object regions come from (its loaded dataset then has
+            ``object_mask(index, size)``); empty when it has none.
     """
 
     name: str
@@ -63,6 +68,7 @@ class DatasetSpec:
     downloadable: bool
     class_file: str
     build: Callable = None  # (root, transform, download) -> (dataset, class keys or None)
+    regions: str = ""
 
     @property
     def classnames(self) -> list[str]:
@@ -98,11 +104,15 @@ def build_transform(spec: DatasetSpec, image_size: int, resolution: str = "proto
         return transforms.Compose([transforms.Lambda(_to_rgb), transforms.ToTensor()])
     if resolution != "protocol":
         raise ValueError(f"resolution must be 'protocol' or 'native', got {resolution!r}")
+    return transforms.Compose([transforms.Lambda(_to_rgb), *_geometry(spec, image_size), transforms.ToTensor()])
+
+
+def _geometry(spec: DatasetSpec, image_size: int) -> list:
+    """The resizing and cropping of the protocol transform (applied to object masks as to images)."""
     if spec.transform == "resize":
-        resize = [transforms.Resize((image_size, image_size))]
-    else:  # Resize(256) -> CenterCrop(224), scaled to the model's resolution
-        resize = [transforms.Resize(round(image_size * 256 / 224)), transforms.CenterCrop(image_size)]
-    return transforms.Compose([transforms.Lambda(_to_rgb), *resize, transforms.ToTensor()])
+        return [transforms.Resize((image_size, image_size))]
+    # Resize(256) -> CenterCrop(224), scaled to the model's resolution
+    return [transforms.Resize(round(image_size * 256 / 224)), transforms.CenterCrop(image_size)]
 
 
 # ---- builders: each returns (dataset, the class keys it exposes or None) --------------------------------
@@ -138,6 +148,24 @@ def _caltech101(root, transform, download):
             f"archive, or create an empty folder {categories / 'BACKGROUND_Google'}.")
     return _torchvision(tvd.Caltech101, keys=_classes("categories"), target_type="category")(
         root, transform, download)
+
+
+class OxfordPetsWithRegions(tvd.OxfordIIITPet):
+    """Oxford-IIIT Pets whose object regions are the pet's pixels in the dataset's trimaps
+    (``annotations/trimaps/<image>.png``: 1 pet, 2 background, 3 the pet's outline, counted as pet)."""
+
+    def __init__(self, root, split: str = "test", **kwargs):
+        super().__init__(root, split=split, **kwargs)
+        annotations = Path(self.root) / "oxford-iiit-pet" / "annotations"
+        ids = [line.split()[0] for line in (annotations / f"{split}.txt").read_text().splitlines() if line.strip()]
+        self.trimaps = [annotations / "trimaps" / f"{image_id}.png" for image_id in ids]  # in the images' order
+
+    def object_mask(self, index: int, size: int) -> torch.Tensor:
+        trimap = np.asarray(Image.open(self.trimaps[index]))
+        mask = Image.fromarray(np.isin(trimap, (1, 3)).astype(np.float32), mode="F")
+        for step in _geometry(get_spec("oxford_pets"), size):
+            mask = step(mask)
+        return torch.from_numpy(np.asarray(mask, dtype=np.float32).clip(0, 1))
 
 
 def _pcam(root, transform, download):
@@ -190,6 +218,20 @@ def _classroom(loader, split: str):
     return build
 
 
+def _scenes(source: str, split: str):
+    def build(root, transform, download):
+        if source == "fashion_mnist":
+            dataset = scenes.fashion_scenes(root, split, transform, download)
+        else:
+            dataset = scenes.digit_scenes(split, transform)
+        return dataset, list(dataset.classes)
+    return build
+
+
+_FASHION_LAYOUT = "FashionMNIST/raw/ (idx files), or the Debian/Ubuntu package dataset-fashion-mnist"
+_SCENE_REGIONS = "each object's silhouette, kept when the scene is made"
+
+
 _IMAGENET_LAYOUT = ("imagenet/ in either form torchvision accepts: (a) the archives ILSVRC2012_devkit_t12.tar.gz "
                     "and ILSVRC2012_img_val.tar (ILSVRC2012_img_train.tar for training), which torchvision unpacks "
                     "into form (b) on first use; or (b) unpacked: meta.bin (the class table torchvision writes from "
@@ -203,10 +245,10 @@ _TINY_LAYOUT = ("tiny-imagenet-200/ as unzipped from tiny-imagenet-200.zip: wnid
 
 
 def _spec(name, title, split, template, transform, folder, layout, downloadable, build, scale="full",
-          class_file=None):
+          class_file=None, regions=""):
     templates = template if isinstance(template, tuple) else (template,)
     return DatasetSpec(name, title, scale, split, templates, transform, folder, layout, downloadable,
-                       class_file or name.removesuffix("_train"), build)
+                       class_file or name.removesuffix("_train"), build, regions)
 
 
 def _image_folder(folder: str):
@@ -232,7 +274,8 @@ _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
           "food-101/meta and food-101/images", True, _torchvision(tvd.Food101, split="test")),
     _spec("oxford_pets", "Oxford-IIIT Pets", "test", "A photo of a {}, a type of pet.", "resize_crop",
           "oxford-iiit-pet", "oxford-iiit-pet/images and oxford-iiit-pet/annotations", True,
-          _torchvision(tvd.OxfordIIITPet, split="test", target_types="category")),
+          _torchvision(OxfordPetsWithRegions, split="test", target_types="category"),
+          regions="the pets' trimaps (annotations/trimaps: pet and outline pixels)"),
     _spec("flowers102", "Flowers102", "test", "A photo of a {}, a type of flower.", "resize_crop",
           "flowers-102", "flowers-102/jpg, imagelabels.mat, setid.mat", True,
           _torchvision(tvd.Flowers102, split="test")),
@@ -272,14 +315,22 @@ _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
           _IMAGENET_LAYOUT, False, _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="train")),
     # --- classroom scale: real data that ships offline ------------------------------------------------
     _spec("fashion_mnist", "Fashion-MNIST", "test (10k)", TGA_TEMPLATE, "resize", "FashionMNIST",
-          "FashionMNIST/raw/ (idx files), or the Debian/Ubuntu package dataset-fashion-mnist", True,
-          _classroom(classroom_data.fashion_mnist, "test"), scale="classroom"),
+          _FASHION_LAYOUT, True, _classroom(classroom_data.fashion_mnist, "test"), scale="classroom"),
     _spec("fashion_mnist_train", "Fashion-MNIST (train)", "train (60k)", TGA_TEMPLATE, "resize",
-          "FashionMNIST", "FashionMNIST/raw/ (idx files), or the Debian/Ubuntu package dataset-fashion-mnist",
-          True, _classroom(classroom_data.fashion_mnist, "train"), scale="classroom"),
+          "FashionMNIST", _FASHION_LAYOUT, True, _classroom(classroom_data.fashion_mnist, "train"),
+          scale="classroom"),
     _spec("digits", "Digits (scikit-learn)", "test half (899)", "A photo of the handwritten digit {}.",
           "resize", "", "ships with scikit-learn", False, _classroom(classroom_data.digits, "test"),
           scale="classroom"),
+    _spec("fashion_scenes", "Fashion-MNIST scenes", "test (10k items on photos)", TGA_TEMPLATE, "resize",
+          "FashionMNIST", _FASHION_LAYOUT, True, _scenes("fashion_mnist", "test"), scale="classroom",
+          class_file="fashion_mnist", regions=_SCENE_REGIONS),
+    _spec("fashion_scenes_train", "Fashion-MNIST scenes (train)", "train (24k items on photos)", TGA_TEMPLATE,
+          "resize", "FashionMNIST", _FASHION_LAYOUT, True, _scenes("fashion_mnist", "train"), scale="classroom",
+          class_file="fashion_mnist", regions=_SCENE_REGIONS),
+    _spec("digit_scenes", "Digit scenes (scikit-learn digits)", "test half (899 digits on photos)",
+          "A photo of the handwritten digit {}.", "resize", "", "ships with scikit-learn", False,
+          _scenes("digits", "test"), scale="classroom", class_file="digits", regions=_SCENE_REGIONS),
     _spec("textures", "Textures (scikit-image)", "test crops (135)", "A surface with a {} texture.", "resize",
           "", "ships with scikit-image", False, _classroom(classroom_data.textures, "test"), scale="classroom"),
     _spec("faces", "Faces (scikit-image LFW subset)", "test half (100)", "A close-up photo of a {}.", "resize",
@@ -295,6 +346,27 @@ CLASSROOM_DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "textures", "f
 def list_datasets(scale: str | None = None) -> list[str]:
     """Registered dataset names, optionally only those of one scale (``"full"`` or ``"classroom"``)."""
     return [name for name, spec in _REGISTRY.items() if scale is None or spec.scale == scale]
+
+
+def has_object_regions(name: str) -> bool:
+    """Whether a registered dataset says where its objects are (see :func:`object_masks`)."""
+    return bool(get_spec(name).regions)
+
+
+def object_masks(dataset: Dataset, size: int) -> torch.Tensor:
+    """The object masks of a loaded dataset (or a ``Subset`` of one), in its order, ``[N, size, size]`` floats in
+    [0, 1] (1 on the object), aligned with its images at input size ``size``.
+
+    Raises:
+        ValueError: the dataset has no object regions.
+    """
+    indices = range(len(dataset))
+    while isinstance(dataset, Subset):
+        indices, dataset = [dataset.indices[i] for i in indices], dataset.dataset
+    if not hasattr(dataset, "object_mask"):
+        raise ValueError(f"{type(dataset).__name__} has no object regions: only datasets registered with regions "
+                         f"(has_object_regions) say where their objects are")
+    return torch.stack([dataset.object_mask(i, size) for i in indices])
 
 
 def get_spec(name: str) -> DatasetSpec:

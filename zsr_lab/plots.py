@@ -289,6 +289,34 @@ def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     return fig
 
 
+def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str = "mass_in_object"):
+    """Share of the class attention on the object, per model, for clean, randomly perturbed and attacked images,
+    one panel per dataset, with the share a uniform map would get as a dashed line (a
+    :func:`zsr_lab.attention.measure_attention_localisation` table; ``value="pointing"`` for the pointing game)."""
+    if value not in ("mass_in_object", "pointing"):
+        raise ValueError(f"value must be 'mass_in_object' or 'pointing', got {value!r}")
+    names = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names) + 1, 3.4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names):
+        rows = table[table["dataset"] == name]
+        sns.barplot(data=rows, x="model", y=value, hue="condition", ax=ax)
+        if value == "mass_in_object":  # the chance level: a map spread evenly over the image
+            ax.axhline(rows["uniform"].iloc[0], color="black", linestyle="--", linewidth=1, label="uniform map")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_ylabel("attention mass on the object" if value == "mass_in_object" else "pointing game hits")
+        if ax is axes[0, -1]:
+            ax.legend(fontsize=7)
+        else:
+            ax.get_legend().remove()
+    eps = table["eps"].iloc[0]
+    fig.suptitle(f"Where the class attention falls: clean, random ±{eps:g}/255 noise, each model's own PGD "
+                 f"({scale} scale)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None,
                      attack: str | None = None):
     """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.train.sensitivity` table),

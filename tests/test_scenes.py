@@ -1,0 +1,162 @@
+"""Objects with a known place: scene generation, object masks, and scoring attention against them."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zsr_lab as zl
+from zsr_lab import datasets, scenes
+from zsr_lab.attention import (
+    attention_mass_in_object,
+    measure_attention_localisation,
+    pointing_game,
+)
+
+
+def _squares(n=6, side=10):
+    """Bright squares (class 0) and bright crosses (class 1) on black."""
+    objects = np.zeros((n, side, side), np.uint8)
+    for i in range(n):
+        if i % 2 == 0:
+            objects[i, 2:8, 2:8] = 200
+        else:
+            objects[i, 4:6, :] = objects[i, :, 4:6] = 200
+    return objects, np.arange(n) % 2
+
+
+def test_scenes_are_deterministic_given_the_seed_and_differ_across_seeds():
+    objects, labels = _squares()
+    config = scenes.SceneConfig(size=32, n=9, seed=3)
+    a = scenes.place_objects(objects, labels, ["square", "cross"], "train", config)
+    b = scenes.place_objects(objects, labels, ["square", "cross"], "train", config)
+    c = scenes.place_objects(objects, labels, ["square", "cross"], "train", scenes.SceneConfig(size=32, n=9, seed=4))
+    for field in ("images", "labels", "masks", "boxes"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert not np.array_equal(a.images, c.images)
+
+
+def test_each_object_is_used_once_before_repeats_and_masks_match_boxes_and_scale():
+    objects, labels = _squares()
+    config = scenes.SceneConfig(size=40, n=6, object_scale=(0.5, 0.5))
+    made = scenes.place_objects(objects, labels, ["square", "cross"], "test", config)
+    assert made.images.shape == (6, 40, 40) and made.images.dtype == np.uint8
+    assert sorted(np.bincount(made.labels)) == [3, 3]  # 6 objects, 6 scenes: each once
+    for mask, (left, top, right, bottom) in zip(made.masks, made.boxes):
+        rows, cols = np.nonzero(mask)
+        assert (left, top, right, bottom) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert right - left <= 20 and bottom - top <= 20  # object side 0.5 × 40
+        assert 0 < mask.mean() < 0.25
+
+
+def test_the_object_is_pasted_where_its_mask_says():
+    objects, labels = _squares()
+    config = scenes.SceneConfig(size=40, n=6, object_scale=(0.5, 0.5), background_level=(0.2, 0.2),
+                                background_contrast=(0.0, 0.0))  # flat grey background at 0.2
+    made = scenes.place_objects(objects, labels, ["square", "cross"], "test", config)
+    for image, mask in zip(made.images, made.masks):
+        assert image[mask].mean() > 200 * 0.9  # the bright object (peak scaled to 1 → 255)
+        assert abs(image[~mask].astype(float).mean() - 0.2 * 255) < 20
+
+
+def test_train_and_test_scenes_cut_their_backgrounds_from_different_parts_of_the_photos():
+    train, test = scenes.background_photos("train"), scenes.background_photos("test")
+    assert len(train) == len(test) == len(scenes.BACKGROUND_PHOTOS)
+    for top, bottom in zip(train, test):
+        assert top.shape[1] == bottom.shape[1] and top.shape[0] == 3 * (top.shape[0] + bottom.shape[0]) // 4
+    with pytest.raises(ValueError, match="split must be"):
+        scenes.background_photos("val")
+
+
+def test_registered_scenes_carry_masks_aligned_with_images_at_any_size():
+    data = zl.load_dataset("digit_scenes", image_size=scenes.CANVAS_SIZE, verbose=False)
+    assert len(data) == 899 and datasets.has_object_regions("digit_scenes")
+    assert not datasets.has_object_regions("textures")
+    image, label = data[5]
+    assert image.shape == (3, scenes.CANVAS_SIZE, scenes.CANVAS_SIZE) and 0 <= label < 10
+    subset = torch.utils.data.Subset(data, [5, 7])
+    masks = datasets.object_masks(subset, scenes.CANVAS_SIZE)
+    assert torch.equal(masks[0], torch.from_numpy(data.masks[5]).float())
+    small = datasets.object_masks(subset, 28)
+    assert small.shape == (2, 28, 28) and 0 <= small.min() and small.max() <= 1
+    assert abs(small[0].mean().item() - masks[0].mean().item()) < 0.02  # the same share of the image
+    with pytest.raises(ValueError, match="no object regions"):
+        datasets.object_masks(zl.load_dataset("textures", image_size=28, verbose=False), 28)
+
+
+def test_scenes_are_cached_and_read_back_identical(tmp_path):
+    first = scenes.digit_scenes("test", cache_dir=tmp_path)
+    files = list((tmp_path / "scenes").glob("digits-test-*.npz"))
+    assert len(files) == 1
+    again = scenes.digit_scenes("test", cache_dir=tmp_path)
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.masks, again.masks)
+    assert first.classes == again.classes == [str(d) for d in range(10)]
+
+
+def test_mass_in_object_and_pointing_game_on_hand_built_maps():
+    masks = torch.zeros(3, 4, 4)
+    masks[:, :2, :2] = 1  # the object is the top-left quarter
+    maps = torch.zeros(3, 4, 4)
+    maps[0] = 1  # uniform: the object's area share, the chance level
+    maps[1, 0, 0], maps[1, 3, 3] = 3, 1  # three quarters of the mass on the object, peak on it
+    maps[2, 3, 3] = 1  # all mass off the object
+    assert torch.allclose(attention_mass_in_object(maps, masks), torch.tensor([0.25, 0.75, 0.0]))
+    assert pointing_game(maps[1:], masks[1:]).tolist() == [True, False]
+    assert attention_mass_in_object(torch.zeros(1, 4, 4), masks[:1]).item() == pytest.approx(0.25)
+
+
+def test_localisation_measure_reports_every_condition_and_refuses_datasets_without_regions(classroom_clip):
+    installed = classroom_clip.class_embeddings.clone()
+    table = measure_attention_localisation({"clip": classroom_clip}, ["digit_scenes"], eps=4, steps=3,
+                                           n_examples=24, batch_size=12)
+    assert torch.equal(classroom_clip.class_embeddings, installed)
+    assert list(table.condition) == ["clean", "random_noise", "adversarial"]
+    assert (table.n == 24).all() and table.uniform.nunique() == 1 and 0 < table.uniform.iloc[0] < 0.5
+    assert np.allclose(table.lift, table.mass_in_object / table.uniform)
+    assert table.set_index("condition").accuracy["adversarial"] < table.set_index("condition").accuracy["clean"]
+    with pytest.raises(ValueError, match="textures: no object regions.*digit_scenes"):
+        measure_attention_localisation({"clip": classroom_clip}, ["textures"])
+
+
+def _fake_oxford_pets(root, size=(60, 40)):
+    """Two test images (one class each) with trimaps whose pet is the left half of the picture."""
+    base = root / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations" / "trimaps").mkdir(parents=True)
+    lines = []
+    for i, (breed, label) in enumerate((("Abyssinian", 1), ("american_bulldog", 2))):
+        image_id = f"{breed}_{i + 1}"
+        Image.new("RGB", size, (100, 50, 20)).save(base / "images" / f"{image_id}.jpg")
+        trimap = np.full(size[::-1], 2, np.uint8)
+        trimap[:, : size[0] // 2] = 1
+        trimap[:, size[0] // 2 - 1] = 3  # the outline counts as pet
+        Image.fromarray(trimap).save(base / "annotations" / "trimaps" / f"{image_id}.png")
+        lines.append(f"{image_id} {label} {label} 1")
+    (base / "annotations" / "test.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_oxford_pets_regions_follow_the_images_resize_and_centre_crop(tmp_path):
+    pets = datasets.OxfordPetsWithRegions(_fake_oxford_pets(tmp_path), split="test",
+                                          transform=datasets.build_transform(datasets.get_spec("oxford_pets"), 32))
+    image, _ = pets[0]
+    mask = pets.object_mask(0, 32)
+    assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
+    # 60×40 → short side 37 (32·256/224) → 55×37, centre crop 32: the pet's left half keeps columns < 27.5 - 11.5
+    assert mask[:, :14].min() == 1 and mask[:, 18:].max() == 0
+    assert datasets.has_object_regions("oxford_pets") and not datasets.has_object_regions("cifar10")
+
+
+def test_localisation_figure_has_a_panel_per_dataset_with_the_uniform_line():
+    import pandas as pd
+
+    rows = [{"model": m, "dataset": d, "condition": c, "mass_in_object": v, "uniform": 0.2, "pointing": v,
+             "eps": 4.0} for m in ("CLIP", "TeCoA") for d in ("fashion_scenes", "digit_scenes")
+            for c, v in (("clean", 0.4), ("random_noise", 0.38), ("adversarial", 0.25))]
+    figure = zl.plots.plot_attention_localisation(pd.DataFrame(rows), scale="classroom")
+    axes = figure.axes
+    assert [ax.get_title() for ax in axes] == ["fashion_scenes", "digit_scenes"]
+    assert all(any(line.get_ydata()[0] == 0.2 for line in ax.get_lines()) for ax in axes)
+    heights = sorted({round(p.get_height(), 2) for p in axes[0].patches if p.get_height() > 0})
+    assert heights == [0.25, 0.38, 0.4]
+    with pytest.raises(ValueError, match="value must be"):
+        zl.plots.plot_attention_localisation(pd.DataFrame(rows), scale="classroom", value="lift")
