@@ -218,7 +218,8 @@ def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: S
 
 def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,
                                    eps: float = 4, steps: int = 10, n_examples: int | None = 200,
-                                   batch_size: int = 100, data_root=None, seed: int = 0) -> pd.DataFrame:
+                                   batch_size: int = 100, normalize: str = "tokens", data_root=None,
+                                   seed: int = 0) -> pd.DataFrame:
     """How much of each model's class attention falls on the object, clean, under noise and under attack.
 
     For every image ``x`` of class ``y`` with a known object region, the model's map for ``y`` (as TGA-ZSR
@@ -233,6 +234,7 @@ def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_n
             regions raises ``ValueError`` saying which have them.
         eps: ℓ∞ budget in units of 1/255.
         n_examples: a fixed random subset per dataset (``None``: the whole split).
+        normalize: the maps' normalisation, as in :func:`text_guided_attention`.
 
     Returns:
         One row per model × dataset × condition (``clean``, ``random_noise``, ``adversarial``):
@@ -270,7 +272,7 @@ def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_n
                 mask = masks[count:count + len(labels)]
                 text = model.class_embeddings[labels]
                 for key, x in conditions.items():
-                    maps = attention_maps(model, x, text)
+                    maps = attention_maps(model, x, text, normalize=normalize)
                     sums[key]["mass_in_object"] += float(attention_mass_in_object(maps, mask).sum())
                     sums[key]["pointing"] += float(pointing_game(maps, mask).sum())
                     with torch.no_grad():

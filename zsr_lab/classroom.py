@@ -22,12 +22,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import classroom_data, datasets, settings
+from . import classroom_data, datasets, scenes, settings
 from .models import CLASSROOM_MODEL
 
 FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
@@ -40,7 +41,7 @@ CAPTION_TEMPLATES = ("a photo of a {}.", "This is a photo of a {}", "a picture o
 NEGATION_TEMPLATES = ("This is not a photo of a {}", "a picture that is not a {}")
 # How a class is named inside the generic captions above, per classroom dataset.
 CAPTION_PHRASES = {"fashion_mnist": "{}", "digits": "handwritten digit {}", "textures": "{} texture",
-                   "faces": "{}"}
+                   "faces": "{}", "fashion_scenes": "{}", "digit_scenes": "handwritten digit {}"}
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,26 @@ def multi_positive_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, im
     return (image_to_text + text_to_image) / 2
 
 
-def _training_split(name: str, data_root, image_size: int):
-    """The training split of a classroom dataset (Fashion-MNIST through the registry, for its data-root logic)."""
-    if name == "fashion_mnist":
-        return datasets.load_dataset("fashion_mnist_train", data_root=data_root, image_size=image_size,
-                                     download=True, verbose=False)
-    transform = datasets.build_transform(datasets.get_spec(name), image_size)
-    return getattr(classroom_data, name)("train", transform)
+def _training_split(name: str, data_root):
+    """The training split of a classroom dataset, untransformed."""
+    root = settings.data_root(data_root)
+    splits = {"fashion_mnist": lambda: classroom_data.fashion_mnist(root, "train", download=True),
+              "fashion_scenes": lambda: scenes.fashion_scenes(root, "train", download=True),
+              "digit_scenes": lambda: scenes.digit_scenes("train")}
+    return splits[name]() if name in splits else getattr(classroom_data, name)("train")
+
+
+def _training_images(name: str, data_root, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split of a classroom dataset as grey uint8 images ``[N, S, S]`` and labels: grey and 8-bit
+    hold tens of thousands of scenes in a twelfth of the memory of float RGB tensors, and give the same pixels."""
+    split = _training_split(name, data_root)
+    images = split.images if hasattr(split, "images") else split.data.numpy()  # torchvision's FashionMNIST: .data
+    labels = torch.as_tensor(np.asarray(split.labels if hasattr(split, "labels") else split.targets))
+    if images.shape[-1] == image_size:
+        return torch.from_numpy(np.ascontiguousarray(images)), labels
+    split.transform = datasets.build_transform(datasets.get_spec(name), image_size)
+    resized, _ = classroom_data.as_tensors(split)
+    return (resized[:, 0] * 255).round().to(torch.uint8), labels
 
 
 def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
@@ -137,7 +151,7 @@ def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
     images, classes, weights, captions, caption_class, negated = [], [], [], [], [], []
     offset = 0
     for name, weight in config.mixture:
-        x, y = classroom_data.as_tensors(_training_split(name, data_root, image_size))
+        x, y = _training_images(name, data_root, image_size)
         images.append(x)
         classes.append(y + offset)
         weights.append(torch.full((len(y),), weight / len(y)))
@@ -178,7 +192,8 @@ def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainC
     losses = []
     for _ in tqdm(range(config.steps), desc="pre-training the classroom CLIP", disable=not progress):
         batch = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator)
-        image_emb = model.encode_image((images[batch] - mean) / std)
+        pixels = images[batch].float().div(255).unsqueeze(1).expand(-1, 3, -1, -1)
+        image_emb = model.encode_image((pixels - mean) / std)
         text_emb = model.encode_text(bank.tokens)
         loss = multi_positive_clip_loss(image_emb, text_emb, classes[batch], bank.caption_class,
                                         model.logit_scale.exp(), bank.negated)
