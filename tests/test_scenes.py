@@ -160,3 +160,22 @@ def test_localisation_figure_has_a_panel_per_dataset_with_the_uniform_line():
     assert heights == [0.25, 0.38, 0.4]
     with pytest.raises(ValueError, match="value must be"):
         zl.plots.plot_attention_localisation(pd.DataFrame(rows), scale="classroom", value="lift")
+
+
+def test_attention_shift_figure_shows_four_panels_per_image_and_a_row_per_model(classroom_clip):
+    data = zl.load_dataset("digit_scenes", image_size=classroom_clip.image_size[0], verbose=False)
+    subset = torch.utils.data.Subset(data, [0, 1])
+    images = torch.stack([image for image, _ in subset])
+    labels = torch.tensor([label for _, label in subset])
+    masks = datasets.object_masks(subset, classroom_clip.image_size[0])
+    classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digit_scenes"))
+    other = zl.frozen_copy(classroom_clip)
+    figure = zl.plots.show_attention_shift({"CLIP": classroom_clip, "copy": other}, images, labels, masks=masks,
+                                           steps=2)
+    panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 * 8 and len(figure.axes) == 2 * 8 + 2  # two models × two images × four, two colour bars
+    assert [ax.get_title() for ax in panels[:4]] == ["image", "clean map", "attacked map", "|attacked − clean|"]
+    assert panels[1].get_xlabel().startswith("on object ") and panels[0].get_ylabel() == "CLIP"
+    assert panels[8].get_ylabel() == "copy"
+    # a copy of the model sees the same seeded attack: its row equals the first
+    assert panels[1].get_xlabel() == panels[9].get_xlabel() and panels[2].get_xlabel() == panels[10].get_xlabel()

@@ -150,23 +150,34 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return masks.flatten(1).to(maps.device).gather(1, peak[:, None]).squeeze(1) >= 0.5
 
 
-def _perturbed_batches(model: ZeroShotCLIP, loader: DataLoader, *, eps: float, steps: int, seed: int):
-    """Per batch: ``(images, labels, {"clean", "random_noise", "adversarial"} → images)``.
+def perturbed_images(model: ZeroShotCLIP, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 4,
+                     steps: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The three views the attention measures compare: ``{"clean", "random_noise", "adversarial"}`` → images.
 
     The noise is random ±ε signs; the attack is the model's own PGD on the cross-entropy of the true class
-    (``steps`` sign steps of ε/4, random start). Both are seeded by ``seed`` and the batch index, so every model
-    sees the same noise and the same starting points.
+    (``steps`` sign steps of ε/4, random start), against the classifier installed on the model. Both are drawn
+    from ``seed``, so every model sees the same noise and the same starting points.
+
+    Arguments:
+        images: [0,1] images ``[B, C, H, W]`` on the model's device; labels: ``[B]``.
+        eps: ℓ∞ budget in units of 1/255.
     """
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.rand(images.shape, generator=generator).to(images.device)
+    signs = torch.randint(0, 2, images.shape, generator=generator).to(images.device) * 2 - 1
+    with _frozen(model):
+        adversarial = pgd_linf(lambda x: F.cross_entropy(model(x), labels), images, eps=eps / 255,
+                               step_size=eps / 4 / 255, steps=steps, start=start)
+    noisy = (images + eps / 255 * signs).clamp(0, 1)
+    return {"clean": images, "random_noise": noisy, "adversarial": adversarial}
+
+
+def _perturbed_batches(model: ZeroShotCLIP, loader: DataLoader, *, eps: float, steps: int, seed: int):
+    """Per batch of ``loader``: ``(images, labels, perturbed_images(...))``, seeded per batch."""
     for batch, (images, labels) in enumerate(loader):
         images, labels = images.to(model.device), labels.to(model.device)
-        generator = torch.Generator().manual_seed(seed * 100_003 + batch)
-        start = torch.rand(images.shape, generator=generator).to(model.device)
-        signs = torch.randint(0, 2, images.shape, generator=generator).to(model.device) * 2 - 1
-        with _frozen(model):
-            adversarial = pgd_linf(lambda x: F.cross_entropy(model(x), labels), images, eps=eps / 255,
-                                   step_size=eps / 4 / 255, steps=steps, start=start)
-        noisy = (images + eps / 255 * signs).clamp(0, 1)
-        yield images, labels, {"clean": images, "random_noise": noisy, "adversarial": adversarial}
+        yield images, labels, perturbed_images(model, images, labels, eps=eps, steps=steps,
+                                               seed=seed * 100_003 + batch)
 
 
 def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,

@@ -268,6 +268,65 @@ def show_model_attention(views: Mapping[str, tuple[ZeroShotCLIP, torch.Tensor]],
     return show_attention(rows, captions=captions, title=title)
 
 
+def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tensor, labels: torch.Tensor, *,
+                         masks: torch.Tensor | None = None, eps: float = 4, steps: int = 10, seed: int = 0,
+                         title: str | None = None):
+    """Where each model looks, clean and under its own attack, and how much that moved.
+
+    One row per model; for each image four panels: the image (with the object's outline when ``masks`` are
+    given), the model's class map on it, the map on the model's own PGD image (:func:`zsr_lab.attention.perturbed_images`:
+    ε, ``steps``, ``seed``), and the absolute difference ``|A(x_adv) − A(x)|``. Maps use one perceptual colour map
+    (magma) on a shared 0–1 scale with its colour bar; differences a second one (viridis) with its own. Each panel
+    title gives the mass on the object (when masks are given) or the prediction. Each model must have the images'
+    classifier installed.
+
+    Arguments:
+        models: name → model, shown top to bottom.
+        images: [0,1] images ``[B, C, H, W]`` at the models' input size (keep B small: 2–3); labels: ``[B]``.
+        masks: the objects' masks ``[B, H, W]`` (:func:`zsr_lab.datasets.object_masks`), or None.
+    """
+    from .attention import attention_mass_in_object, perturbed_images
+
+    n, panels = len(images), ("image", "clean map", "attacked map", "|attacked − clean|")
+    fig, axes = plt.subplots(len(models), 4 * n, figsize=(1.45 * 4 * n + 1.2, 1.6 * len(models) + 0.5),
+                             squeeze=False)
+    for row, (name, model) in enumerate(models.items()):
+        x, y = images.to(model.device), labels.to(model.device)
+        adversarial = perturbed_images(model, x, y, eps=eps, steps=steps, seed=seed)["adversarial"]
+        text = model.class_embeddings[y]
+        clean_maps, adversarial_maps = attention_maps(model, x, text), attention_maps(model, adversarial, text)
+        with torch.no_grad():
+            predicted = model(adversarial).argmax(1).cpu()
+        for i in range(n):
+            cells = axes[row, 4 * i: 4 * i + 4]
+            cells[0].imshow(images[i].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+            maps = cells[1].imshow(clean_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
+            cells[2].imshow(adversarial_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
+            shift = cells[3].imshow((adversarial_maps[i] - clean_maps[i]).abs().numpy(), cmap="viridis", vmin=0,
+                                    vmax=1)
+            for cell, panel in zip(cells, panels):
+                cell.set_xticks([])
+                cell.set_yticks([])
+                if masks is not None:
+                    cell.contour(masks[i].cpu().numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
+                if row == 0:
+                    cell.set_title(panel, fontsize=7)
+            if masks is not None:
+                for cell, view in ((cells[1], clean_maps), (cells[2], adversarial_maps)):
+                    mass = float(attention_mass_in_object(view[i:i + 1], masks[i:i + 1].cpu()))
+                    cell.set_xlabel(f"on object {mass:.2f}", fontsize=7)
+            cells[3].set_xlabel(f"attacked: {'right' if predicted[i] == labels[i] else 'wrong'}", fontsize=7)
+        axes[row, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title or f"Class attention clean and under each model's own PGD-{steps}, ε = {eps:g}/255",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    for left, artist, label in ((0.895, maps, "attention (class map)"), (0.955, shift, "|change|")):
+        bar = fig.colorbar(artist, cax=fig.add_axes((left, 0.15, 0.012, 0.7), label="<colorbar>"))
+        bar.set_label(label, fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    return fig
+
+
 def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     """Mean attention drift per dataset on clean, randomly perturbed and attacked images, one panel per model
     (a :func:`zsr_lab.attention.measure_attention_drift` table)."""
