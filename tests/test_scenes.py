@@ -115,6 +115,10 @@ def test_localisation_measure_reports_every_condition_and_refuses_datasets_witho
     assert table.set_index("condition").accuracy["adversarial"] < table.set_index("condition").accuracy["clean"]
     with pytest.raises(ValueError, match="textures: no object regions.*digit_scenes"):
         measure_attention_localisation({"clip": classroom_clip}, ["textures"])
+    larger = zl.frozen_copy(classroom_clip)
+    larger.image_size = (2 * classroom_clip.image_size[0],) * 2
+    with pytest.raises(ValueError, match="share one input size"):
+        measure_attention_localisation({"clip": classroom_clip, "larger": larger}, ["digit_scenes"])
 
 
 def _fake_oxford_pets(root, size=(60, 40)):

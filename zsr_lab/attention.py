@@ -262,14 +262,13 @@ def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_n
         raise ValueError(f"{', '.join(missing)}: no object regions (the dataset does not say where its objects are), "
                          f"so attention cannot be scored against them. Datasets with object regions: "
                          f"{', '.join(with_regions)}. Use measure_attention_drift for the others.")
+    sizes = {tuple(m.image_size) for m in models.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"all models must share one input size to be scored on the same masks, got {sorted(sizes)}")
+    size = next(iter(sizes))[0]
     installed = {id(m): m.class_embeddings for m in models.values()}  # restored at the end
     rows = []
     for name in dataset_names:
-        models_by_size = {tuple(m.image_size) for m in models.values()}
-        if len(models_by_size) != 1:
-            raise ValueError(f"all models must share one input size to be scored on the same masks, got "
-                             f"{sorted(models_by_size)}")
-        size = next(iter(models_by_size))[0]
         data = subset(datasets.load_dataset(name, data_root=data_root, image_size=size, verbose=False),
                       n_examples, seed)
         masks = datasets.object_masks(data, size)
