@@ -327,20 +327,35 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
     return fig
 
 
+def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, ylabel: str, width: float,
+                decorate=None):
+    """One bar panel per value of ``panel`` (shared y axis), the legend on the last panel only; ``decorate(ax, rows)``
+    adds to each panel before its legend is drawn. Returns the figure."""
+    names = list(dict.fromkeys(tidy[panel]))
+    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names) + 1, 3.4), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names):
+        rows = tidy[tidy[panel] == name]
+        sns.barplot(data=rows, x=x, y=y, hue=hue, ax=ax)
+        if decorate is not None:
+            decorate(ax, rows)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("")  # the tick labels name the bars
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_ylabel(ylabel)
+        if ax is axes[0, -1]:
+            ax.legend(fontsize=7, title=hue, title_fontsize=7)
+        else:
+            ax.get_legend().remove()
+    return fig
+
+
 def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     """Mean attention drift per dataset on clean, randomly perturbed and attacked images, one panel per model
     (a :func:`zsr_lab.attention.measure_attention_drift` table)."""
-    models = list(dict.fromkeys(table["model"]))
     tidy = table.melt(id_vars=["model", "dataset"], value_vars=["clean", "random_noise", "adversarial"],
                       var_name="images", value_name="drift")
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models) + 1, 3.4), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models):
-        sns.barplot(data=tidy[tidy["model"] == model], x="dataset", y="drift", hue="images", ax=ax)
-        ax.set_title(model, fontsize=10)
-        ax.tick_params(axis="x", rotation=30)
-        ax.set_ylabel("attention drift (RMS per pixel)")
-        if ax is not axes[0, -1]:
-            ax.get_legend().remove()
+    fig = _bar_panels(tidy, panel="model", x="dataset", y="drift", hue="images", width=3.6,
+                      ylabel="attention drift (RMS per pixel)")
     eps = table["eps"].iloc[0]
     fig.suptitle(f"How far the class attention moves from the pre-trained model's clean map, ε = {eps:g}/255 "
                  f"({scale} scale)", fontsize=10)
@@ -354,21 +369,13 @@ def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str =
     :func:`zsr_lab.attention.measure_attention_localisation` table; ``value="pointing"`` for the pointing game)."""
     if value not in ("mass_in_object", "pointing"):
         raise ValueError(f"value must be 'mass_in_object' or 'pointing', got {value!r}")
-    names = list(dict.fromkeys(table["dataset"]))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names) + 1, 3.4), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names):
-        rows = table[table["dataset"] == name]
-        sns.barplot(data=rows, x="model", y=value, hue="condition", ax=ax)
-        if value == "mass_in_object":  # the chance level: a map spread evenly over the image
-            ax.axhline(rows["uniform"].iloc[0], color="black", linestyle="--", linewidth=1, label="uniform map")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("")
-        ax.tick_params(axis="x", rotation=30)
-        ax.set_ylabel("attention mass on the object" if value == "mass_in_object" else "pointing game hits")
-        if ax is axes[0, -1]:
-            ax.legend(fontsize=7)
-        else:
-            ax.get_legend().remove()
+
+    def chance_level(ax, rows):  # a map spread evenly over the image
+        ax.axhline(rows["uniform"].iloc[0], color="black", linestyle="--", linewidth=1, label="uniform map")
+
+    fig = _bar_panels(table, panel="dataset", x="model", y=value, hue="condition", width=3.8,
+                      ylabel="attention mass on the object" if value == "mass_in_object" else "pointing game hits",
+                      decorate=chance_level if value == "mass_in_object" else None)
     eps = table["eps"].iloc[0]
     fig.suptitle(f"Where the class attention falls: clean, random ±{eps:g}/255 noise, each model's own PGD "
                  f"({scale} scale)", fontsize=10)

@@ -77,8 +77,7 @@ class SceneDataset(classroom_data.GreyImageDataset):
         mask = self.masks[index]
         if size is None or size == mask.shape[0]:
             return torch.from_numpy(mask.astype(np.float32))
-        resized = Image.fromarray(mask.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(resized, dtype=np.float32).clip(0, 1))
+        return torch.from_numpy(_resize(mask, size).clip(0, 1))
 
 
 def _grey(photo) -> np.ndarray:
@@ -147,7 +146,9 @@ def place_objects(objects: np.ndarray, labels: np.ndarray, classes: list[str], s
 
 
 def _resize(array: np.ndarray, side: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR))
+    """A 2-D array resized bilinearly to ``side × side``, as float32."""
+    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR),
+                      dtype=np.float32)
 
 
 def _cached(source: str, split: str, config: SceneConfig, make_objects, cache_dir=None) -> SceneDataset:
