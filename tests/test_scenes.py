@@ -5,10 +5,11 @@ import torch
 from PIL import Image
 
 import zsr_lab as zl
-from zsr_lab import datasets, scenes
+from zsr_lab import classroom, classroom_data, datasets, scenes
 from zsr_lab.attention import (
     attention_mass_in_object,
     measure_attention_localisation,
+    perturbed_images,
     pointing_game,
 )
 
@@ -183,3 +184,56 @@ def test_attention_shift_figure_shows_four_panels_per_image_and_a_row_per_model(
     assert panels[8].get_ylabel() == "copy"
     # a copy of the model sees the same seeded attack: its row equals the first
     assert panels[1].get_xlabel() == panels[9].get_xlabel() and panels[2].get_xlabel() == panels[10].get_xlabel()
+
+
+def test_scene_cache_key_names_everything_that_shapes_the_scenes():
+    base = scenes.SceneConfig(size=56, n=10)
+    keys = {base.cache_key("digits", "test"), base.cache_key("digits", "train"), base.cache_key("fashion_mnist", "test"),
+            scenes.SceneConfig(size=56, n=10, seed=1).cache_key("digits", "test"),
+            scenes.SceneConfig(size=56, n=11).cache_key("digits", "test"),
+            scenes.SceneConfig(size=56, n=10, object_scale=(0.5, 0.8)).cache_key("digits", "test")}
+    assert len(keys) == 6 and base.cache_key("digits", "test") == scenes.SceneConfig(size=56, n=10).cache_key(
+        "digits", "test")
+
+
+def test_fashion_scenes_place_every_test_item_once_with_its_label():
+    data = zl.load_dataset("fashion_scenes", image_size=28, verbose=False)
+    source = classroom_data.fashion_mnist(zl.settings.data_root(), "test")
+    assert len(data) == len(source) == 10_000 and data.classes == list(source.classes)
+    assert np.array_equal(np.bincount(data.labels, minlength=10), np.bincount(source.targets.numpy(), minlength=10))
+    image, label = data[0]
+    assert image.shape == (3, 28, 28) and label == data.labels[0]
+    area = data.masks.mean(axis=(1, 2))
+    # every scene has its object, and no object exceeds its square of at most 0.8 of the side
+    assert 0 < area.min() and area.max() <= 0.8 ** 2 + 0.01
+
+
+def test_pretraining_reads_scenes_as_grey_bytes_at_the_canvas_size_and_resized_otherwise():
+    native, labels = classroom._training_images("digit_scenes", None, scenes.CANVAS_SIZE)
+    train = scenes.digit_scenes("train")
+    assert native.dtype == torch.uint8 and torch.equal(native, torch.from_numpy(train.images))
+    assert torch.equal(labels, torch.as_tensor(train.labels))
+    small, small_labels = classroom._training_images("digit_scenes", None, 28)
+    assert small.shape == (len(train), 28, 28) and small.dtype == torch.uint8 and torch.equal(small_labels, labels)
+    assert abs(small.float().mean() - native.float().mean()) < 2  # the same pictures, smaller
+
+
+def test_perturbed_images_stay_in_the_ball_and_box_and_repeat_with_the_seed(classroom_clip):
+    data = zl.load_dataset("digit_scenes", image_size=classroom_clip.image_size[0], verbose=False)
+    images = torch.stack([data[i][0] for i in range(6)])
+    labels = torch.tensor([data[i][1] for i in range(6)])
+    classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digit_scenes"))
+    views = perturbed_images(classroom_clip, images, labels, eps=4, steps=3, seed=5)
+    again = perturbed_images(classroom_clip, images, labels, eps=4, steps=3, seed=5)
+    other = perturbed_images(classroom_clip, images, labels, eps=4, steps=3, seed=6)
+    assert views["clean"] is images
+    for key in ("random_noise", "adversarial"):
+        change = views[key] - images
+        assert change.abs().max() <= 4 / 255 + 1e-6 and views[key].min() >= 0 and views[key].max() <= 1
+        assert torch.equal(views[key], again[key]) and not torch.equal(views[key], other[key])
+    inside = (images > 4 / 255) & (images < 1 - 4 / 255)  # where clamping cannot shorten the noise
+    assert torch.allclose((views["random_noise"] - images)[inside].abs(), torch.tensor(4 / 255), atol=1e-6)
+    with torch.no_grad():
+        clean_loss = torch.nn.functional.cross_entropy(classroom_clip(images), labels)
+        attacked_loss = torch.nn.functional.cross_entropy(classroom_clip(views["adversarial"]), labels)
+    assert attacked_loss > clean_loss
