@@ -1,4 +1,6 @@
 """Objects with a known place: scene generation, object masks, and scoring attention against them."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -194,6 +196,17 @@ def test_scene_cache_key_names_everything_that_shapes_the_scenes():
             scenes.SceneConfig(size=56, n=10, object_scale=(0.5, 0.8)).cache_key("digits", "test")}
     assert len(keys) == 6 and base.cache_key("digits", "test") == scenes.SceneConfig(size=56, n=10).cache_key(
         "digits", "test")
+
+
+def test_pretraining_cache_key_changes_with_the_scenes_it_trains_on_and_only_then(monkeypatch):
+    with_scenes = classroom.ClassroomPretrainConfig(mixture=(("fashion_scenes", 0.7), ("textures", 0.3)))
+    without = classroom.ClassroomPretrainConfig(mixture=(("fashion_mnist", 0.7), ("textures", 0.3)))
+    before = with_scenes.cache_key(), without.cache_key()
+    original = scenes.scene_config
+    monkeypatch.setattr(scenes, "scene_config",
+                        lambda source, split: dataclasses.replace(original(source, split), object_scale=(0.3, 0.5)))
+    assert with_scenes.cache_key() != before[0]  # other scenes: another checkpoint, never the stale one
+    assert without.cache_key() == before[1]
 
 
 def test_fashion_scenes_place_every_test_item_once_with_its_label():
