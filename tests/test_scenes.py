@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from PIL import Image
@@ -14,6 +15,7 @@ from zsr_lab.attention import (
     perturbed_images,
     pointing_game,
 )
+from zsr_lab.models import CLASSROOM_SCENES_MODEL
 
 
 def _squares(n=6, side=10):
@@ -217,8 +219,8 @@ def test_fashion_scenes_place_every_test_item_once_with_its_label():
     image, label = data[0]
     assert image.shape == (3, 28, 28) and label == data.labels[0]
     area = data.masks.mean(axis=(1, 2))
-    # every scene has its object, and no object exceeds its square of at most 0.8 of the side
-    assert 0 < area.min() and area.max() <= 0.8 ** 2 + 0.01
+    # every scene has its object, and no object exceeds its square of at most 0.85 of the side
+    assert 0 < area.min() and area.max() <= 0.85 ** 2 + 0.01
 
 
 def test_pretraining_reads_scenes_as_grey_bytes_at_the_canvas_size_and_resized_otherwise():
@@ -250,3 +252,32 @@ def test_perturbed_images_stay_in_the_ball_and_box_and_repeat_with_the_seed(clas
         clean_loss = torch.nn.functional.cross_entropy(classroom_clip(images), labels)
         attacked_loss = torch.nn.functional.cross_entropy(classroom_clip(views["adversarial"]), labels)
     assert attacked_loss > clean_loss
+
+
+def test_scenes_scale_pairs_a_clip_with_a_7x7_grid_with_the_scene_sets_and_a_gentler_rate():
+    setup = zl.get_scale("scenes")
+    vision = open_clip.get_model_config(setup.model_name)["vision_cfg"]
+    assert setup.image_size == vision["image_size"] == scenes.CANVAS_SIZE
+    assert vision["image_size"] // vision["patch_size"] == 7
+    assert setup.train_dataset == "fashion_scenes_train" and setup.eval_datasets == datasets.SCENE_DATASETS
+    assert [datasets.has_object_regions(name) for name in setup.eval_datasets] == [True, True, False, False]
+    config = zl.recipe("tga_zsr", "scenes").resolved()
+    assert (config.model, config.train_dataset, config.lr) == (setup.model_name, "fashion_scenes_train", 1e-4)
+    assert zl.recipe("tga_zsr", "classroom").lr == 1e-3
+    assert zl.recipe("fare", "scenes").lr == zl.recipe("fare", "classroom").lr
+    assert "scenes" in zl.get_scale("scenes").banner() and "classroom-scale numbers" in setup.banner()
+
+
+def test_the_scenes_clip_is_pretrained_on_scenes_and_cached_under_its_own_name(monkeypatch, tmp_path):
+    short = dataclasses.replace(classroom.pretraining_config(CLASSROOM_SCENES_MODEL), steps=2, batch_size=16)
+    monkeypatch.setitem(classroom.PRETRAINING, CLASSROOM_SCENES_MODEL, short)
+    clip = zl.load_clip(CLASSROOM_SCENES_MODEL, "zsr_lab", cache_dir=tmp_path)
+    assert clip.image_size == (56, 56)
+    (path,) = (tmp_path / "classroom").iterdir()
+    assert path.name.startswith(CLASSROOM_SCENES_MODEL + "-")
+    record = torch.load(path, weights_only=True)["record"]
+    assert record["config"]["model"] == CLASSROOM_SCENES_MODEL
+    assert dict(map(tuple, record["config"]["mixture"]))["fashion_scenes"] > 0
+    assert classroom.checkpoint_path(cache_dir=tmp_path) != path  # the 28-px classroom CLIP has its own file
+    with pytest.raises(ValueError, match="not a classroom CLIP"):
+        classroom.pretraining_config("ViT-B-32-quickgelu")

@@ -341,6 +341,7 @@ BENCHMARK_DATASETS: tuple[str, ...] = (
     "tiny_imagenet", "cifar10", "cifar100", "stl10", "sun397", "food101", "oxford_pets", "flowers102", "dtd",
     "eurosat", "fgvc_aircraft", "imagenet", "caltech101", "caltech256", "stanford_cars", "pcam")
 CLASSROOM_DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "textures", "faces")
+SCENE_DATASETS: tuple[str, ...] = ("fashion_scenes", "digit_scenes", "textures", "faces")
 
 
 def list_datasets(scale: str | None = None) -> list[str]:

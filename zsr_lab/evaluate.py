@@ -442,7 +442,7 @@ def _parser() -> argparse.ArgumentParser:
                     "table; robust accuracy is the per-image worst case over each suite.",
         epilog="example: python -m zsr_lab.evaluate --scale full --data-root /data --attacks aa pgd-100 "
                "--eps 1 2 4 --n-examples 1000 --out runs/clip_eval")
-    parser.add_argument("--scale", choices=["classroom", "full"], default="classroom",
+    parser.add_argument("--scale", choices=["classroom", "scenes", "full"], default="classroom",
                         help="model, dataset and protocol defaults (default: classroom)")
     parser.add_argument("--model", help="open_clip architecture (default: the scale's)")
     parser.add_argument("--pretrained", help="pretrained tag or checkpoint file (default: the scale's)")

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 
 from .evaluate import summarize
 from .methods import METHODS
-from .models import CLASSROOM_MODEL, ZeroShotCLIP
+from .models import CLASSROOM_MODELS, ZeroShotCLIP
 from .protocol import Protocol
 from .train import TrainConfig, TrainResult
 
@@ -154,7 +154,7 @@ def model_card(model: ZeroShotCLIP, *, config: TrainConfig | None = None, evalua
     name = name or _default_name(model, config)
     method = config.method if config is not None else None
     base = config.pretrained if config is not None else model.pretrained
-    classroom = model.model_name == CLASSROOM_MODEL or (config is not None and config.scale == "classroom")
+    classroom = model.model_name in CLASSROOM_MODELS or (config is not None and config.scale != "full")
     license = license or KNOWN_LICENSES.get(str(base))
     repo = repo_id or f"<your-org>/{name}"
 

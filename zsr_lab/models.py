@@ -26,9 +26,12 @@ from .weights import NORMALIZATIONS, PUBLISHED, load_weights, looks_like_file, p
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
 DEFAULT_PRETRAINED = "openai"
 CLASSROOM_MODEL = "zsr-classroom-vit"
-CLASSROOM_PRETRAINED = "zsr_lab"  # the tag of the checkpoint zsr_lab pre-trains itself
+# a 56-px CLIP whose 7×7 patch grid can tell an object from its background (the "scenes" scale)
+CLASSROOM_SCENES_MODEL = "zsr-classroom-scenes-vit"
+CLASSROOM_MODELS = (CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL)
+CLASSROOM_PRETRAINED = "zsr_lab"  # the tag of the checkpoints zsr_lab pre-trains itself
 
-# Make the classroom architecture a first-class open_clip model ("zsr-classroom-vit").
+# Make the classroom architectures first-class open_clip models.
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
 
@@ -249,7 +252,7 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_
         recorded = found.normalization
     else:
         weights = pretrained
-        if model_name == CLASSROOM_MODEL and pretrained == CLASSROOM_PRETRAINED:
+        if model_name in CLASSROOM_MODELS and pretrained == CLASSROOM_PRETRAINED:
             weights = _base_weights(model_name, pretrained, cache_dir)
         clip = _create(model_name, weights, device, pretrained=pretrained)
     clip.eval()
@@ -262,7 +265,7 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_
 
 
 def _default_base(model_name: str) -> str:
-    if model_name == CLASSROOM_MODEL:
+    if model_name in CLASSROOM_MODELS:
         return CLASSROOM_PRETRAINED
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if "openai" in tags:
@@ -273,9 +276,9 @@ def _default_base(model_name: str) -> str:
 
 def _base_weights(model_name: str, tag: str, cache_dir) -> str:
     """What open_clip's ``pretrained=`` takes for a tag (the classroom CLIP's is a file zsr_lab makes)."""
-    if model_name == CLASSROOM_MODEL and tag == CLASSROOM_PRETRAINED:
-        from .classroom import pretrained_checkpoint  # the classroom CLIP needs this module's loader
-        return str(pretrained_checkpoint(cache_dir=cache_dir))
+    if model_name in CLASSROOM_MODELS and tag == CLASSROOM_PRETRAINED:
+        from .classroom import pretrained_checkpoint, pretraining_config  # they need this module's loader
+        return str(pretrained_checkpoint(pretraining_config(model_name), cache_dir=cache_dir))
     return tag
 
 

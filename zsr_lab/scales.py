@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import datasets, settings
-from .models import CLASSROOM_MODEL, CLASSROOM_PRETRAINED, DEFAULT_MODEL, DEFAULT_PRETRAINED
+from . import datasets, scenes, settings
+from .models import CLASSROOM_MODEL, CLASSROOM_PRETRAINED, CLASSROOM_SCENES_MODEL, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .protocol import FULL_SCALE_EXAMPLES, Protocol
 
 
@@ -15,7 +15,8 @@ class Scale:
     """A scale: which CLIP, which fine-tuning set, which held-out zero-shot evaluation sets.
 
     Attributes:
-        name: ``"classroom"`` or ``"full"``.
+        name: ``"classroom"``, ``"scenes"`` (the classroom's objects placed on photos, for where the model looks)
+            or ``"full"``.
         model_name, pretrained: the "pre-trained CLIP" (open_clip architecture and tag).
         train_dataset: the fine-tuning set (Tiny-ImageNet at full scale).
         eval_datasets: the zero-shot evaluation sets (the 16-dataset benchmark at full scale).
@@ -52,7 +53,7 @@ class Scale:
         device = settings.default_device()
         lines = [f"{self.description}",
                  f"model {model or self.model_name} ({pretrained or self.pretrained}) on {device}"]
-        if self.name == "classroom":
+        if self.name != "full":
             lines.append("Numbers are classroom-scale numbers: they show the phenomena, they do not reproduce "
                          "the papers' tables.")
             if device.type == "cuda":
@@ -74,6 +75,14 @@ SCALES = {
                        # 200 images of the two large sets; textures (135) and faces (100) whole
                        Protocol(datasets.CLASSROOM_DATASETS, CLASSROOM_ATTACKS, (1.0, 4.0),
                                 {"fashion_mnist": 200, "digits": 200})),
+    # objects at a known place: a 56-px CLIP with a 7×7 patch grid, fine-tuned on Fashion-MNIST items placed on
+    # photos, evaluated on held-out digits placed on photos (object masks kept), textures and faces
+    "scenes": Scale("scenes", CLASSROOM_SCENES_MODEL, CLASSROOM_PRETRAINED, "fashion_scenes_train",
+                    datasets.SCENE_DATASETS, scenes.CANVAS_SIZE, 512,
+                    "scenes scale: the classroom's objects placed on photos, a 56-px CLIP pre-trained by zsr_lab, "
+                    "CPU, minutes",
+                    Protocol(datasets.SCENE_DATASETS, CLASSROOM_ATTACKS, (1.0, 4.0),
+                             {"fashion_scenes": 200, "digit_scenes": 200})),
     "full": Scale("full", DEFAULT_MODEL, DEFAULT_PRETRAINED, "tiny_imagenet_train", datasets.BENCHMARK_DATASETS,
                   224, 256, "full scale: OpenAI CLIP ViT-B/32, the 16-dataset benchmark, GPU",
                   Protocol(datasets.BENCHMARK_DATASETS, ("aa",), (1.0,), FULL_SCALE_EXAMPLES)),
@@ -81,7 +90,8 @@ SCALES = {
 
 
 def get_scale(name: str) -> Scale:
-    """The preset for ``"classroom"`` or ``"full"``."""
+    """The preset for ``"classroom"``, ``"scenes"`` or ``"full"``."""
     if name not in SCALES:
-        raise ValueError(f"unknown scale {name!r}; choose 'classroom' (CPU, minutes) or 'full' (GPU, ViT-B/32)")
+        raise ValueError(f"unknown scale {name!r}; choose 'classroom' (CPU, minutes), 'scenes' (classroom objects "
+                         f"on photos, for where the model looks) or 'full' (GPU, ViT-B/32)")
     return SCALES[name]

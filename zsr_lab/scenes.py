@@ -47,7 +47,7 @@ class SceneConfig:
 
     size: int
     n: int
-    object_scale: tuple[float, float] = (0.45, 0.8)
+    object_scale: tuple[float, float] = (0.55, 0.85)
     background_level: tuple[float, float] = (0.15, 0.45)
     background_contrast: tuple[float, float] = (0.15, 0.5)
     seed: int = 0

@@ -95,7 +95,7 @@ def _time(fn, device, repeats):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=["classroom", "full"], default="classroom")
+    parser.add_argument("--scale", choices=["classroom", "scenes", "full"], default="classroom")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
 
     setup = get_scale(args.scale)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pretrained = setup.pretrained if args.scale == "classroom" else None  # random weights: same FLOPs
+    pretrained = setup.pretrained if args.scale != "full" else None  # random weights: same FLOPs
     model = load_clip(setup.model_name, pretrained, device=device)
     batch_size = args.batch_size or setup.batch_size
     precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])

@@ -155,7 +155,7 @@ def benchmark_method(name, model, images, labels, tokens, args, device, precisio
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", choices=["classroom", "full"], default="classroom")
+    parser.add_argument("--scale", choices=["classroom", "scenes", "full"], default="classroom")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5 full, 10 classroom)")
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
 
     setup = get_scale(args.scale)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pretrained = setup.pretrained if args.scale == "classroom" else None  # random weights: same FLOPs
+    pretrained = setup.pretrained if args.scale != "full" else None  # random weights: same FLOPs
     model = load_clip(setup.model_name, pretrained, device=device)
     precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     size = model.image_size[0]
