@@ -177,8 +177,8 @@ def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
     return torch.cat(images), torch.cat(classes), torch.cat(weights), bank
 
 
-# How each classroom architecture is pre-trained: the 56-px CLIP sees objects placed on photos, for 1,000 steps
-# (the scene sets' accuracy keeps rising to about 1,000 steps and little after; see issue 15's notes).
+# How each classroom architecture is pre-trained: the 56-px CLIP sees objects placed on photos, for 1,000 steps,
+# what fits about 4 minutes on 2 cores (700 steps leave digit scenes near 56 %, 1,000 near 76-80 %).
 PRETRAINING = {
     CLASSROOM_MODEL: ClassroomPretrainConfig(),
     CLASSROOM_SCENES_MODEL: ClassroomPretrainConfig(
