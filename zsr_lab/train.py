@@ -288,7 +288,7 @@ def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
     elif scale in ("classroom", "scenes"):
         base = dict(scale=scale, epochs=1, train_examples=9600, holdout_examples=500, batch_size=128,
                     warmup_steps=8, eps=4.0, attack_steps=2, attack_step_size=4.0, log_every=5,
-                    checkpoint_every=25)  # evaluated under the classroom scale's protocol
+                    checkpoint_every=25)  # evaluated under its scale's protocol
         base.update(classroom.get(method, {}))
         if scale == "scenes" and method != "fare":
             # at 1e-3 the 56-px scenes CLIP's held-out sets fall to chance (TeCoA: digit scenes 9.5 %, faces 50 %);
