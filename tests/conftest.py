@@ -20,7 +20,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import zsr_lab as zl  # noqa: E402
-from zsr_lab.models import CLASSROOM_MODEL  # noqa: E402
+from zsr_lab.models import CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,14 @@ def classroom_clip():
     """The pre-trained classroom CLIP (trained on first use in this session's cache)."""
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     return zl.load_clip(CLASSROOM_MODEL, "zsr_lab", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def scenes_clip():
+    """The pre-trained scenes CLIP (trained on first use in this session's cache, about 4 minutes; the chapters
+    that measure where the models look reuse it)."""
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    return zl.load_clip(CLASSROOM_SCENES_MODEL, "zsr_lab", device="cpu")
 
 
 @pytest.fixture()

@@ -30,7 +30,7 @@ _EXPORTS = {
     **dict.fromkeys(("ImageFeatures", "WeightsUnavailableError", "ZeroShotCLIP", "freeze", "frozen_copy", "load_clip",
                      "train_image_tower_only"), "models"),
     "Protocol": "protocol",
-    **dict.fromkeys(("Scale", "get_scale"), "scales"),
+    **dict.fromkeys(("Scale", "get_scale", "localisation_scale"), "scales"),
     **dict.fromkeys(("TrainConfig", "fit", "recipe"), "train"),
     "CheckpointError": "weights",
 }

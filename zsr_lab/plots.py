@@ -329,8 +329,8 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
 
 def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, ylabel: str, width: float,
                 decorate=None):
-    """One bar panel per value of ``panel`` (shared y axis), the legend on the last panel only; ``decorate(ax, rows)``
-    adds to each panel before its legend is drawn. Returns the figure."""
+    """One bar panel per value of ``panel`` (shared y axis), the legend right of the last panel (outside the bars);
+    ``decorate(ax, rows)`` adds to each panel before its legend is drawn. Returns the figure."""
     names = list(dict.fromkeys(tidy[panel]))
     fig, axes = plt.subplots(1, len(names), figsize=(width * len(names) + 1, 3.4), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
@@ -343,7 +343,7 @@ def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, yla
         ax.tick_params(axis="x", rotation=30)
         ax.set_ylabel(ylabel)
         if ax is axes[0, -1]:
-            ax.legend(fontsize=7, title=hue, title_fontsize=7)
+            ax.legend(fontsize=7, title=hue, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
         else:
             ax.get_legend().remove()
     return fig

@@ -24,6 +24,8 @@ class Scale:
         batch_size: evaluation batch size.
         description: one line for printouts.
         protocol: the default robustness evaluation (worst case over a suite, fixed images per dataset).
+        region_datasets: the evaluation sets whose objects have a known place (object masks), on which
+            :func:`zsr_lab.attention.measure_attention_localisation` scores where the model looks; empty when none.
     """
 
     name: str
@@ -35,6 +37,7 @@ class Scale:
     batch_size: int
     description: str
     protocol: Protocol
+    region_datasets: tuple[str, ...] = ()
 
     def examples(self, n: int | None, dataset_names=None, *, data_root=None) -> int | dict | None:
         """``n_examples`` for a protocol on this scale's evaluation sets that draws ``n`` images per dataset and
@@ -82,10 +85,12 @@ SCALES = {
                     "scenes scale: the classroom's objects placed on photos, a 56-px CLIP pre-trained by zsr_lab, "
                     "CPU, minutes",
                     Protocol(datasets.SCENE_DATASETS, CLASSROOM_ATTACKS, (1.0, 4.0),
-                             {"fashion_scenes": 200, "digit_scenes": 200})),
+                             {"fashion_scenes": 200, "digit_scenes": 200}),
+                    ("digit_scenes", "fashion_scenes")),
     "full": Scale("full", DEFAULT_MODEL, DEFAULT_PRETRAINED, "tiny_imagenet_train", datasets.BENCHMARK_DATASETS,
                   224, 256, "full scale: OpenAI CLIP ViT-B/32, the 16-dataset benchmark, GPU",
-                  Protocol(datasets.BENCHMARK_DATASETS, ("aa",), (1.0,), FULL_SCALE_EXAMPLES)),
+                  Protocol(datasets.BENCHMARK_DATASETS, ("aa",), (1.0,), FULL_SCALE_EXAMPLES),
+                  ("oxford_pets",)),  # the pet's pixels, from the dataset's trimaps
 }
 
 
@@ -95,3 +100,11 @@ def get_scale(name: str) -> Scale:
         raise ValueError(f"unknown scale {name!r}; choose 'classroom' (CPU, minutes), 'scenes' (classroom objects "
                          f"on photos, for where the model looks) or 'full' (GPU, ViT-B/32)")
     return SCALES[name]
+
+
+def localisation_scale(name: str) -> Scale:
+    """The scale at which a chapter run at scale ``name`` asks *where the model looks*: the scenes scale for the
+    classroom, whose CLIP sees objects that fill the image through a 4×4 patch grid and so cannot show object
+    against background; the scale itself otherwise (full scale: Oxford-IIIT Pets' pet masks)."""
+    setup = get_scale(name)
+    return get_scale("scenes") if setup.name == "classroom" else setup
