@@ -23,6 +23,15 @@ import zsr_lab as zl  # noqa: E402
 from zsr_lab.models import CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close every figure a test opened: pyplot keeps them all, and tests of figures make many."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture(scope="session")
 def classroom_clip():
     """The pre-trained classroom CLIP (trained on first use in this session's cache)."""
