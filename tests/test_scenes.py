@@ -312,3 +312,14 @@ def test_the_scenes_clip_classifies_zero_shot_and_its_map_stays_on_the_object_un
     assert accuracy["adversarial"] <= 5 and abs(accuracy["random_noise"] - accuracy["clean"]) <= 5
     # the chapters' finding: the attack changes the answer, not how much of the map is on the object
     assert abs(lift["adversarial"] - lift["clean"]) <= 0.05 and abs(lift["random_noise"] - lift["clean"]) <= 0.05
+
+
+def test_object_examples_are_the_chosen_items_in_order_with_their_masks():
+    data = zl.load_dataset("digit_scenes", image_size=28, verbose=False)
+    images, labels, masks = datasets.object_examples("digit_scenes", [3, 0], image_size=28)
+    assert images.shape == (2, 3, 28, 28) and masks.shape == (2, 28, 28)
+    assert torch.equal(images[0], data[3][0]) and torch.equal(images[1], data[0][0])
+    assert labels.tolist() == [data[3][1], data[0][1]]
+    assert torch.equal(masks, datasets.object_masks(torch.utils.data.Subset(data, [3, 0]), 28))
+    with pytest.raises(ValueError, match="no object regions"):
+        datasets.object_examples("textures", [0], image_size=28)

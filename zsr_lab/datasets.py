@@ -370,6 +370,27 @@ def object_masks(dataset: Dataset, size: int) -> torch.Tensor:
     return torch.stack([dataset.object_mask(i, size) for i in indices])
 
 
+def object_examples(name: str, indices, *, image_size: int, data_root=None,
+                    download: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chosen test examples of a dataset with object regions, as the attention figures take them.
+
+    Arguments:
+        name: a registry name with object regions (:func:`has_object_regions`).
+        indices: which examples, in this order.
+        image_size: the model's input size; images and masks come at it.
+
+    Returns:
+        ``(images [B, C, H, W] in [0, 1], labels [B], masks [B, H, W])`` (masks as :func:`object_masks`).
+
+    Raises:
+        ValueError: the dataset has no object regions.
+    """
+    chosen = Subset(load_dataset(name, data_root=data_root, image_size=image_size, download=download,
+                                 verbose=False), list(indices))
+    images, labels = zip(*chosen)
+    return torch.stack(images), torch.tensor(labels), object_masks(chosen, image_size)
+
+
 def get_spec(name: str) -> DatasetSpec:
     """The registry entry for ``name``; an unknown name raises a ``ValueError`` listing the choices."""
     if not isinstance(name, str):
