@@ -31,7 +31,7 @@ def test_default_parameters_train_at_classroom_scale_write_results_and_a_rerun_r
     # 4 sets + their mean, for the worst case and PGD-10, at 2 ε; every member's protocol kept as JSON
     assert results[0].startswith("method,model,pretrained,weights,dataset") and len(results) == 1 + 20
     loaded = zl.reported.load_run_results(run_dir)
-    assert list(loaded.attack.unique()) == ["pgd-10+aa-10", "PGD-10"]
+    assert list(loaded.attack.unique()) == ["pgd-10+aa-10:targets=3", "PGD-10"]
     assert [m["attack"] for m in loaded.members.iloc[0]] == ["PGD-10", "APGD-CE-10", "APGD-T-10"]
     again = _run(tmp_path, "again")
     assert "finished: loaded, not retrained" in _text(again)

@@ -68,8 +68,12 @@ class Scale:
 
 
 # The per-image worst case over PGD-10, APGD-CE and APGD-T with 10 iterations each (the full aa costs ~10x more
-# on 2 cores and, measured on the classroom CLIP, breaks no more images), and PGD-10 alone beside it.
-CLASSROOM_ATTACKS = ("pgd-10+aa-10", "pgd-10")
+# on 2 cores and, measured on the classroom CLIP, breaks no more images), and PGD-10 alone beside it. The classroom
+# aims APGD-T at the top-3 other classes instead of 9: half the evaluation time, and the same worst case in every
+# one of 56 cells measured (the pre-trained CLIP and the six methods' runs, 4 sets, ε = 1 and 4; a test keeps
+# checking it). The scenes CLIP lost one image in 200 with 3 targets, so the scenes scale keeps all 9.
+CLASSROOM_ATTACKS = ("pgd-10+aa-10:targets=3", "pgd-10")
+SCENES_ATTACKS = ("pgd-10+aa-10", "pgd-10")
 
 SCALES = {
     "classroom": Scale("classroom", CLASSROOM_MODEL, CLASSROOM_PRETRAINED, "fashion_mnist_train",
@@ -84,7 +88,7 @@ SCALES = {
                     datasets.SCENE_DATASETS, scenes.CANVAS_SIZE, 512,
                     "scenes scale: the classroom's objects placed on photos, a 56-px CLIP pre-trained by zsr_lab, "
                     "CPU, minutes",
-                    Protocol(datasets.SCENE_DATASETS, CLASSROOM_ATTACKS, (1.0, 4.0),
+                    Protocol(datasets.SCENE_DATASETS, SCENES_ATTACKS, (1.0, 4.0),
                              {"fashion_scenes": 200, "digit_scenes": 200}),
                     ("digit_scenes", "fashion_scenes")),
     "full": Scale("full", DEFAULT_MODEL, DEFAULT_PRETRAINED, "tiny_imagenet_train", datasets.BENCHMARK_DATASETS,
