@@ -1,9 +1,11 @@
 """Open every page of the built book in headless Chromium and check what a reader would see.
 
-For each page of the table of contents: the page loads and has its title, every image of it has loaded in the
-browser (a figure whose file is missing shows as a broken image), the executed chapters show as many figures as
-their executed notebook produced, no page shows an execution error (a traceback in an output), and every
-notebook page has a Colab launch link to its own notebook.
+For each page of the table of contents, laid out at a desktop width: the page loads and has its title, every image
+of it has loaded in the browser (a figure whose file is missing shows as a broken image), the executed chapters
+show as many figures as their executed notebook produced, no page shows an execution error (a traceback in an
+output) or a stderr block, every notebook page has a Colab launch link to its own notebook, MathJax comes from the
+book itself (not a CDN) and has typeset every formula (none is left as TeX), and no code cell or displayed
+formula is wider than the text column (clipped, or behind a scroll bar).
 
 Usage: python .ci/check_book.py [BOOK_ROOT]   (after `jupyter-book build`; needs the `chromium` command)
 """
@@ -23,10 +25,24 @@ HARNESS = """<!doctype html><html><body><pre id="result">pending</pre><script>
 const pages = PAGES;
 const report = {};
 let left = pages.length;
+const wide = e => e.scrollWidth > e.clientWidth + 1;
 function inspect(frame, page) {
+  // MathJax typesets after the page has loaded: wait for it (a MathJax that never loaded leaves the TeX)
+  const mathjax = frame.contentWindow.MathJax;
+  const typeset = mathjax && mathjax.startup && mathjax.startup.promise ? mathjax.startup.promise : Promise.resolve();
+  typeset.then(() => collect(frame, page), () => collect(frame, page));
+}
+function collect(frame, page) {
   const doc = frame.contentDocument;
   const images = Array.from(doc.querySelectorAll("img"));
   report[page] = {
+    stderr: Array.from(doc.querySelectorAll(".cell_output .stderr")).map(e => e.textContent.slice(0, 200)),
+    mathjax: Array.from(doc.querySelectorAll("script[src*='mathjax' i]")).map(s => s.getAttribute("src")),
+    untypeset: Array.from(doc.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container"))
+      .map(m => m.textContent.trim().slice(0, 80)),
+    wideCode: Array.from(doc.querySelectorAll(".cell_input pre")).filter(wide)
+      .map(p => p.textContent.split("\n").reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 100)),
+    wideMath: Array.from(doc.querySelectorAll("div.math")).filter(wide).map(m => m.textContent.trim().slice(0, 80)),
     title: doc.querySelector("h1") ? doc.querySelector("h1").textContent.trim() : "",
     outputImages: doc.querySelectorAll(".cell_output img").length,
     brokenImages: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src")),
@@ -38,6 +54,8 @@ function inspect(frame, page) {
 }
 for (const page of pages) {
   const frame = document.createElement("iframe");
+  frame.style.width = "1280px";  // a desktop window: the theme's text column at its usual width
+  frame.style.height = "900px";
   frame.onload = () => setTimeout(() => inspect(frame, page), 500);  // let the page's scripts settle
   frame.src = page;
   document.body.appendChild(frame);
@@ -74,7 +92,7 @@ def main(root: Path) -> int:
         harness = Path(tmp) / "harness.html"
         harness.write_text(HARNESS.replace("PAGES", json.dumps([p.resolve().as_uri() for p in pages.values()])))
         dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                              "--virtual-time-budget=120000", "--dump-dom", harness.as_uri()],
+                              "--window-size=1400,1000", "--virtual-time-budget=120000", "--dump-dom", harness.as_uri()],
                              capture_output=True, text=True, timeout=600).stdout
     found = re.search(r'<pre id="result">(.*?)</pre>', dom, flags=re.S)
     if not found or found.group(1) == "pending":
@@ -94,6 +112,17 @@ def main(root: Path) -> int:
             problems.append(f"{seen['outputImages']} figures shown, the executed notebook made {expected}")
         if seen["errors"]:
             problems.append(f"execution errors: {seen['errors']}")
+        if seen["stderr"]:
+            problems.append(f"{len(seen['stderr'])} stderr block(s), e.g. {seen['stderr'][0]!r}")
+        remote = [src for src in seen["mathjax"] if "://" in src and not src.startswith("file:")]
+        if remote:
+            problems.append(f"MathJax loaded from the network ({remote[0]}): formulas need a connection")
+        if seen["untypeset"]:
+            problems.append(f"{len(seen['untypeset'])} formula(s) shown as TeX, e.g. {seen['untypeset'][0]!r}")
+        if seen["wideCode"]:
+            problems.append(f"{len(seen['wideCode'])} code cell(s) wider than the column, e.g. {seen['wideCode'][0]!r}")
+        if seen["wideMath"]:
+            problems.append(f"{len(seen['wideMath'])} formula(s) wider than the column, e.g. {seen['wideMath'][0]!r}")
         if (root / f"{chapter}.ipynb").exists() and not any(link.endswith(f"/{chapter}.ipynb") for link in seen["colab"]):
             problems.append(f"no Colab launch link to {chapter}.ipynb (found {seen['colab']})")
         status = "; ".join(problems) or "ok"

@@ -75,13 +75,23 @@ def test_attack_names_and_budgets_are_checked():
         attacks.parse_attack("apgd-10")
 
 
-def test_torchattacks_sees_the_model_without_a_second_normalisation(classroom_clip):
+def test_attacks_see_the_model_without_a_second_normalisation_also_torchattacks(classroom_clip):
+    """The package does not install torchattacks (its metadata pins requests~=2.25.1), but a reader may attack a
+    ZeroShotCLIP with it: it must not find mean/std on the model and normalise the images twice."""
+    torchattacks = pytest.importorskip("torchattacks")
     classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digits"))
-    attack = attacks.build_attack(classroom_clip, "pgd-1", 1, n_classes=10)
     x = torch.rand(4, 3, 28, 28)
+    ours, theirs = attacks.build_attack(classroom_clip, "pgd-1", 1, n_classes=10), torchattacks.PGD(classroom_clip)
     with torch.no_grad():
-        torch.testing.assert_close(attack.get_logits(x), classroom_clip(x))
-    assert attack.normalization_used is None
+        torch.testing.assert_close(ours.get_logits(x), classroom_clip(x))
+        torch.testing.assert_close(theirs.get_logits(x), classroom_clip(x))
+    assert theirs.normalization_used is None
+
+
+def test_the_package_does_not_require_torchattacks():
+    from importlib.metadata import requires
+
+    assert not [r for r in requires("zsr_lab") if r.split(";")[0].strip().startswith("torchattacks")]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,73 @@ def test_every_exercise_has_a_dropdown_solution():
         for label in exercises:
             assert solutions.get(label) == "dropdown", f"{path.name}: exercise {label} has no dropdown solution"
         assert text.count("{solution-start}") == text.count("{solution-end}"), path.name
+
+
+def _set_repository():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("set_repository", ROOT / ".ci" / "set_repository.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _repositories_named(root: Path) -> set[str]:
+    """Every GitHub repository the README and the chapters' install cells name."""
+    texts = [(root / "README.md").read_text(), *(p.read_text() for p in (root / "book").glob("*.ipynb"))]
+    found = set()
+    for text in texts:
+        found |= set(re.findall(r"git\+(https://github\.com/[\w.-]+/[\w.-]+?)(?:\.git)?[\"\\@ ]", text))
+        found |= {f"https://github.com/{r}" for r in re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/",
+                                                                 text)}
+    return found
+
+
+def test_the_repository_is_set_in_one_place_and_everything_names_it():
+    url, branch = _set_repository().current_repository(ROOT)
+    assert _repositories_named(ROOT) == {url}
+    assert f"/blob/{branch}/" in (ROOT / "README.md").read_text()
+
+
+def test_set_repository_moves_every_mention_to_the_new_repository(tmp_path):
+    import shutil
+
+    for name in ("_config.yml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build", "_ext"))
+    tool = _set_repository()
+    changed = tool.set_repository("https://github.com/a-reader/zsr_lab-fork", "teaching", tmp_path)
+    assert tmp_path / "_config.yml" in changed and tmp_path / "README.md" in changed
+    assert tool.current_repository(tmp_path) == ("https://github.com/a-reader/zsr_lab-fork", "teaching")
+    assert _repositories_named(tmp_path) == {"https://github.com/a-reader/zsr_lab-fork"}
+    assert "/blob/teaching/book/zero_shot_clip.ipynb" in (tmp_path / "README.md").read_text()
+    assert tool.main(["https://gitlab.com/a/b"]) == 2  # Colab opens notebooks from GitHub only
+
+
+# What a Colab runtime has installed (the five packages a user would not want changed), recent Colab versions
+COLAB_PREINSTALLED = {"torch": "2.9.0", "torchvision": "0.24.0", "requests": "2.32.4", "numpy": "2.0.2",
+                      "pandas": "2.2.2"}
+
+
+def test_installing_the_package_in_colab_changes_none_of_colabs_packages(tmp_path):
+    """The chapters' Colab cell installs the package into an environment that has these versions: pip must
+    resolve the package with every one of them kept (torchattacks' requests~=2.25.1 pin once forced requests,
+    urllib3 and idna down)."""
+    import json
+    import subprocess
+    import sys
+
+    constraints = tmp_path / "colab.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in COLAB_PREINSTALLED.items()))
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                           "--disable-pip-version-check", "--report", str(report), "-c", str(constraints), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode and "No matching distribution" in done.stderr and "Could not find" in done.stderr:
+        pytest.skip(f"no package index reachable: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+              for item in json.loads(report.read_text())["install"]}
+    for name, version in COLAB_PREINSTALLED.items():
+        assert chosen.get(name, version) == version, (name, chosen.get(name))
+    assert "torchattacks" not in chosen and "pyautoattack" in chosen

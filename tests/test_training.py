@@ -94,6 +94,19 @@ def test_recipes_carry_the_spec_constants():
     assert recipe("tecoa", "full", eval_n_examples=0).resolved().protocol.n_examples is None
 
 
+def test_a_chapters_runs_fix_scale_data_and_folders_once(tmp_path):
+    runs = zl.Runs("classroom", data_root=str(tmp_path), download=True)
+    assert runs.recipe("tecoa") == recipe("tecoa", "classroom", data_root=str(tmp_path), download=True)
+    assert runs.recipe("tecoa").run_dir is None  # the cache's folder, named by the weights' settings
+    scenes = runs.recipe("tga_zsr", "scenes-tga_zsr", at="scenes", lr=3e-4)
+    assert (scenes.scale, scenes.lr, scenes.run_dir) == ("scenes", 3e-4, None)
+    placed = zl.Runs("classroom", run_dir=str(tmp_path))
+    assert placed.recipe("tecoa").run_dir == f"{tmp_path}/tecoa"
+    assert placed.recipe("tecoa", "tecoa_lr3").run_dir == f"{tmp_path}/tecoa_lr3"
+    with pytest.raises(ValueError, match="unknown scale"):
+        zl.Runs("clasroom").recipe("tecoa")
+
+
 @pytest.mark.parametrize("method, method_options", [("tecoa", {}), ("pmg_aft", {}), ("fare", {}),
                                                     ("tima", {"text_steps": 5}), ("tima", {"schedule": "joint"})])
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, method, method_options):

@@ -31,7 +31,7 @@ _EXPORTS = {
                      "train_image_tower_only"), "models"),
     "Protocol": "protocol",
     **dict.fromkeys(("Scale", "get_scale", "localisation_scale"), "scales"),
-    **dict.fromkeys(("TrainConfig", "fit", "recipe"), "train"),
+    **dict.fromkeys(("Runs", "TrainConfig", "fit", "recipe"), "train"),
     "CheckpointError": "weights",
 }
 

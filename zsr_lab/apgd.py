@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchattacks.attack import Attack
+
+from .attack_base import Attack
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 MOMENTUM = 0.75  # weight of the new step against the previous move (the reference's a = 0.75)
@@ -94,8 +95,6 @@ class APGD(Attack):
             raise ValueError(f"unknown APGD loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self.eps, self.steps, self.loss, self.restarts = eps, steps, loss, restarts
         self.n_targets, self.seed, self.early_stop = n_targets, seed, early_stop
-        self.supported_mode = ["default"]
-        self.iterations = torch.zeros(0, dtype=torch.long)
 
     def forward(self, images, labels):
         images = images.clone().detach().to(self.device)

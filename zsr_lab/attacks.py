@@ -3,10 +3,10 @@
 Each attack here is one member; :mod:`zsr_lab.suites` combines members into suites (``aa``, ``aa-standard``, ...)
 and takes the per-image worst case. zsr_lab's own sign-gradient PGD (cross-entropy or the papers' "CW" margin
 loss) and APGD (:mod:`zsr_lab.apgd`) stop per image at the first iteration that misclassifies it when
-``early_stop`` is on, and count the forward-backward passes each image received. torchattacks does ℓ2 PGD, FAB-T
-and Square, configured as the reference AutoAttack runs them (``n_classes`` per dataset, at most 9 target classes,
-5,000 queries, no second normalisation). Forward passes can run in bf16/fp16 with a gradient scale that keeps fp16
-input gradients from underflowing.
+``early_stop`` is on, and count the forward-backward passes each image received; ℓ2 PGD is the same loop with
+normalised steps. FAB-T and Square are the reference AutoAttack's own (the ``pyautoattack`` package), configured as
+its standard version runs them (at most 9 target classes, 5,000 queries, no rescaled schedule). Forward passes can
+run in bf16/fp16 with a gradient scale that keeps fp16 input gradients from underflowing.
 
 Users write ℓ∞ budgets in units of 1/255 (``eps=1`` means 1/255); ℓ2 budgets are radii in [0,1] pixel units.
 """
@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchattacks
-from torchattacks.attack import Attack
+from pyautoattack.fab_pt import FABAttack_PT
+from pyautoattack.square import SquareAttack
 from torch import nn
 
 from .apgd import APGD
+from .attack_base import Attack
 from .precision import PrecisionModel
 
 
@@ -37,14 +38,15 @@ class AttackKind:
 
 ATTACKS: dict[str, AttackKind] = {
     "pgd": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the cross-entropy of the 100-scaled logits, uniform random start"),
-    "pgd_l2": AttackKind("L2", 100, 2, "ℓ2 PGD on the cross-entropy (torchattacks)"),
+    "pgd_l2": AttackKind("L2", 100, 2, "ℓ2 PGD on the cross-entropy, uniform random start in the ball"),
     "cw": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the margin loss −relu(z_y − max_{k≠y} z_k + κ), κ = 50 (the "
                                      "papers' 'CW')"),
     "apgd_ce": AttackKind("Linf", 100, 2, "APGD on the cross-entropy"),
     "apgd_dlr": AttackKind("Linf", 100, 3, "APGD on the DLR loss (needs 3 classes)"),
     "apgd_t": AttackKind("Linf", 100, 4, "APGD on the targeted DLR loss, top-9 target classes (needs 4 classes)"),
-    "fab_t": AttackKind("Linf", 100, 2, "targeted FAB, top-9 target classes (torchattacks)"),
-    "square": AttackKind("Linf", 5000, 2, "Square, the black-box score attack; steps = queries (torchattacks)"),
+    "fab_t": AttackKind("Linf", 100, 2, "targeted FAB, top-9 target classes (the reference AutoAttack's)"),
+    "square": AttackKind("Linf", 5000, 2, "Square, the black-box score attack; steps = queries (the reference "
+                                          "AutoAttack's)"),
 }
 RENAMED = {"apgd": "papers-aa (APGD-CE + APGD-DLR, the papers' 'AutoAttack') or aa (APGD-CE + APGD-T)",
            "autoattack": "aa-standard (APGD-CE, APGD-T, FAB-T, Square)"}
@@ -180,19 +182,24 @@ class SignPGD(Attack):
             raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
         self.eps, self.alpha, self.steps, self.loss, self.kappa = eps, alpha, steps, loss, kappa
         self.early_stop = early_stop
-        self.supported_mode = ["default"]
-        self.iterations = torch.zeros(0, dtype=torch.long)
 
     def _objective(self, logits, labels):
         if self.loss == "ce":
             return F.cross_entropy(logits, labels, reduction="sum")
         return margin_loss(logits, labels, self.kappa).sum()
 
+    def _random_start(self, images):
+        return images + torch.empty_like(images).uniform_(-self.eps, self.eps)
+
+    def _step(self, adv, images, grad):
+        """One ascent step from ``adv``, projected on the ε-ball around ``images`` (the caller clips to [0, 1])."""
+        x = adv + self.alpha * grad.sign()
+        return torch.minimum(torch.maximum(x, images - self.eps), images + self.eps)
+
     def forward(self, images, labels):
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        start = torch.empty_like(images).uniform_(-self.eps, self.eps)
-        adv = (images + start).clamp(0, 1)
+        adv = self._random_start(images).clamp(0, 1)
         self.iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
         alive = torch.arange(len(images), device=images.device)
         for step in range(self.steps + 1):
@@ -212,10 +219,63 @@ class SignPGD(Attack):
                 break
             self.iterations[alive] += 1
             with torch.no_grad():
-                x = adv[alive] + self.alpha * grad.sign()
-                x = torch.minimum(torch.maximum(x, images[alive] - self.eps), images[alive] + self.eps)
-                adv[alive] = x.clamp(0, 1)
+                adv[alive] = self._step(adv[alive], images[alive], grad).clamp(0, 1)
         return adv
+
+
+class L2PGD(SignPGD):
+    r"""ℓ2 PGD on the cross-entropy: steps along the gradient normalised per image, projection on the ℓ2 ball,
+    a random start uniform in radius along a random direction; early stopping as :class:`SignPGD`.
+
+    Arguments:
+        model (nn.Module): model taking [0,1] images and returning logits.
+        eps (float): ℓ2 radius in pixel units.
+        alpha (float): step length in pixel units.
+        steps (int): number of steps. (Default: 100)
+        early_stop (bool): stop per image at the first misclassified iterate. (Default: True)
+
+    Shape:
+        - images: :math:`(N, C, H, W)` in [0, 1]. - labels: :math:`(N)`. - output: like images.
+
+    Examples::
+        >>> attack = L2PGD(model, eps=0.5, alpha=0.5 * 2.5 / 100, steps=100)
+        >>> adv_images = attack(images, labels)
+    """
+
+    def __init__(self, model, eps=0.5, alpha=0.0125, steps=100, early_stop=True):
+        super().__init__(model, eps=eps, alpha=alpha, steps=steps, loss="ce", early_stop=early_stop)
+        self.name = "L2PGD"
+
+    def _random_start(self, images):
+        direction = torch.randn_like(images)
+        radius = torch.rand(len(images), *[1] * (images.dim() - 1), dtype=images.dtype, device=images.device)
+        return images + direction / _l2(direction) * radius * self.eps
+
+    def _step(self, adv, images, grad):
+        moved = adv + self.alpha * grad / _l2(grad).clamp_min(1e-12) - images
+        return images + moved * (self.eps / _l2(moved).clamp_min(1e-12)).clamp(max=1.0)
+
+
+def _l2(batch: torch.Tensor) -> torch.Tensor:
+    """Per-image ℓ2 norms, shaped to broadcast against the batch."""
+    return batch.flatten(1).norm(dim=1).view(-1, *[1] * (batch.dim() - 1))
+
+
+class ReferenceAttack(Attack):
+    """FAB-T or Square from the reference AutoAttack (``pyautoattack``), as a member: its random generator is
+    forked (the reference reseeds the global one), and every image is counted at the nominal budget (FAB-T: steps
+    × target classes; Square: queries), an upper bound of what it spent."""
+
+    def __init__(self, name: str, model, reference, budget: int):
+        super().__init__(name, model)
+        self.reference, self.budget = reference, budget
+
+    def forward(self, images, labels):
+        images, labels = images.clone().detach().to(self.device), labels.to(self.device)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            adv = self.reference.perturb(images, labels)
+        self.iterations = torch.full((len(images),), self.budget, dtype=torch.long, device=self.device)
+        return adv.detach()
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
@@ -230,10 +290,8 @@ class WithRestarts(Attack):
     image, the first adversarial found (the last attempt for the images that stay robust)."""
 
     def __init__(self, attack: Attack, restarts: int):
-        super().__init__(f"{attack.attack}x{restarts}", attack.model)
+        super().__init__(f"{attack.name}x{restarts}", attack.model)
         self.inner, self.restarts = attack, restarts
-        self.supported_mode = ["default"]
-        self.iterations = torch.zeros(0, dtype=torch.long)
 
     def forward(self, images, labels):
         images, labels = images.clone().detach().to(self.device), labels.to(self.device)
@@ -254,13 +312,10 @@ class WithRestarts(Attack):
 
 def attack_iterations(attack: Attack, n_images: int) -> torch.Tensor:
     """Forward-backward passes (queries for Square) each image of the last call received: counted by zsr_lab's
-    attacks; the nominal budget for torchattacks' (an upper bound: Square stops early inside)."""
-    counted = getattr(attack, "iterations", None)
-    if counted is not None and len(counted) == n_images:
-        return counted
-    steps = getattr(attack, "steps", None) or getattr(attack, "n_queries", None) or 1
-    runs = getattr(attack, "n_target_classes", 1) if getattr(attack, "multi_targeted", False) else 1
-    return torch.full((n_images,), steps * runs, dtype=torch.long)
+    attacks; the nominal budget for the reference FAB-T and Square (an upper bound: Square stops early inside)."""
+    if len(attack.iterations) != n_images:
+        raise ValueError(f"{attack.name} last attacked {len(attack.iterations)} images, not {n_images}")
+    return attack.iterations
 
 
 def build_attack(model: nn.Module, config: AttackConfig | str, eps: float, *, n_classes: int, seed: int = 0,
@@ -293,17 +348,19 @@ def build_attack(model: nn.Module, config: AttackConfig | str, eps: float, *, n_
         attack = SignPGD(target, eps=eps_px, alpha=step_px, steps=config.steps,
                          loss="ce" if config.name == "pgd" else "margin", kappa=config.kappa, early_stop=early_stop)
     elif config.name == "pgd_l2":
-        attack = torchattacks.PGDL2(target, eps=eps_px, alpha=step_px, steps=config.steps, random_start=True)
+        attack = L2PGD(target, eps=eps_px, alpha=step_px, steps=config.steps, early_stop=early_stop)
     elif config.name.startswith("apgd"):
         loss = {"apgd_ce": "ce", "apgd_dlr": "dlr", "apgd_t": "dlr_targeted"}[config.name]
         return APGD(target, eps=eps_px, steps=config.steps, loss=loss, restarts=config.restarts,
                     n_targets=n_targets, seed=seed, early_stop=early_stop)
     elif config.name == "fab_t":
-        attack = torchattacks.FAB(target, norm="Linf", eps=eps_px, steps=config.steps, seed=seed,
-                                  multi_targeted=True, n_classes=n_classes)
-        attack.n_target_classes = n_targets
+        fab = FABAttack_PT(target, norm="Linf", n_restarts=1, n_iter=config.steps, eps=eps_px, seed=seed,
+                           targeted=True, n_target_classes=n_targets, device=target.device)
+        attack = ReferenceAttack(config.label, target, fab, config.steps * n_targets)
     else:
-        attack = torchattacks.Square(target, norm="Linf", eps=eps_px, n_queries=config.steps, seed=seed)
+        square = SquareAttack(target, norm="Linf", n_queries=config.steps, eps=eps_px, p_init=0.8, n_restarts=1,
+                              seed=seed, resc_schedule=False, device=target.device)
+        attack = ReferenceAttack(config.label, target, square, config.steps)
     return WithRestarts(attack, config.restarts) if config.restarts > 1 else attack
 
 
@@ -312,7 +369,7 @@ def pgd_linf(objective, images: torch.Tensor, *, eps: float, step_size: float, s
              grad_scale: float = 1.0) -> torch.Tensor:
     r"""ℓ∞ PGD that maximises any objective of the perturbed images: the training attack of every method.
 
-    torchattacks' PGD maximises the cross-entropy of a classifier; training needs the same loop on each
+    An evaluation attack maximises the cross-entropy of a classifier; training needs the same loop on each
     method's own inner objective (the cross-entropy of the 100-scaled logits for TeCoA, PMG-AFT and TGA-ZSR,
     FARE's embedding distance). Only the perturbation's gradient is taken, so the caller's parameter
     gradients stay untouched; freeze the parameters while attacking (``requires_grad_(False)``) to save the

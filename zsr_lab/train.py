@@ -300,6 +300,38 @@ def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+
+@dataclass(frozen=True)
+class Runs:
+    """A chapter's training runs: its scale, its data and where its runs are written, fixed once so that each
+    recipe is one short call.
+
+    Arguments:
+        scale: the chapter's scale (``"classroom"``, ``"scenes"`` or ``"full"``).
+        data_root, download: passed to every recipe.
+        run_dir: ``None``: each run in its own folder under the zsr_lab cache, named by the settings that shape
+            its weights (so a run that another chapter trained is loaded, not retrained); otherwise
+            ``run_dir/<folder>``.
+
+    Examples:
+        >>> runs = zl.Runs("classroom")
+        >>> tecoa = zl.fit(runs.recipe("tecoa"))
+        >>> slower = zl.fit(runs.recipe("tecoa", "tecoa_lr3", lr=1e-3 / 3))
+        >>> on_scenes = runs.recipe("tga_zsr", "scenes-tga_zsr", at="scenes")
+    """
+
+    scale: str = "classroom"
+    data_root: str | None = None
+    download: bool = False
+    run_dir: str | None = None
+
+    def recipe(self, method: str, folder: str | None = None, *, at: str | None = None, **overrides) -> TrainConfig:
+        """:func:`recipe` of ``method`` at scale ``at`` (the chapter's unless given), with any field overridden;
+        it trains into ``run_dir/<folder or method>`` when ``run_dir`` is set."""
+        where = {"run_dir": f"{self.run_dir}/{folder or method}"} if self.run_dir is not None else {}
+        return recipe(method, at or self.scale, data_root=self.data_root, download=self.download, **where,
+                      **overrides)
+
 # ---- schedule, data order, checkpoints ----------------------------------------------------------------------
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
