@@ -19,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
 
 HARNESS = """<!doctype html><html><body><pre id="result">pending</pre><script>
 const pages = PAGES;
@@ -41,7 +40,7 @@ function collect(frame, page) {
     untypeset: Array.from(doc.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container"))
       .map(m => m.textContent.trim().slice(0, 80)),
     wideCode: Array.from(doc.querySelectorAll(".cell_input pre")).filter(wide)
-      .map(p => p.textContent.split("\n").reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 100)),
+      .map(p => p.textContent.split("\\n").reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 100)),
     wideMath: Array.from(doc.querySelectorAll("div.math")).filter(wide).map(m => m.textContent.trim().slice(0, 80)),
     title: doc.querySelector("h1") ? doc.querySelector("h1").textContent.trim() : "",
     outputImages: doc.querySelectorAll(".cell_output img").length,
@@ -64,8 +63,10 @@ for (const page of pages) {
 
 
 def chapters(root: Path) -> list[str]:
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    return [toc["root"], *(chapter["file"] for chapter in toc["chapters"])]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))  # this repository's reader
+    from book_order import toc_files
+
+    return toc_files(root / "_toc.yml")
 
 
 def figures_in_executed_notebook(root: Path, chapter: str) -> int | None:

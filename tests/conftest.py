@@ -6,6 +6,7 @@ accuracy test always judges what the current code produces. Set ZSR_LAB_CACHE to
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,6 @@ os.environ.setdefault("ZSR_LAB_DATA", os.path.join(_session_dir, "data"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 import zsr_lab as zl  # noqa: E402
 from zsr_lab.models import CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL  # noqa: E402
@@ -58,8 +58,10 @@ def pytest_collection_modifyitems(items):
     """Run the chapters in the book's order, after the unit tests: later chapters (the comparison) reuse the
     cached runs of earlier ones, as they do for a reader."""
     root = Path(__file__).resolve().parents[1]
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    order = {str(root / f"{entry['file']}.ipynb"): i for i, entry in enumerate(toc["chapters"])}
+    sys.path.insert(0, str(root / "book" / "_ext"))
+    from book_order import toc_files
+
+    order = {str(root / f"{page}.ipynb"): i for i, page in enumerate(toc_files(root / "_toc.yml"))}
     items.sort(key=lambda item: order.get(str(item.path), -1))  # stable: unit tests first, cells keep their order
 
 

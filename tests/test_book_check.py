@@ -42,11 +42,32 @@ def test_a_page_with_its_figure_passes(tmp_path):
     assert _checker().main(book) == 0
 
 
-@pytest.mark.parametrize("body, figures_made", [
-    ('<div class="cell_output"><img src="../_images/missing.png"></div>', 1),  # the file is not there
-    ('<div class="cell_output"><img src="../_images/figure.png"></div>', 2),   # a figure lost in the build
-    ('<div class="cell_output"><img src="../_images/figure.png"></div>'
-     '<div class="cell_output"><div class="output traceback">ValueError: boom</div></div>', 1),
+FIGURE = '<div class="cell_output"><img src="../_images/figure.png"></div>'
+
+
+@pytest.mark.parametrize("body, figures_made, problem", [
+    ('<div class="cell_output"><img src="../_images/missing.png"></div>', 1, "images that did not load"),
+    (FIGURE, 2, "1 figures shown, the executed notebook made 2"),  # a figure lost in the build
+    (FIGURE + '<div class="cell_output"><div class="output traceback">ValueError: boom</div></div>', 1,
+     "execution errors"),
+    (FIGURE + '<div class="cell_output"><div class="output stderr">UserWarning: initialized randomly</div></div>', 1,
+     "1 stderr block(s)"),
+    (FIGURE + '<p><span class="math notranslate nohighlight">\\(\\epsilon = 1/255\\)</span></p>', 1,
+     "1 formula(s) shown as TeX"),  # MathJax never ran
+    (FIGURE + '<script defer src="https://mathjax.invalid/tex-chtml.js"></script>', 1,
+     "MathJax loaded from the network"),
+    (FIGURE + '<div class="cell_input"><pre style="width: 600px; overflow: auto">' + "x = 1  " * 120 + "</pre></div>", 1,
+     "1 code cell(s) wider than the column"),
 ])
-def test_a_broken_figure_a_lost_figure_or_a_traceback_fails(tmp_path, body, figures_made):
+def test_what_a_reader_would_see_as_broken_fails(tmp_path, capsys, body, figures_made, problem):
     assert _checker().main(_book(tmp_path, body, figures_made)) == 1
+    assert problem in capsys.readouterr().out
+
+
+def test_a_formula_typeset_by_the_books_own_mathjax_passes(tmp_path):
+    import importlib.util
+
+    mathjax = Path(importlib.util.find_spec("sphinx-mathjax-offline").origin).parent / "static" / "mathjax"
+    script = f'<script defer src="{(mathjax / "tex-chtml.js").as_uri()}"></script>'
+    formula = '<p><span class="math notranslate nohighlight">\\(\\epsilon = 1/255\\)</span></p>'
+    assert _checker().main(_book(tmp_path, FIGURE + formula + script)) == 0

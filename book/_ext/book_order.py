@@ -6,7 +6,10 @@ every method before the chapters that introduce them. Pages outside the table of
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from sphinx_external_toc.api import FileItem
+from sphinx_external_toc.parsing import parse_toc_yaml
 
 
 def toc_order(site_map) -> list[str]:
@@ -24,6 +27,12 @@ def toc_order(site_map) -> list[str]:
 
     visit(site_map.root.docname)
     return order
+
+
+def toc_files(toc_path: Path) -> list[str]:
+    """The pages of a ``_toc.yml`` (root first), in reading order: what the build, the tests and the browser
+    check all follow."""
+    return toc_order(parse_toc_yaml(str(toc_path)))
 
 
 def _read_in_toc_order(app, env, docnames: list[str]) -> None:
