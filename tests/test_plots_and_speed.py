@@ -83,3 +83,21 @@ def test_suite_benchmark_counts_the_passes_each_way(classroom_clip):
     # the projection: survivors take the suite's whole budget, the others what breaking took on the classroom CLIP
     passes = speed_suites.projected_passes({"passes_to_break": 10.0}, 0.6, 0.4, 1010)
     assert passes == pytest.approx(0.4 * 1010 + 0.2 * 10)
+
+
+def test_text_progress_prints_one_line_when_a_bar_that_stays_finishes(monkeypatch, capsys):
+    from zsr_lab import progress
+
+    monkeypatch.setenv(progress.PROGRESS_ENV, "text")
+    assert sum(progress.progress_bar(range(5), desc="steps")) == 10
+    for _ in progress.progress_bar(range(3), desc="passing", leave=False):
+        pass
+    bar = progress.progress_bar(total=4, desc="manual")
+    bar.update(4)
+    bar.close()
+    bar.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("steps: 100%") and "5/5" in lines[0]
+    assert lines[1].startswith("manual: 100%") and "4/4" in lines[1]
+    monkeypatch.setenv(progress.PROGRESS_ENV, "")
+    assert not isinstance(progress.progress_bar(range(2), disable=True), progress.TextProgress)

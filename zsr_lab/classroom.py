@@ -27,10 +27,10 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import classroom_data, datasets, scenes, settings
 from .models import CLASSROOM_MODEL, CLASSROOM_MODELS, CLASSROOM_SCENES_MODEL
+from .progress import progress_bar
 
 FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
 
@@ -219,7 +219,7 @@ def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainC
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     losses = []
-    for _ in tqdm(range(config.steps), desc="pre-training the classroom CLIP", disable=not progress):
+    for _ in progress_bar(range(config.steps), desc="pre-training the classroom CLIP", disable=not progress):
         batch = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator)
         pixels = images[batch].float().div(255).unsqueeze(1).expand(-1, 3, -1, -1)
         image_emb = model.encode_image((pixels - mean) / std)

@@ -20,13 +20,13 @@ from typing import Sequence
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from . import datasets
 from .attacks import AttackConfig
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP
 from .precision import autocast
+from .progress import progress_bar
 from .protocol import Protocol, check_split_sizes
 from .suites import Suite, run_suite
 
@@ -63,7 +63,7 @@ def zero_shot_accuracy(model: ZeroShotCLIP, loader: DataLoader, *, precision: st
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=model.device)
     total = 0
-    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for images, labels in progress_bar(loader, desc=desc, disable=not progress, leave=False):
         images, labels = images.to(model.device, non_blocking=True), labels.to(model.device, non_blocking=True)
         with autocast(precision, model.device):
             logits = model(images)
@@ -370,7 +370,8 @@ def _attack_dataset(model, target, spec, data, templates, pending, protocol: Pro
     out_of_box = [[0.0] * len(m) for m in members]
     model.eval()
     with _frozen(model):
-        for batch, (images, labels) in enumerate(tqdm(loader, desc=spec.title, disable=not progress, leave=False)):
+        bars = progress_bar(loader, desc=spec.title, disable=not progress, leave=False)
+        for batch, (images, labels) in enumerate(bars):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.no_grad(), autocast(protocol.precision, device):
                 correct = target(images).argmax(1) == labels

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
 
 from . import datasets, settings
 from .attacks import build_attack, check_eps, pgd_linf
@@ -53,6 +52,7 @@ from .evaluate import (_frozen, _workers, evaluate_robustness, load_protocol_dat
 from .methods import METHODS, Method, build_method
 from .models import WeightsUnavailableError, ZeroShotCLIP, freeze, frozen_copy, load_clip, train_image_tower_only
 from .precision import FP16_GRAD_SCALE, PRECISIONS, autocast
+from .progress import progress_bar
 from .protocol import Protocol
 from .scales import get_scale
 from .suites import parse_suite
@@ -538,7 +538,7 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     Arguments:
         config: a :class:`TrainConfig` (``recipe(method, scale)`` gives the spec's).
         hooks: callables ``hook(step, model)`` run after every optimizer step (e.g. custom probes).
-        progress: show tqdm progress bars.
+        progress: show progress bars (:func:`zsr_lab.progress.progress_bar`).
 
     Returns:
         A :class:`TrainResult`. A finished run found in ``run_dir`` is loaded, not retrained; finished evaluation
@@ -661,8 +661,8 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     attack_eps, attack_step = config.eps / 255, config.attack_step_size / 255
     sums: dict[str, torch.Tensor] = {}
     logged_steps, train_seconds = 0, 0.0
-    bar = tqdm(total=total_steps, initial=step, desc=f"{config.method} ({config.scale})",
-               disable=not (progress and is_main))
+    bar = progress_bar(total=total_steps, initial=step, desc=f"{config.method} ({config.scale})",
+                       disable=not (progress and is_main))
     loader_epoch, batches = None, None
     try:
         while step < total_steps:
