@@ -14,6 +14,8 @@ from .attention import attention_maps
 from .evaluate import select_attack
 from .models import ZeroShotCLIP
 
+COLUMN_INCHES = 7.0  # the book's text column (about 690 px): a figure this wide is shown at its own size
+
 
 def show_examples(dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224,
                   data_root=None, seed: int = 0):
@@ -106,6 +108,36 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
     axes[0, 0].text(-0.1, 0.5, "clean", transform=axes[0, 0].transAxes, rotation=90, ha="right", va="center")
     axes[2, 0].text(-0.1, 0.5, f"adversarial\n{eps_label}", transform=axes[2, 0].transAxes, rotation=90,
                     ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def show_budget_series(model: ZeroShotCLIP, image: torch.Tensor, label: torch.Tensor, classnames: Sequence[str], *,
+                       budgets: Sequence[float] = (0, 1, 2, 4, 8, 16), steps: int = 10, seed: int = 0):
+    """One image attacked with PGD at growing budgets, side by side, each titled with the predicted class and its
+    probability (green: right, red: wrong): what the chapter's ε slider shows, without a running kernel.
+
+    Arguments:
+        model: a :class:`ZeroShotCLIP` with the image's classifier installed.
+        image: ``[1, C, H, W]`` in [0, 1]; label: ``[1]``.
+        budgets: ε in units of 1/255 (0: the clean image).
+    """
+    from .attacks import build_attack
+
+    fig, axes = plt.subplots(1, len(budgets), figsize=(COLUMN_INCHES, COLUMN_INCHES / len(budgets) + 0.8),
+                             squeeze=False)
+    for ax, eps in zip(axes[0], budgets):
+        torch.manual_seed(seed)
+        with torch.enable_grad():
+            adversarial = image if eps == 0 else build_attack(model, f"pgd-{steps}", eps,
+                                                              n_classes=len(classnames))(image, label)
+        probabilities = model(adversarial.to(model.device)).softmax(-1)[0].cpu()
+        top = int(probabilities.argmax())
+        ax.imshow(adversarial[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax.set_title(f"ε = {eps:g}/255\n{classnames[top][:12]} {100 * probabilities[top]:.0f} %", fontsize=9,
+                     color="tab:green" if top == int(label[0]) else "tab:red")
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
