@@ -114,3 +114,21 @@ def test_unknown_tag_and_architecture():
         zl.load_clip(DEFAULT_MODEL, "no_such_tag", device="cpu")
     with pytest.raises(ValueError, match="list_models"):
         zl.load_clip("ViT-Z-99", None)
+
+
+def test_a_model_to_train_from_scratch_is_created_without_the_random_weights_warning(caplog):
+    import logging
+
+    import open_clip
+
+    from zsr_lab.models import CLASSROOM_MODEL, create_untrained
+
+    with caplog.at_level(logging.WARNING):
+        open_clip.create_model(CLASSROOM_MODEL, pretrained=None)
+    assert "initialized randomly" in caplog.text  # what open_clip says, and what a chapter must not show
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model = create_untrained(CLASSROOM_MODEL)
+    assert "initialized randomly" not in caplog.text and model.visual.image_size[0] == 28
+    assert not any(isinstance(f, logging.Filter) and "WeightsFollow" in type(f).__name__
+                   for f in logging.getLogger().filters)  # the filter is removed again

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import classroom_data, datasets, scenes, settings
-from .models import CLASSROOM_MODEL, CLASSROOM_MODELS, CLASSROOM_SCENES_MODEL
+from .models import CLASSROOM_MODEL, CLASSROOM_MODELS, CLASSROOM_SCENES_MODEL, create_untrained
 from .progress import progress_bar
 
 FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
@@ -200,7 +200,7 @@ def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainC
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = open_clip.create_model(config.model, pretrained=None)
+        model = create_untrained(config.model)
     model.logit_scale.requires_grad_(False)  # fixed at 100, like the OpenAI weights
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (open_clip.OPENAI_DATASET_MEAN,
                                                              open_clip.OPENAI_DATASET_STD))

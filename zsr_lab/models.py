@@ -283,10 +283,22 @@ def _base_weights(model_name: str, tag: str, cache_dir) -> str:
 
 
 class _WeightsFollow(logging.Filter):
-    """Hides open_clip's "initialized randomly" warning when zsr_lab loads the weights from a file right after."""
+    """Hides open_clip's "initialized randomly" warning when the weights are zsr_lab's to set (loaded from a file
+    right after, or trained from scratch)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "initialized randomly" not in record.getMessage()
+
+
+def create_untrained(model_name: str) -> nn.Module:
+    """The open_clip model with freshly initialised weights, what pre-training starts from, without open_clip's
+    "initialized randomly" warning (here that is the point, not a mistake)."""
+    root, quiet = logging.getLogger(), _WeightsFollow()
+    root.addFilter(quiet)
+    try:
+        return open_clip.create_model(model_name, pretrained=None)
+    finally:
+        root.removeFilter(quiet)
 
 
 def _create(model_name: str, weights: str | None, device, *, pretrained) -> nn.Module:
