@@ -57,3 +57,15 @@ def test_tradeoff_extremes_name_the_right_methods():
                     "Above and to the right of tecoa: tga_zsr.")
     with pytest.raises(ValueError, match="no fine-tuned method"):
         claims.tradeoff_extremes(summary[summary.method == "CLIP (zero-shot)"], 4.0)
+
+
+def test_better_on_both_names_only_methods_that_win_in_both_coordinates():
+    summary = pd.DataFrame([
+        {"method": m, "attack": "suite", "eps": 4.0, "clean_accuracy": c, "robust_accuracy": r}
+        for m, c, r in (("CLIP (zero-shot)", 95.0, 5.0), ("tecoa", 70.0, 40.0), ("tima", 65.0, 45.0),
+                        ("tima (joint)", 75.0, 41.0))])
+    assert claims.better_on_both(summary, 4.0) == (
+        "At 4/255 under suite: tima (joint) (75.0 % clean, 41.0 % robust) is above and to the right of tecoa.")
+    traded = summary[summary.method != "tima (joint)"]
+    assert claims.better_on_both(traded, 4.0).endswith("no method is above and to the right of another; each "
+                                                       "makes a different trade.")

@@ -71,3 +71,22 @@ def tradeoff_extremes(summary: pd.DataFrame, eps: float, *, reference: str = "te
                  if m != reference and (tuned.loc[m, values] > tuned.loc[reference, values]).all()]
         text += f" Above and to the right of {reference}: {', '.join(ahead) or 'none'}."
     return text
+
+
+def better_on_both(summary: pd.DataFrame, eps: float, *, pretrained: str = "CLIP (zero-shot)") -> str:
+    """Which fine-tuned methods are above *and* to the right of which others on the clean-vs-robust plane at one
+    ε (robust under the table's first attack): the only sense in which one method is better than another."""
+    rows = select_attack(summary[summary["eps"] == eps]).set_index("method").drop(index=pretrained, errors="ignore")
+    values = ["clean_accuracy", "robust_accuracy"]
+    lines = []
+    for method in rows.index:
+        beaten = [other for other in rows.index
+                  if other != method and (rows.loc[method, values] > rows.loc[other, values]).all()]
+        if beaten:
+            lines.append(f"{method} ({rows.loc[method, 'clean_accuracy']:.1f} % clean, "
+                         f"{rows.loc[method, 'robust_accuracy']:.1f} % robust) is above and to the right of "
+                         f"{', '.join(beaten)}")
+    where = f"At {eps:g}/255 under {rows['attack'].iloc[0]}: " if len(rows) else ""
+    if not lines:
+        return where + "no method is above and to the right of another; each makes a different trade."
+    return where + "; ".join(lines) + "."
