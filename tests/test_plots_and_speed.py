@@ -101,3 +101,18 @@ def test_text_progress_prints_one_line_when_a_bar_that_stays_finishes(monkeypatc
     assert lines[1].startswith("manual: 100%") and "4/4" in lines[1]
     monkeypatch.setenv(progress.PROGRESS_ENV, "")
     assert not isinstance(progress.progress_bar(range(2), disable=True), progress.TextProgress)
+
+
+def test_budget_series_shows_one_tile_per_budget_coloured_by_the_prediction(classroom_clip):
+    classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digits"))
+    data = zl.load_dataset("digits", image_size=28, verbose=False)
+    image, label = data[0][0][None], torch.tensor([data[0][1]])
+    with torch.no_grad():
+        right = classroom_clip(image).argmax(1).item() == label.item()
+    fig = zl.plots.show_budget_series(classroom_clip, image, label, zl.get_spec("digits").classnames,
+                                      budgets=(0, 32), steps=5)
+    clean, attacked = fig.axes
+    assert clean.get_title().startswith("ε = 0/255") and attacked.get_title().startswith("ε = 32/255")
+    assert clean.title.get_color() == ("tab:green" if right else "tab:red")
+    assert attacked.title.get_color() == "tab:red"  # PGD at 32/255 breaks the classroom CLIP (see the ε-curve test)
+    assert fig.get_size_inches()[0] <= zl.plots.COLUMN_INCHES
