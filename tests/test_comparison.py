@@ -95,16 +95,6 @@ def test_missing_or_empty_results_folder_says_what_to_do(tmp_path):
         zl.reported.load_run_results(tmp_path)
 
 
-def test_tradeoff_labels_of_coinciding_points_do_not_overlap():
-    summary = pd.DataFrame([{"method": m, "eps": 4.0, "clean_accuracy": 80.0, "robust_accuracy": 30.0}
-                            for m in ("tga_zsr", "comp_tga")] +
-                           [{"method": "tecoa", "eps": 4.0, "clean_accuracy": 60.0, "robust_accuracy": 20.0}])
-    ax = zl.plots.plot_tradeoff(summary, scale="classroom", eps=4.0)
-    offsets = {t.get_text(): t.xyann for t in ax.texts}
-    assert offsets["tga_zsr"] != offsets["comp_tga"]  # stacked, not printed over each other
-    assert offsets["tecoa"] == (5, 4)  # a point with room keeps the default place
-
-
 def test_robustvlm_numbers_and_the_side_by_side_check():
     reported = zl.reported.robustvlm_results()
     fare1 = reported[reported["pretrained"] == "robustvlm-fare-eps1"].set_index("eps")

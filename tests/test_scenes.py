@@ -167,13 +167,15 @@ def test_localisation_figure_has_a_panel_per_dataset_with_the_uniform_line():
     assert all(any(line.get_ydata()[0] == 0.2 for line in ax.get_lines()) for ax in axes)
     heights = sorted({round(p.get_height(), 2) for p in axes[0].patches if p.get_height() > 0})
     assert heights == [0.25, 0.38, 0.4]
-    figure.canvas.draw()  # the legend sits right of the last panel, not over its bars
-    assert axes[-1].get_legend().get_window_extent().x0 >= axes[-1].get_window_extent().x1
+    figure.canvas.draw()  # one legend for the figure, below the panels, not over their bars
+    (legend,) = figure.legends
+    assert all(legend.get_window_extent().y1 <= ax.get_window_extent().y0 for ax in axes)
+    assert "uniform map" in [text.get_text() for text in legend.get_texts()]
     with pytest.raises(ValueError, match="value must be"):
         zl.plots.plot_attention_localisation(pd.DataFrame(rows), scale="classroom", value="lift")
 
 
-def test_attention_shift_figure_shows_four_panels_per_image_and_a_row_per_model(classroom_clip):
+def test_attention_shift_figure_shows_four_panels_in_a_row_per_model_and_image(classroom_clip):
     data = zl.load_dataset("digit_scenes", image_size=classroom_clip.image_size[0], verbose=False)
     subset = torch.utils.data.Subset(data, [0, 1])
     images = torch.stack([image for image, _ in subset])
@@ -186,8 +188,8 @@ def test_attention_shift_figure_shows_four_panels_per_image_and_a_row_per_model(
     panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 2 * 8 and len(figure.axes) == 2 * 8 + 2  # two models × two images × four, two colour bars
     assert [ax.get_title() for ax in panels[:4]] == ["image", "clean map", "attacked map", "|attacked − clean|"]
-    assert panels[1].get_xlabel().startswith("on object ") and panels[0].get_ylabel() == "CLIP"
-    assert panels[8].get_ylabel() == "copy"
+    assert panels[1].get_xlabel().startswith("on object ") and panels[0].get_ylabel() == "CLIP\nimage 1"
+    assert panels[4].get_ylabel() == "CLIP\nimage 2" and panels[8].get_ylabel() == "copy\nimage 1"
     # a copy of the model sees the same seeded attack: its row equals the first
     assert panels[1].get_xlabel() == panels[9].get_xlabel() and panels[2].get_xlabel() == panels[10].get_xlabel()
 

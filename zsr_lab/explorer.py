@@ -16,7 +16,7 @@ from .attacks import pgd_linf
 from .attention import MAP_KINDS, attention_drift, attention_maps, non_class_classifier
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP
-from .plots import overlay_attention
+from .plots import COLUMN_INCHES, FONT_POINTS, overlay_attention
 
 TRUE_CLASS = "(true class)"
 
@@ -107,24 +107,23 @@ class AttentionExplorer:
         with torch.no_grad():
             clip = self.models[model]
             clean_pred, adv_pred = (int(clip(x.to(clip.device)).argmax(1)) for x in (clean, adversarial))
-        fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.2))
+        fig, axes = plt.subplots(1, 3, figsize=(COLUMN_INCHES, 3.0))
         for ax, x, m, pred, what in ((axes[0], clean, clean_map, clean_pred, "clean"),
                                      (axes[1], adversarial, adv_map, adv_pred, f"PGD-{self.steps}, ε = {eps:g}/255")):
             overlay_attention(ax, x[0], m[0])
-            ax.set_title(f"{what}\npredicted: {self.classnames[pred][:22]}", fontsize=8,
+            ax.set_title(f"{what}\npredicted: {self.classnames[pred][:18]}", fontsize=FONT_POINTS,
                          color="tab:green" if pred == label else "tab:red")
         shift = (adv_map[0] - clean_map[0]).numpy()
         limit = max(0.1, float(abs(shift).max()))  # small shifts stay visible
         image_artist = axes[2].imshow(shift, cmap="coolwarm", vmin=-limit, vmax=limit)
         fig.colorbar(image_artist, ax=axes[2], fraction=0.046)
         axes[2].set_title(f"adversarial − clean map\ndrift {float(attention_drift(adv_map, clean_map)[0]):.3f}",
-                          fontsize=8)
+                          fontsize=FONT_POINTS)
         for ax in axes:
             ax.axis("off")
         prompt_name = self.classnames[prompt_class]
         fig.suptitle(f"{model}: {kind.replace('_', '-')} map for \"{prompt_name}\" "
-                     f"(true class: {self.classnames[label]})", fontsize=9)
-        fig.tight_layout()
+                     f"(true class: {self.classnames[label]})")
         return fig
 
     def widget(self):

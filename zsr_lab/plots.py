@@ -1,13 +1,16 @@
 """Figures the chapters draw (seaborn/matplotlib); every figure that shows numbers names its scale."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.lines import Line2D
 
 from . import datasets
 from .attention import attention_maps
@@ -15,77 +18,150 @@ from .evaluate import select_attack
 from .models import ZeroShotCLIP
 
 COLUMN_INCHES = 7.0  # the book's text column (about 690 px): a figure this wide is shown at its own size
+FONT_POINTS = 9  # the smallest text in any figure, as rendered at the column width
+BOOK_STYLE = {
+    "figure.dpi": 100,  # 7 inches = 700 px, the column; inline output is retina PNG at twice that
+    "figure.figsize": (COLUMN_INCHES, 3.6),
+    "figure.constrained_layout.use": True,  # keeps outside legends and colour bars inside the figure
+    "font.size": FONT_POINTS,
+    "axes.titlesize": FONT_POINTS + 1,
+    "axes.labelsize": FONT_POINTS,
+    "xtick.labelsize": FONT_POINTS,
+    "ytick.labelsize": FONT_POINTS,
+    "legend.fontsize": FONT_POINTS,
+    "legend.title_fontsize": FONT_POINTS,
+    "figure.titlesize": FONT_POINTS + 1,
+}
+
+
+def use_book_style() -> None:
+    """The one figure style of the book (applied when the package is imported): seaborn's white grid with
+    :data:`BOOK_STYLE` (fonts of at least :data:`FONT_POINTS` points, figures at most :data:`COLUMN_INCHES`
+    wide), and high-dpi (retina) inline PNGs when running in a Jupyter kernel."""
+    sns.set_theme(style="whitegrid", rc=BOOK_STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: no inline display to configure
+        return
+    if get_ipython() is not None:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
+
+
+use_book_style()
+
+
+def _figure(rows: int, columns: int, *, height: float, width: float = COLUMN_INCHES, **kwargs):
+    """A grid of axes ``height`` inches per row, at most the column wide."""
+    return plt.subplots(rows, columns, figsize=(min(width, COLUMN_INCHES), height * rows), squeeze=False, **kwargs)
+
+
+def _wrapped(text: str, ax, *, font_points: float = FONT_POINTS + 1, vertical: bool = False) -> str:
+    """``text`` broken into lines that fit the width of ``ax`` (its height when ``vertical``, for a y label),
+    at about half an em per character."""
+    box, size = ax.get_position(), ax.figure.get_size_inches()
+    length_points = (box.height * size[1] if vertical else box.width * size[0]) * 72
+    kept = text.replace(" scale)", "\u00a0scale)")  # "(classroom scale)" stays on one line
+    return textwrap.fill(kept, max(12, int(length_points / (0.52 * font_points)))).replace("\u00a0", " ")
+
+
+def _image_cell(ax) -> None:
+    """An axes that shows an image: no ticks or frame, but room for a title and axis labels."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    """Move the axes' legend right of its data (constrained layout keeps it inside the figure)."""
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False, **kwargs)
+
+
+def _short(name: str, characters: int) -> str:
+    return name if len(name) <= characters else name[:characters - 1] + "…"
 
 
 def show_examples(dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224,
                   data_root=None, seed: int = 0):
     """A grid of random test images, one row per dataset, titled with their class names."""
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(dataset_names), per_dataset, figsize=(1.6 * per_dataset, 1.9 * len(dataset_names)),
-                             squeeze=False)
+    tile = COLUMN_INCHES / per_dataset
+    fig, axes = _figure(len(dataset_names), per_dataset, height=tile + 0.35)
     for row, name in zip(axes, dataset_names):
         data = datasets.load_dataset(name, data_root=data_root, image_size=image_size, verbose=False)
         names = datasets.get_spec(name).classnames
         for ax, index in zip(row, rng.choice(len(data), per_dataset, replace=False)):
             image, label = data[int(index)]
             ax.imshow(image.permute(1, 2, 0).numpy())
-            ax.set_title(names[label][:24], fontsize=8)
-            ax.axis("off")
-        row[0].text(-0.15, 0.5, datasets.get_spec(name).title, transform=row[0].transAxes, rotation=90,
-                    ha="right", va="center", fontsize=9)
-    fig.tight_layout()
+            ax.set_title(_short(names[label], int(tile * 12)), fontsize=FONT_POINTS)
+            _image_cell(ax)
+        row[0].set_ylabel(textwrap.fill(datasets.get_spec(name).title, 14))
     return fig
 
 
 def plot_class_similarity(class_embeddings: torch.Tensor, classnames: Sequence[str], *, title: str = "", ax=None):
     """Heatmap of cosine similarities between the class text embeddings of a zero-shot classifier."""
     similarity = (class_embeddings @ class_embeddings.T).cpu().numpy()
-    ax = ax or plt.subplots(figsize=(6, 5))[1]
+    ax = ax or plt.subplots(figsize=(COLUMN_INCHES * 0.85, 5.6))[1]
     sns.heatmap(pd.DataFrame(similarity, index=classnames, columns=classnames), ax=ax, cmap="viridis",
                 square=True, cbar_kws={"label": "cosine similarity"})
-    ax.set_title(title)
+    ax.set_title(_wrapped(title, ax))
     return ax
 
 
 @torch.no_grad()
 def show_predictions(model: ZeroShotCLIP, images: torch.Tensor, labels: Sequence[int],
-                     classnames: Sequence[str], *, k: int = 3):
-    """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green)."""
+                     classnames: Sequence[str], *, k: int = 3, per_row: int = 3):
+    """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green),
+    ``per_row`` images to a row."""
     probabilities = model(images.to(model.device)).softmax(dim=-1).cpu()
-    fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.0), squeeze=False,
-                             gridspec_kw={"height_ratios": [1.4, 1]})
-    for column, (image, label, probs) in enumerate(zip(images, labels, probabilities)):
-        axes[0, column].imshow(image.permute(1, 2, 0).numpy())
-        axes[0, column].set_title(classnames[label][:24], fontsize=8)
-        axes[0, column].axis("off")
+    rows = math.ceil(len(images) / per_row)
+    fig, axes = _figure(2 * rows, per_row, height=1.25, gridspec_kw={"height_ratios": [1.5, 1] * rows})
+    for index, (image, label, probs) in enumerate(zip(images, labels, probabilities)):
+        row, column = divmod(index, per_row)
+        picture, bars = axes[2 * row, column], axes[2 * row + 1, column]
+        picture.imshow(image.permute(1, 2, 0).numpy())
+        picture.set_title(_short(classnames[label], 22))
+        _image_cell(picture)
         top = probs.topk(min(k, len(classnames)))
         colours = ["tab:green" if int(i) == label else "tab:gray" for i in top.indices]
-        ax = axes[1, column]
-        ax.barh(range(len(top.values)), top.values.numpy()[::-1], color=colours[::-1])
-        ax.set_yticks(range(len(top.values)), [classnames[int(i)][:14] for i in top.indices][::-1], fontsize=8)
-        ax.set_xlim(0, 1)
-        ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
+        bars.barh(range(len(top.values)), top.values.numpy()[::-1], color=colours[::-1])
+        bars.set_yticks(range(len(top.values)), [_short(classnames[int(i)], 14) for i in top.indices][::-1])
+        bars.set_xlim(0, 1)
+        bars.set_xlabel("probability")
+    for ax in axes.flat[2 * len(images):]:  # cells past the last image in a wrapped row
+        ax.remove()
     return fig
 
 
 def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, value: str = "accuracy",
                   title: str = "Zero-shot accuracy", attack: str | None = None, ax=None):
-    """Bar chart of accuracy per dataset (with the plain mean as its own bar), labelled with the scale; robust
-    accuracy is shown under one attack (default: the table's first, the protocol's worst case)."""
+    """Bar chart of accuracy per dataset (with the plain mean in the title), labelled with the scale; robust
+    accuracy is shown under one attack (default: the table's first, the protocol's worst case). Bars carry
+    their values when there is room for them."""
     rows = table[table["dataset"] != "mean"]
     if value == "robust_accuracy":
         rows = select_attack(rows, attack)
-    ax = ax or plt.subplots(figsize=(max(5.0, 0.7 * rows["dataset"].nunique() + 2), 3.6))[1]
-    sns.barplot(data=rows, x="dataset", y=value, hue=hue, ax=ax)
+    ax = ax or plt.subplots(figsize=(COLUMN_INCHES, 3.8))[1]
+    sns.barplot(data=rows, x="dataset", y=value, hue=hue, errorbar=None, ax=ax)
     mean = rows.groupby(hue)[value].mean() if hue else pd.Series({"": rows[value].mean()})
     text = ", ".join(f"{k}: {v:.1f}" if k else f"{v:.1f}" for k, v in mean.items())
-    ax.set_title(f"{title} ({scale} scale) — mean {text} %")
-    ax.set_ylabel(f"{value} (%)")
-    ax.set_ylim(0, 100)
-    ax.tick_params(axis="x", rotation=30)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=7)
+    ax.set_title(_wrapped(f"{title} ({scale} scale) — mean {text} %", ax))
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{value.replace('_', ' ')} (%)")
+    ax.set_ylim(0, 105)
+    ax.tick_params(axis="x", rotation=30 if rows["dataset"].nunique() <= 8 else 60)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    bars = sum(len(container) for container in ax.containers)
+    if bars <= 24:  # a value label needs about a third of an inch
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.0f", fontsize=FONT_POINTS)
+    _legend_outside(ax)
     return ax
 
 
@@ -93,22 +169,22 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
                      adv_pred: Sequence[int], labels: Sequence[int], classnames: Sequence[str], *, eps_label: str):
     """Clean images, their perturbations (amplified to be visible) and the adversarial images, with predictions."""
     n = len(clean)
-    fig, axes = plt.subplots(3, n, figsize=(2.0 * n, 6.2), squeeze=False)
+    tile = min(1.6, (COLUMN_INCHES - 0.4) / n)
+    fig, axes = _figure(3, n, height=tile + 0.3, width=tile * n + 0.4)
     delta = adversarial - clean
     scale = delta.abs().max().clamp_min(1e-12)
     for i in range(n):
-        tiles = [(clean[i], f"{classnames[clean_pred[i]][:16]}", clean_pred[i] == labels[i]),
+        tiles = [(clean[i], classnames[clean_pred[i]], clean_pred[i] == labels[i]),
                  (0.5 + 0.5 * delta[i] / scale, "δ (amplified)", None),
-                 (adversarial[i], f"{classnames[adv_pred[i]][:16]}", adv_pred[i] == labels[i])]
+                 (adversarial[i], classnames[adv_pred[i]], adv_pred[i] == labels[i])]
         for row, (image, title, right) in enumerate(tiles):
             ax = axes[row, i]
             ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-            ax.set_title(title, fontsize=8, color={True: "tab:green", False: "tab:red", None: "black"}[right])
-            ax.axis("off")
-    axes[0, 0].text(-0.1, 0.5, "clean", transform=axes[0, 0].transAxes, rotation=90, ha="right", va="center")
-    axes[2, 0].text(-0.1, 0.5, f"adversarial\n{eps_label}", transform=axes[2, 0].transAxes, rotation=90,
-                    ha="right", va="center")
-    fig.tight_layout()
+            ax.set_title(_short(title, int(tile * 13)), fontsize=FONT_POINTS,
+                         color={True: "tab:green", False: "tab:red", None: "black"}[right])
+            _image_cell(ax)
+    axes[0, 0].set_ylabel("clean")
+    axes[2, 0].set_ylabel(f"adversarial\n{eps_label}")
     return fig
 
 
@@ -116,7 +192,8 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
 def show_budget_series(model: ZeroShotCLIP, image: torch.Tensor, label: torch.Tensor, classnames: Sequence[str], *,
                        budgets: Sequence[float] = (0, 1, 2, 4, 8, 16), steps: int = 10, seed: int = 0):
     """One image attacked with PGD at growing budgets, side by side, each titled with the predicted class and its
-    probability (green: right, red: wrong): what the chapter's ε slider shows, without a running kernel.
+    probability (green: right, red: wrong): what the chapter's ε slider shows, without a running kernel (and,
+    with one budget, what the slider draws).
 
     Arguments:
         model: a :class:`ZeroShotCLIP` with the image's classifier installed.
@@ -125,8 +202,8 @@ def show_budget_series(model: ZeroShotCLIP, image: torch.Tensor, label: torch.Te
     """
     from .attacks import build_attack
 
-    fig, axes = plt.subplots(1, len(budgets), figsize=(COLUMN_INCHES, COLUMN_INCHES / len(budgets) + 0.8),
-                             squeeze=False)
+    tile = min(2.4, COLUMN_INCHES / len(budgets))
+    fig, axes = _figure(1, len(budgets), height=tile + 0.5, width=tile * len(budgets))
     for ax, eps in zip(axes[0], budgets):
         torch.manual_seed(seed)
         with torch.enable_grad():
@@ -135,10 +212,9 @@ def show_budget_series(model: ZeroShotCLIP, image: torch.Tensor, label: torch.Te
         probabilities = model(adversarial.to(model.device)).softmax(-1)[0].cpu()
         top = int(probabilities.argmax())
         ax.imshow(adversarial[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        ax.set_title(f"ε = {eps:g}/255\n{classnames[top][:12]} {100 * probabilities[top]:.0f} %", fontsize=9,
-                     color="tab:green" if top == int(label[0]) else "tab:red")
-        ax.axis("off")
-    fig.tight_layout()
+        ax.set_title(f"ε = {eps:g}/255\n{_short(classnames[top], int(tile * 10))} {100 * probabilities[top]:.0f} %",
+                     fontsize=FONT_POINTS, color="tab:green" if top == int(label[0]) else "tab:red")
+        _image_cell(ax)
     return fig
 
 
@@ -146,78 +222,117 @@ def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "datase
                           ax=None):
     """Robust accuracy against ε (in units of 1/255), one line per dataset (or per ``hue``, e.g. ``"method"``:
     then each line is the mean over datasets), under one attack (default: the table's first, the protocol's
-    worst case), labelled with the scale."""
+    worst case), labelled with the scale; the legend sits right of the plot."""
     rows = select_attack(table[table["dataset"] != "mean"], attack)
-    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    ax = ax or plt.subplots(figsize=(COLUMN_INCHES, 3.8))[1]
     sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue=hue, marker="o", errorbar=None, ax=ax)
     attacks = ", ".join(rows["attack"].unique())
     over = "" if hue == "dataset" else f", mean over {rows['dataset'].nunique()} datasets"
-    ax.set_title(f"Robust accuracy under {attacks}{over} ({scale} scale)")
+    ax.set_title(_wrapped(f"Robust accuracy under {attacks}{over} ({scale} scale)", ax))
     ax.set_xlabel("ε (× 1/255)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(0, 100)
+    _legend_outside(ax, ncols=1 + rows[hue].nunique() // 12)
     return ax
 
 
+def plot_robustness_curves(table: pd.DataFrame, *, scale: str, attacks: Sequence[str], hue: str = "method"):
+    """:func:`plot_robustness_curve` once per attack, stacked so that each keeps the column's width (e.g. the
+    worst case above a single PGD run, to compare them at a glance). Returns the figure."""
+    fig, axes = _figure(len(attacks), 1, height=3.4, sharex=True)
+    for ax, attack in zip(axes[:, 0], attacks):
+        plot_robustness_curve(table, scale=scale, hue=hue, attack=attack, ax=ax)
+    return fig
+
+
 def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversarial fine-tuning"):
-    """Training loss per logged step (left) and clean/robust accuracy on the held-out training images (right)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    train = history[history["kind"] == "train"]
+    """The loss terms per logged step of each training stage (TIMA's text stage first, then the image stage),
+    and clean/robust accuracy on the held-out training images: over the steps, or as bars when they were
+    measured once. Panels are stacked, each the column's width."""
     bookkeeping = {"kind", "step", "epoch", "lr", "images_per_s", "adv_accuracy", "clean_accuracy",
                    "robust_accuracy", "attack", "n"}
-    terms = [c for c in train.columns if c not in bookkeeping and train[c].notna().any()]  # each method's terms
-    for term in terms:
-        left.plot(train["step"], train[term], label=term)
-    left.set_xlabel("optimizer step")
-    left.set_title(f"{title}: loss ({scale} scale)")
-    left.legend(fontsize=8)
+    stages = [(kind, history[history["kind"] == kind]) for kind in ("text", "train")]
+    stages = [(kind, rows) for kind, rows in stages if len(rows)]
     holdout = history[history["kind"] == "holdout"]
+    fig, axes = _figure(len(stages) + bool(len(holdout)), 1, height=2.5)
+    for ax, (kind, rows) in zip(axes[:, 0], stages):
+        for term in (c for c in rows.columns if c not in bookkeeping and rows[c].notna().any()):  # the method's terms
+            ax.plot(rows["step"], rows[term], label=term)
+        ax.set_xlabel("optimizer step")
+        stage = {"text": "text stage", "train": "image stage"}[kind] if len(stages) > 1 else "training"
+        ax.set_title(f"{title}: {stage} loss ({scale} scale)")
+        ax.legend(title="term")
+        _legend_outside(ax)
     if len(holdout):
+        ax = axes[-1, 0]
         tidy = holdout.melt(id_vars="step", value_vars=["clean_accuracy", "robust_accuracy"],
                             var_name="accuracy", value_name="percent")
-        sns.lineplot(data=tidy, x="step", y="percent", hue="accuracy", marker="o", ax=right)
-        right.set_title(f"held-out training images, {holdout['attack'].iloc[-1]}")
-        right.set_ylim(0, 100)
-    else:
-        right.axis("off")
-    fig.tight_layout()
+        if holdout["step"].nunique() > 1:
+            sns.lineplot(data=tidy, x="step", y="percent", hue="accuracy", marker="o", ax=ax)
+            ax.set_xlabel("optimizer step")
+            _legend_outside(ax)
+        else:
+            sns.barplot(data=tidy, x="accuracy", y="percent", errorbar=None, ax=ax)
+            ax.bar_label(ax.containers[0], fmt="%.1f", fontsize=FONT_POINTS)
+            ax.set_xlabel(f"after step {int(holdout['step'].iloc[0])}")
+        ax.set_title(f"held-out training images, {holdout['attack'].iloc[-1]}")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 105)
     return fig
+
+
+def _label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
+    """Name each point right of it, moved down or up a line at a time until its drawn box overlaps no label
+    placed before it (top to bottom)."""
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.draw_without_rendering()  # the final layout, so that the boxes are the drawn ones
+    step = FONT_POINTS + 3
+    placed = []
+    for index in sorted(range(len(labels)), key=lambda i: -ys[i]):
+        for shift in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5):
+            text = ax.annotate(labels[index], (xs[index], ys[index]), textcoords="offset points",
+                               xytext=(6, shift * step - FONT_POINTS / 2), fontsize=FONT_POINTS)
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:  # no free place within five lines: keep the nearest
+            text = ax.annotate(labels[index], (xs[index], ys[index]), textcoords="offset points",
+                               xytext=(6, -FONT_POINTS / 2), fontsize=FONT_POINTS)
+            box = text.get_window_extent(renderer)
+        placed.append(box)
 
 
 def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, attack: str | None = None, ax=None,
                   title: str | None = None):
-    """Mean clean vs mean robust accuracy at one ε, one point per method (a ``summarize`` table), under one
+    """Mean clean vs mean robust accuracy at one ε, one named point per method (a ``summarize`` table), under one
     attack (default: the table's first, the protocol's worst case); ``title`` replaces the default one (which
     names the scale)."""
     rows = select_attack(summary[summary["eps"] == eps], attack)
-    ax = ax or plt.subplots(figsize=(5.2, 4.2))[1]
-    sns.scatterplot(data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax)
-    # each label goes right of its point, moved down or up until its box is clear of the labels placed so far
-    # (boxes estimated in units of the data span, which the axes show at about 2/3 of their size)
-    span_x = max(np.ptp(rows["clean_accuracy"]), 1.0)
-    span_y = max(np.ptp(rows["robust_accuracy"]), 1.0)
-    placed = []
-    for _, row in rows.iterrows():
-        x, y = row["clean_accuracy"] / span_x, row["robust_accuracy"] / span_y
-        for offset in (4, -8, 16, -20, 28, -32):
-            box = (x + 0.02, x + 0.02 + 0.024 * len(row["method"]), y + 0.006 * offset, y + 0.006 * offset + 0.06)
-            if not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in placed):
-                break
-        placed.append(box)
-        ax.annotate(row["method"], (row["clean_accuracy"], row["robust_accuracy"]), textcoords="offset points",
-                    xytext=(5, offset), fontsize=8)
-    ax.margins(0.25)  # room for the labels
+    ax = ax or plt.subplots(figsize=(COLUMN_INCHES * 0.8, 4.2))[1]
+    sns.scatterplot(data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax, legend=False)
+    ax.margins(x=0.3, y=0.2)  # room for the names
     ax.set_xlabel("mean clean accuracy (%)")
     under = f" ({rows['attack'].iloc[0]})" if "attack" in rows.columns and len(rows) else ""
-    ax.set_ylabel(f"mean robust accuracy at {eps:g}/255{under} (%)")
-    ax.set_title(title or f"Clean vs robust, held-out zero-shot sets ({scale} scale)")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_ylabel(_wrapped(f"mean robust accuracy at {eps:g}/255{under} (%)", ax, font_points=FONT_POINTS,
+                           vertical=True))
+    ax.set_title(_wrapped(title or f"Clean vs robust, held-out zero-shot sets ({scale} scale)", ax))
+    _label_points(ax, list(rows["clean_accuracy"]), list(rows["robust_accuracy"]), list(rows["method"]))
     return ax
+
+
+def plot_tradeoffs(summary: pd.DataFrame, *, scale: str, eps_values: Sequence[float], attack: str | None = None):
+    """:func:`plot_tradeoff` once per budget, stacked so that each keeps its width. Returns the figure."""
+    fig, axes = _figure(len(eps_values), 1, height=3.8, width=COLUMN_INCHES * 0.8)
+    for ax, eps in zip(axes[:, 0], eps_values):
+        plot_tradeoff(summary, scale=scale, eps=eps, attack=attack, ax=ax)
+    return fig
 
 
 def plot_heatmap(table: pd.DataFrame, *, scale: str, value: str = "robust_accuracy", eps: float | None = None,
                  attack: str | None = None, ax=None):
-    """Accuracy per method (rows, in order of appearance) and dataset (columns, plus their mean), annotated.
+    """Accuracy per method and dataset (plus their mean), annotated: methods are rows (in order of appearance)
+    and datasets columns, or the other way round when there are more datasets than fit across the column.
 
     Arguments:
         table: per-dataset rows of one or more methods (e.g. the evaluation tables of several runs).
@@ -230,15 +345,25 @@ def plot_heatmap(table: pd.DataFrame, *, scale: str, value: str = "robust_accura
         rows = rows[rows["eps"] == eps]
     grid = rows.pivot_table(index="method", columns="dataset", values=value, aggfunc="mean", sort=False)
     grid["mean"] = grid.mean(axis=1)
-    ax = ax or plt.subplots(figsize=(1.0 * grid.shape[1] + 3, 0.45 * grid.shape[0] + 1.6))[1]
-    sns.heatmap(grid, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "%"}, ax=ax)
-    ax.axvline(grid.shape[1] - 1, color="white", lw=2)  # the mean column is not a dataset
+    across = grid.shape[1] <= 9  # datasets across; otherwise down, so that the cells keep their numbers legible
+    if not across:
+        grid = grid.T
+    ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.75 * grid.shape[1] + 2.4),
+                                     0.32 * grid.shape[0] + 1.4))[1]
+    sns.heatmap(grid, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "%"}, ax=ax,
+                annot_kws={"fontsize": FONT_POINTS})
+    if across:  # the mean is not a dataset
+        ax.axvline(grid.shape[1] - 1, color="white", lw=2)
+    else:
+        ax.axhline(grid.shape[0] - 1, color="white", lw=2)
     what = "robust accuracy" if value == "robust_accuracy" else "clean accuracy"
     attack = f" under {', '.join(rows['attack'].unique())} at {eps:g}/255" if value == "robust_accuracy" else ""
-    ax.set_title(f"{what.capitalize()}{attack} ({scale} scale)")
+    ax.set_title(_wrapped(f"{what.capitalize()}{attack} ({scale} scale)", ax))
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.tick_params(axis="x", rotation=30)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
     return ax
 
 
@@ -268,21 +393,21 @@ def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
     """
     labels = list(rows)
     n = len(rows[labels[0]][0])
-    fig, axes = plt.subplots(len(labels), n, figsize=(1.55 * n + 0.8, 1.75 * len(labels)), squeeze=False)
+    tile = min(1.5, (COLUMN_INCHES - 0.8) / n)
+    fig, axes = _figure(len(labels), n, height=tile + (0.3 if captions else 0.1), width=tile * n + 0.8)
     for r, label in enumerate(labels):
         images, maps = rows[label]
         for i in range(n):
             ax = axes[r, i]
             overlay_attention(ax, images[i], maps[i], alpha=alpha)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _image_cell(ax)
             if captions and label in captions:
                 text, correct = captions[label][i]
-                ax.set_title(text[:18], fontsize=7, color={True: "tab:green", False: "tab:red", None: "black"}[correct])
-        axes[r, 0].set_ylabel(label, fontsize=8)
+                ax.set_title(_short(text, int(tile * 11)), fontsize=FONT_POINTS,
+                             color={True: "tab:green", False: "tab:red", None: "black"}[correct])
+        axes[r, 0].set_ylabel(textwrap.fill(label, max(8, int(tile * 12))))
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title)
     return fig
 
 
@@ -305,12 +430,13 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
                          title: str | None = None):
     """Where each model looks, clean and under its own attack, and how much that moved.
 
-    One row per model; for each image four panels: the image (with the object's outline when ``masks`` are
-    given), the model's class map on it, the map on the model's own PGD image (:func:`zsr_lab.attention.perturbed_images`:
-    ε, ``steps``, ``seed``), and the absolute difference ``|A(x_adv) − A(x)|``. Maps use one perceptual colour map
-    (magma) on a shared 0–1 scale with its colour bar; differences a second one (viridis) with its own. Each panel
-    title gives the mass on the object (when masks are given) or the prediction. Each model must have the images'
-    classifier installed.
+    One row per model and image (models top to bottom, each model's images together), four panels per row: the
+    image (with the object's outline when ``masks`` are given), the model's class map on it, the map on the
+    model's own PGD image (:func:`zsr_lab.attention.perturbed_images`: ε, ``steps``, ``seed``), and the absolute
+    difference ``|A(x_adv) − A(x)|``. Maps use one perceptual colour map (magma) on a shared 0–1 scale with its
+    colour bar; differences a second one (viridis) with its own. Under each map: the mass on the object (when
+    masks are given); under the difference: the prediction on the attacked image. Each model must have the
+    images' classifier installed.
 
     Arguments:
         models: name → model, shown top to bottom.
@@ -320,9 +446,9 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
     from .attention import attention_mass_in_object, perturbed_images
 
     n, panels = len(images), ("image", "clean map", "attacked map", "|attacked − clean|")
-    fig, axes = plt.subplots(len(models), 4 * n, figsize=(1.45 * 4 * n + 1.2, 1.6 * len(models) + 0.5),
-                             squeeze=False)
-    for row, (name, model) in enumerate(models.items()):
+    tile = (COLUMN_INCHES - 1.9) / 4  # room for the row names and the two colour bars
+    fig, axes = _figure(len(models) * n, 4, height=tile + 0.35)
+    for m, (name, model) in enumerate(models.items()):
         x, y = images.to(model.device), labels.to(model.device)
         adversarial = perturbed_images(model, x, y, eps=eps, steps=steps, seed=seed)["adversarial"]
         text = model.class_embeddings[y]
@@ -330,54 +456,55 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
         with torch.no_grad():
             predicted = model(adversarial).argmax(1).cpu()
         for i in range(n):
-            cells = axes[row, 4 * i: 4 * i + 4]
+            cells = axes[m * n + i]
             cells[0].imshow(images[i].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
             maps = cells[1].imshow(clean_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
             cells[2].imshow(adversarial_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
             shift = cells[3].imshow((adversarial_maps[i] - clean_maps[i]).abs().numpy(), cmap="viridis", vmin=0,
                                     vmax=1)
             for cell, panel in zip(cells, panels):
-                cell.set_xticks([])
-                cell.set_yticks([])
+                _image_cell(cell)
                 if masks is not None:
                     cell.contour(masks[i].cpu().numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
-                if row == 0:
-                    cell.set_title(panel, fontsize=7)
+                if m == 0 and i == 0:
+                    cell.set_title(panel, fontsize=FONT_POINTS)
             if masks is not None:
                 for cell, view in ((cells[1], clean_maps), (cells[2], adversarial_maps)):
                     mass = float(attention_mass_in_object(view[i:i + 1], masks[i:i + 1].cpu()))
-                    cell.set_xlabel(f"on object {mass:.2f}", fontsize=7)
-            cells[3].set_xlabel(f"attacked: {'right' if predicted[i] == labels[i] else 'wrong'}", fontsize=7)
-        axes[row, 0].set_ylabel(name, fontsize=8)
-    fig.suptitle(title or f"Class attention clean and under each model's own PGD-{steps}, ε = {eps:g}/255",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 0.88, 1))
-    for left, artist, label in ((0.895, maps, "attention (class map)"), (0.955, shift, "|change|")):
-        bar = fig.colorbar(artist, cax=fig.add_axes((left, 0.15, 0.012, 0.7), label="<colorbar>"))
-        bar.set_label(label, fontsize=7)
-        bar.ax.tick_params(labelsize=7)
+                    cell.set_xlabel(f"on object {mass:.2f}")
+            cells[3].set_xlabel(f"attacked: {'right' if predicted[i] == labels[i] else 'wrong'}")
+            cells[0].set_ylabel(f"{name}\nimage {i + 1}")
+    fig.suptitle(title or f"Class attention clean and under each model's own PGD-{steps}, ε = {eps:g}/255")
+    for artist, label in ((shift, "|change|"), (maps, "attention (class map)")):  # the first sits nearest
+        bar = fig.colorbar(artist, ax=axes, fraction=0.04, pad=0.02, label=label)
+        bar.ax.set_label("<colorbar>")
     return fig
 
 
-def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, ylabel: str, width: float,
+def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, ylabel: str, title: str,
                 decorate=None):
-    """One bar panel per value of ``panel`` (shared y axis), the legend right of the last panel (outside the bars);
-    ``decorate(ax, rows)`` adds to each panel before its legend is drawn. Returns the figure."""
+    """One bar panel per value of ``panel`` (shared y axis), two to a row, with one legend below them (outside
+    the bars); ``decorate(ax, rows)`` adds to each panel. Returns the figure."""
     names = list(dict.fromkeys(tidy[panel]))
-    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names) + 1, 3.4), squeeze=False, sharey=True)
-    for ax, name in zip(axes[0], names):
+    columns = min(2, len(names))
+    fig, axes = _figure(math.ceil(len(names) / columns), columns, height=2.9, sharey=True)
+    for ax, name in zip(axes.flat, names):
         rows = tidy[tidy[panel] == name]
-        sns.barplot(data=rows, x=x, y=y, hue=hue, ax=ax)
+        sns.barplot(data=rows, x=x, y=y, hue=hue, errorbar=None, ax=ax, legend=ax is axes.flat[0])
         if decorate is not None:
             decorate(ax, rows)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(name)
         ax.set_xlabel("")  # the tick labels name the bars
         ax.tick_params(axis="x", rotation=30)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
         ax.set_ylabel(ylabel)
-        if ax is axes[0, -1]:
-            ax.legend(fontsize=7, title=hue, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-        else:
-            ax.get_legend().remove()
+    for ax in axes.flat[len(names):]:
+        ax.remove()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    axes.flat[0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), title=hue, frameon=False)
+    fig.suptitle(title)
     return fig
 
 
@@ -386,13 +513,11 @@ def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     (a :func:`zsr_lab.attention.measure_attention_drift` table)."""
     tidy = table.melt(id_vars=["model", "dataset"], value_vars=["clean", "random_noise", "adversarial"],
                       var_name="images", value_name="drift")
-    fig = _bar_panels(tidy, panel="model", x="dataset", y="drift", hue="images", width=3.6,
-                      ylabel="attention drift (RMS per pixel)")
     eps = table["eps"].iloc[0]
-    fig.suptitle(f"How far the class attention moves from the pre-trained model's clean map, ε = {eps:g}/255 "
-                 f"({scale} scale)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _bar_panels(tidy, panel="model", x="dataset", y="drift", hue="images",
+                       ylabel="attention drift\n(RMS per pixel)",
+                       title=f"How far the class attention moves from the pre-trained model's clean map, "
+                             f"ε = {eps:g}/255 ({scale} scale)")
 
 
 def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str = "mass_in_object"):
@@ -405,14 +530,12 @@ def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str =
     def chance_level(ax, rows):  # a map spread evenly over the image
         ax.axhline(rows["uniform"].iloc[0], color="black", linestyle="--", linewidth=1, label="uniform map")
 
-    fig = _bar_panels(table, panel="dataset", x="model", y=value, hue="condition", width=3.8,
-                      ylabel="attention mass on the object" if value == "mass_in_object" else "pointing game hits",
-                      decorate=chance_level if value == "mass_in_object" else None)
     eps = table["eps"].iloc[0]
-    fig.suptitle(f"Where the class attention falls: clean, random ±{eps:g}/255 noise, each model's own PGD "
-                 f"({scale} scale)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _bar_panels(table, panel="dataset", x="model", y=value, hue="condition",
+                       ylabel="attention mass\non the object" if value == "mass_in_object" else "pointing game hits",
+                       decorate=chance_level if value == "mass_in_object" else None,
+                       title=f"Where the class attention falls: clean, random ±{eps:g}/255 noise, each model's own "
+                             f"PGD ({scale} scale)")
 
 
 def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None,
@@ -420,59 +543,69 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
     """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.train.sensitivity` table),
     robust under one attack (default: the table's first, the protocol's worst case).
 
-    One panel per option; ``reference`` (a ``summarize`` table, e.g. TeCoA's) draws dashed horizontal lines.
+    One panel per option, two to a row; ``reference`` (a ``summarize`` table, e.g. TeCoA's) draws dashed
+    horizontal lines, named in the legend below the panels.
     """
     rows = select_attack(table[table["eps"] == eps], attack)
     if reference is not None:
         reference = select_attack(reference, rows["attack"].iloc[0] if "attack" in rows.columns else None)
     options = list(dict.fromkeys(rows["option"]))
-    fig, axes = plt.subplots(1, len(options), figsize=(4.6 * len(options), 3.4), squeeze=False, sharey=True)
-    for ax, option in zip(axes[0], options):
+    columns = min(2, len(options))
+    fig, axes = _figure(math.ceil(len(options) / columns), columns, height=3.0, sharey=True)
+    for ax, option in zip(axes.flat, options):
         swept = rows[rows["option"] == option].sort_values("value")
         tidy = swept.melt(id_vars="value", value_vars=["clean_accuracy", "robust_accuracy"], var_name="accuracy",
                           value_name="percent")
-        sns.lineplot(data=tidy, x="value", y="percent", hue="accuracy", marker="o", ax=ax)
+        sns.lineplot(data=tidy, x="value", y="percent", hue="accuracy", marker="o", ax=ax, legend=False)
         ax.set_xscale("symlog", linthresh=min(v for v in swept["value"] if v > 0))
         ax.set_xticks(swept["value"], [f"{v:g}" for v in swept["value"]])
         ax.minorticks_off()
         fixed = swept["fixed"].iloc[0]
         ax.set_xlabel(f"{option} ({fixed})" if fixed else option)
-        under = f" ({rows['attack'].iloc[0]})" if "attack" in rows.columns else ""
-        ax.set_ylabel(f"mean accuracy (%), robust at {eps:g}/255{under}")
+        ax.set_ylabel("mean accuracy (%)")
         if reference is not None:
             ref = reference[reference["eps"] == eps].iloc[0]
             for value, colour in ((ref["clean_accuracy"], "C0"), (ref["robust_accuracy"], "C1")):
                 ax.axhline(value, ls="--", lw=1, color=colour)
-            ax.text(0.01, 0.02, f"dashed: {ref['method']}", transform=ax.transAxes, fontsize=8)
-        ax.set_title(f"sensitivity to {option} ({scale} scale)")
-    fig.tight_layout()
+    for ax in axes.flat[len(options):]:
+        ax.remove()
+    handles = [Line2D([], [], color="C0", marker="o"), Line2D([], [], color="C1", marker="o")]
+    names = ["clean", "robust"]
+    if reference is not None:
+        handles += [Line2D([], [], color="C0", ls="--"), Line2D([], [], color="C1", ls="--")]
+        names += [f"{ref['method']} clean", f"{ref['method']} robust"]
+    fig.legend(handles, names, loc="outside lower center", ncols=len(names), frameon=False)
+    under = f", {rows['attack'].iloc[0]}" if "attack" in rows.columns else ""
+    fig.suptitle(f"Sensitivity of mean clean and robust accuracy (ε = {eps:g}/255{under}; {scale} scale)")
     return fig
 
 
 def plot_text_geometry(original: torch.Tensor, tuned: torch.Tensor, classnames: Sequence[str], *, scale: str,
                        margins: torch.Tensor | None = None):
-    """Pairwise cosine similarity of the class text embeddings before and after text tuning (heatmaps), and the
-    distribution of the off-diagonal values (and of the margins, when given)."""
-    panels = 4 if margins is not None else 3
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2))
+    """Pairwise cosine similarity of the class text embeddings before and after text tuning (heatmaps, above),
+    and the distribution of the off-diagonal values (and of the margins, when given), below."""
+    fig, axes = _figure(2, 2, height=3.3)
     upper = torch.triu(torch.ones(len(classnames), len(classnames), dtype=torch.bool), diagonal=1)
+    names = list(classnames) if len(classnames) <= 20 else False  # more class names than fit beside the map
     values = {}
-    for ax, (name, text) in zip(axes, (("original", original), ("tuned", tuned))):
+    for ax, (name, text) in zip(axes[0], (("original", original), ("tuned", tuned))):
         similarity = (text @ text.T).detach().cpu()
         values[name] = similarity[upper].numpy()
         sns.heatmap(pd.DataFrame(similarity.numpy(), index=classnames, columns=classnames), ax=ax, cmap="viridis",
-                    vmin=-1, vmax=1, square=True, cbar=ax is axes[1], xticklabels=False)
-        ax.set_title(f"{name} class text: mean off-diagonal cos {values[name].mean():.2f}", fontsize=9)
-        ax.tick_params(axis="y", labelsize=6)
+                    vmin=-1, vmax=1, square=True, cbar=ax is axes[0, 1], xticklabels=False,
+                    yticklabels=names if ax is axes[0, 0] else False)
+        ax.set_title(f"{name} class text:\nmean off-diagonal cos {values[name].mean():.2f}")
     tidy = pd.DataFrame([{"text": name, "cosine": v} for name, vs in values.items() for v in vs])
-    sns.histplot(data=tidy, x="cosine", hue="text", bins=30, element="step", ax=axes[2])
-    axes[2].set_title(f"pairwise cosines ({scale} scale)", fontsize=9)
+    sns.histplot(data=tidy, x="cosine", hue="text", bins=30, element="step", ax=axes[1, 0])
+    axes[1, 0].set_title(f"pairwise cosines ({scale} scale)")
+    _legend_outside(axes[1, 0])
     if margins is not None:
         off_diagonal = ~torch.eye(len(classnames), dtype=torch.bool)
-        sns.histplot(margins.detach().cpu()[off_diagonal].numpy(), bins=30, ax=axes[3], color="tab:purple")
-        axes[3].set_title("TAM margins m(y, j), j ≠ y", fontsize=9)
-        axes[3].set_xlabel("margin (cosine units)")
-    fig.tight_layout()
+        sns.histplot(margins.detach().cpu()[off_diagonal].numpy(), bins=30, ax=axes[1, 1], color="tab:purple")
+        axes[1, 1].set_title("TAM margins m(y, j), j ≠ y")
+        axes[1, 1].set_xlabel("margin (cosine units)")
+    else:
+        axes[1, 1].remove()
     return fig
 
 
@@ -482,13 +615,17 @@ def plot_attack_gap(summary: pd.DataFrame, *, scale: str, eps: float, worst: str
     rows = summary[summary["eps"] == eps].set_index(["method", "attack"])["robust_accuracy"]
     methods = list(dict.fromkeys(summary["method"]))
     gap = pd.Series({m: rows[(m, single)] - rows[(m, worst)] for m in methods})
-    ax = ax or plt.subplots(figsize=(max(5.0, 0.8 * len(gap) + 2), 3.4))[1]
+    ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.8 * len(gap) + 2.5), 3.4))[1]
     ax.bar(gap.index, gap.values, color="tab:red")
     for x, value in enumerate(gap.values):
-        ax.annotate(f"{value:.1f}", (x, value), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        ax.annotate(f"{value:.1f}", (x, value), textcoords="offset points", xytext=(0, 3), ha="center",
+                    fontsize=FONT_POINTS)
     ax.axhline(0, color="black", lw=0.8)
     ax.margins(y=0.15)  # room for the value labels
     ax.set_ylabel("points over-stated")
-    ax.set_title(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 ({scale} scale)")
+    ax.set_title(_wrapped(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 "
+                          f"({scale} scale)", ax))
     ax.tick_params(axis="x", rotation=30)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
     return ax
