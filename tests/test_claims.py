@@ -69,3 +69,90 @@ def test_better_on_both_names_only_methods_that_win_in_both_coordinates():
     traded = summary[summary.method != "tima (joint)"]
     assert claims.better_on_both(traded, 4.0).endswith("no method is above and to the right of another; each "
                                                        "makes a different trade.")
+
+
+def _plane():
+    """Two attacks at two budgets; at 4/255 under the suite: CLIP (80, 0), tecoa (60, 30), fare (75, 20),
+    tima (55, 35)."""
+    values = {("suite", 4.0): {"CLIP (zero-shot)": (80, 0), "tecoa": (60, 30), "fare": (75, 20), "tima": (55, 35)},
+              ("PGD-10", 4.0): {"CLIP (zero-shot)": (80, 1), "tecoa": (60, 31), "fare": (75, 26), "tima": (55, 35)},
+              ("suite", 1.0): {"CLIP (zero-shot)": (80, 10), "tecoa": (60, 50), "fare": (75, 60), "tima": (55, 40)},
+              ("PGD-10", 1.0): {"CLIP (zero-shot)": (80, 10), "tecoa": (60, 50), "fare": (75, 60), "tima": (55, 40)}}
+    return pd.DataFrame([{"method": m, "attack": a, "eps": e, "clean_accuracy": float(c), "robust_accuracy": float(r)}
+                         for (a, e), methods in values.items() for m, (c, r) in methods.items()])
+
+
+def test_percent_rounds_as_the_tables_round():
+    value = 17.85  # stored as 17.85000000000000142: a format string gives 17.9, the tables' round(1) 17.8
+    assert claims.percent(value) == f"{pd.Series([value]).round(1).iloc[0]:.1f}" == "17.8"
+    assert claims.points(-0.04) == "0.0" and claims.points(2.25) == "+2.2"
+
+
+def test_plane_placement_gives_each_quadrant_and_the_extremes():
+    text = claims.plane_placement(_plane(), 4.0)
+    assert "At 4/255 under suite" in text and "from the pre-trained model's 80.0 % clean and 0.0 % robust" in text
+    assert "tecoa -20.0 clean / +30.0 robust, fare -5.0 clean / +20.0 robust" in text
+    assert "fare below and to the right of tecoa; tima above and to the left of tecoa" in text
+    assert "Most robust: tima (35.0 %); most clean accuracy kept: fare (75.0 %)." in text
+
+
+def test_attack_gap_and_gap_by_budget_count_the_reversed_pairs():
+    text = claims.attack_gap(_plane(), 4.0, worst="suite", single="PGD-10")
+    assert "by 0.0 to 6.0 points over the 3 fine-tuned models (most for fare)" in text
+    assert "reverses the order of 0 pairs." in text  # fare stays below tecoa: 26 < 31 and 20 < 30
+    flipped = _plane()
+    flipped.loc[(flipped.attack == "PGD-10") & (flipped.eps == 4.0) & (flipped.method == "fare"),
+                "robust_accuracy"] = 32.0
+    assert "reverses the order of 1 pair (tecoa / fare)." in claims.attack_gap(flipped, 4.0, worst="suite",
+                                                                              single="PGD-10")
+    by_budget = claims.gap_by_budget(_plane(), worst="suite", single="PGD-10")
+    assert "1/255: 0.0 to 0.0; 4/255: 0.0 to 6.0" in by_budget
+    # worst case at 1 → 4: tecoa 50 → 30, fare 60 → 20, tima 40 → 35: tecoa/fare and fare/tima swap, tecoa/tima do
+    # not (tima below at 1, above at 4: also a swap) → 3 of 3
+    assert "3 of 3 pairs of fine-tuned models change order between 1/255 and 4/255" in by_budget
+
+
+def test_dataset_changes_average_the_fine_tuned_models_per_set():
+    rows = [{"method": m, "dataset": d, "eps": 4.0, "attack": "suite", "clean_accuracy": float(c),
+             "robust_accuracy": float(r)}
+            for m, per_set in (("CLIP (zero-shot)", {"a": (90, 0), "b": (70, 10)}), ("x", {"a": (60, 30), "b": (68, 20)}),
+                               ("y", {"a": (80, 10), "b": (66, 30)}))
+            for d, (c, r) in per_set.items()]
+    text = claims.dataset_changes(pd.DataFrame(rows), 4.0)
+    assert "a -20.0 clean, +20.0 robust; b -3.0 clean, +15.0 robust" in text
+    assert "Most clean accuracy lost on a; least on b." in text
+
+
+def test_relative_cost_and_attack_agreement_and_curve_against():
+    cost = pd.DataFrame({"images/s": {"tecoa": 100.0, "fare": 40.0, "pmg_aft": 120.0}})
+    assert claims.relative_cost(cost) == ("Training throughput relative to tecoa, fastest first: pmg_aft 1.20×, "
+                                          "tecoa 1.00×, fare 0.40×.")
+    text = claims.attack_agreement(_plane(), 4.0, "PGD-10", "suite")
+    assert "differ by at most 6.0 points (fare); suite finds lower robust accuracy for 3 of 4 models, PGD-10 for 0" \
+        in text
+    text = claims.curve_against(_plane(), "tima", "tecoa")
+    assert text == ("tima minus tecoa under suite, robust accuracy in points: 1/255 -10.0, 4/255 +5.0; clean "
+                    "accuracy -5.0 points.")
+
+
+def test_drift_and_localisation_summaries_name_the_extremes():
+    drift = pd.DataFrame([{"model": m, "dataset": d, "clean": c, "random_noise": c + 0.01, "adversarial": a}
+                          for m, c, a in (("CLIP", 0.0, 0.30), ("TeCoA", 0.20, 0.28), ("TGA-ZSR", 0.05, 0.15))
+                          for d in ("p", "q")])
+    text = claims.drift_summary(drift)
+    assert "TeCoA: 0.200 clean, 0.210 noise, 0.280 attacked (+0.080 from the attack)" in text
+    assert "Furthest on clean images: TeCoA; closest under attack: TGA-ZSR; least added by the attack: TeCoA." in text
+    localisation = pd.DataFrame([{"model": m, "dataset": "scenes", "condition": c, "lift": l, "accuracy": acc}
+                                 for m, lifts in (("CLIP", (1.4, 1.4, 1.3)), ("TGA-ZSR", (1.2, 1.2, 1.35)))
+                                 for c, l, acc in zip(("clean", "random_noise", "adversarial"), lifts, (90, 88, 2))])
+    text = claims.localisation_summary(localisation)
+    assert text == ("scenes, lift clean / noise / attacked: CLIP 1.40 / 1.40 / 1.30 (2.0 % right under attack); "
+                    "TGA-ZSR 1.20 / 1.20 / 1.35 (2.0 % right under attack); highest clean lift CLIP, highest "
+                    "attacked lift TGA-ZSR.")
+
+
+def test_sensitivity_slopes_go_from_the_smallest_to_the_largest_value():
+    sweep = pd.DataFrame([{"option": o, "value": v, "eps": 4.0, "attack": "suite", "clean_accuracy": 70 + 10 * v,
+                           "robust_accuracy": 30 - v} for o in ("alpha", "beta") for v in (0.8, 0.0, 0.1)])
+    assert claims.sensitivity_slopes(sweep, 4.0) == ("At 4/255, in points: alpha from 0 to 0.8: +8.0 clean, -0.8 "
+                                                     "robust; beta from 0 to 0.8: +8.0 clean, -0.8 robust.")

@@ -16,7 +16,7 @@ from .attacks import pgd_linf
 from .attention import MAP_KINDS, attention_drift, attention_maps, non_class_classifier
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP
-from .plots import COLUMN_INCHES, FONT_POINTS, overlay_attention
+from .plots import COLUMN_INCHES, FONT_POINTS, overlay_attention, suptitle
 
 TRUE_CLASS = "(true class)"
 
@@ -122,7 +122,7 @@ class AttentionExplorer:
         for ax in axes:
             ax.axis("off")
         prompt_name = self.classnames[prompt_class]
-        fig.suptitle(f"{model}: {kind.replace('_', '-')} map for \"{prompt_name}\" "
+        suptitle(fig, f"{model}: {kind.replace('_', '-')} map for \"{prompt_name}\" "
                      f"(true class: {self.classnames[label]})")
         return fig
 

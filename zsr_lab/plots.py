@@ -14,13 +14,15 @@ from matplotlib.lines import Line2D
 
 from . import datasets
 from .attention import attention_maps
+from .claims import percent
 from .evaluate import select_attack
 from .models import ZeroShotCLIP
 
-COLUMN_INCHES = 7.0  # the book's text column (about 690 px): a figure this wide is shown at its own size
+COLUMN_INCHES = 6.5  # the text column is 672 px; with the 0.1-in pad of the inline PNG (670 px at 100 dpi) a figure
+# this wide is shown at its own size, so that its 9-pt text renders as 9 pt
 FONT_POINTS = 9  # the smallest text in any figure, as rendered at the column width
 BOOK_STYLE = {
-    "figure.dpi": 100,  # 7 inches = 700 px, the column; inline output is retina PNG at twice that
+    "figure.dpi": 100,  # so the column is 650 px of figure; inline output is retina PNG at twice that
     "figure.figsize": (COLUMN_INCHES, 3.6),
     "figure.constrained_layout.use": True,  # keeps outside legends and colour bars inside the figure
     "font.size": FONT_POINTS,
@@ -57,13 +59,22 @@ def _figure(rows: int, columns: int, *, height: float, width: float = COLUMN_INC
     return plt.subplots(rows, columns, figsize=(min(width, COLUMN_INCHES), height * rows), squeeze=False, **kwargs)
 
 
+def _fill(text: str, width_points: float, font_points: float) -> str:
+    """``text`` broken into lines of about ``width_points`` at half an em per character; "(classroom scale)"
+    stays on one line."""
+    kept = text.replace(" scale)", "\u00a0scale)")
+    return textwrap.fill(kept, max(12, int(width_points / (0.52 * font_points)))).replace("\u00a0", " ")
+
+
 def _wrapped(text: str, ax, *, font_points: float = FONT_POINTS + 1, vertical: bool = False) -> str:
-    """``text`` broken into lines that fit the width of ``ax`` (its height when ``vertical``, for a y label),
-    at about half an em per character."""
+    """``text`` broken into lines that fit the width of ``ax`` (its height when ``vertical``, for a y label)."""
     box, size = ax.get_position(), ax.figure.get_size_inches()
-    length_points = (box.height * size[1] if vertical else box.width * size[0]) * 72
-    kept = text.replace(" scale)", "\u00a0scale)")  # "(classroom scale)" stays on one line
-    return textwrap.fill(kept, max(12, int(length_points / (0.52 * font_points)))).replace("\u00a0", " ")
+    return _fill(text, (box.height * size[1] if vertical else box.width * size[0]) * 72, font_points)
+
+
+def suptitle(fig, text: str) -> None:
+    """A figure title broken into lines that fit the figure's width."""
+    fig.suptitle(_fill(text, fig.get_size_inches()[0] * 72, FONT_POINTS + 1))
 
 
 def _image_cell(ax) -> None:
@@ -149,7 +160,7 @@ def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, va
     ax = ax or plt.subplots(figsize=(COLUMN_INCHES, 3.8))[1]
     sns.barplot(data=rows, x="dataset", y=value, hue=hue, errorbar=None, ax=ax)
     mean = rows.groupby(hue)[value].mean() if hue else pd.Series({"": rows[value].mean()})
-    text = ", ".join(f"{k}: {v:.1f}" if k else f"{v:.1f}" for k, v in mean.items())
+    text = ", ".join(f"{k}: {percent(v)}" if k else percent(v) for k, v in mean.items())
     ax.set_title(_wrapped(f"{title} ({scale} scale) — mean {text} %", ax))
     ax.set_xlabel("")
     ax.set_ylabel(f"{value.replace('_', ' ')} (%)")
@@ -267,13 +278,15 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
         ax = axes[-1, 0]
         tidy = holdout.melt(id_vars="step", value_vars=["clean_accuracy", "robust_accuracy"],
                             var_name="accuracy", value_name="percent")
+        tidy["accuracy"] = tidy["accuracy"].str.removesuffix("_accuracy")
         if holdout["step"].nunique() > 1:
             sns.lineplot(data=tidy, x="step", y="percent", hue="accuracy", marker="o", ax=ax)
             ax.set_xlabel("optimizer step")
             _legend_outside(ax)
         else:
             sns.barplot(data=tidy, x="accuracy", y="percent", errorbar=None, ax=ax)
-            ax.bar_label(ax.containers[0], fmt="%.1f", fontsize=FONT_POINTS)
+            ax.bar_label(ax.containers[0], labels=[percent(v) for v in ax.containers[0].datavalues],
+                         fontsize=FONT_POINTS)
             ax.set_xlabel(f"after step {int(holdout['step'].iloc[0])}")
         ax.set_title(f"held-out training images, {holdout['attack'].iloc[-1]}")
         ax.set_ylabel("accuracy (%)")
@@ -407,7 +420,7 @@ def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
                              color={True: "tab:green", False: "tab:red", None: "black"}[correct])
         axes[r, 0].set_ylabel(textwrap.fill(label, max(8, int(tile * 12))))
     if title:
-        fig.suptitle(title)
+        suptitle(fig, title)
     return fig
 
 
@@ -474,7 +487,7 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
                     cell.set_xlabel(f"on object {mass:.2f}")
             cells[3].set_xlabel(f"attacked: {'right' if predicted[i] == labels[i] else 'wrong'}")
             cells[0].set_ylabel(f"{name}\nimage {i + 1}")
-    fig.suptitle(title or f"Class attention clean and under each model's own PGD-{steps}, ε = {eps:g}/255")
+    suptitle(fig, title or f"Class attention clean and under each model's own PGD-{steps}, ε = {eps:g}/255")
     for artist, label in ((shift, "|change|"), (maps, "attention (class map)")):  # the first sits nearest
         bar = fig.colorbar(artist, ax=axes, fraction=0.04, pad=0.02, label=label)
         bar.ax.set_label("<colorbar>")
@@ -504,7 +517,7 @@ def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, yla
     handles, labels = axes.flat[0].get_legend_handles_labels()
     axes.flat[0].get_legend().remove()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), title=hue, frameon=False)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
@@ -576,7 +589,7 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
         names += [f"{ref['method']} clean", f"{ref['method']} robust"]
     fig.legend(handles, names, loc="outside lower center", ncols=len(names), frameon=False)
     under = f", {rows['attack'].iloc[0]}" if "attack" in rows.columns else ""
-    fig.suptitle(f"Sensitivity of mean clean and robust accuracy (ε = {eps:g}/255{under}; {scale} scale)")
+    suptitle(fig, f"Sensitivity of mean clean and robust accuracy (ε = {eps:g}/255{under}; {scale} scale)")
     return fig
 
 
@@ -618,7 +631,7 @@ def plot_attack_gap(summary: pd.DataFrame, *, scale: str, eps: float, worst: str
     ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.8 * len(gap) + 2.5), 3.4))[1]
     ax.bar(gap.index, gap.values, color="tab:red")
     for x, value in enumerate(gap.values):
-        ax.annotate(f"{value:.1f}", (x, value), textcoords="offset points", xytext=(0, 3), ha="center",
+        ax.annotate(percent(value), (x, value), textcoords="offset points", xytext=(0, 3), ha="center",
                     fontsize=FONT_POINTS)
     ax.axhline(0, color="black", lw=0.8)
     ax.margins(y=0.15)  # room for the value labels
