@@ -45,6 +45,11 @@ function collect(frame, page) {
     title: doc.querySelector("h1") ? doc.querySelector("h1").textContent.trim() : "",
     outputImages: doc.querySelectorAll(".cell_output img").length,
     brokenImages: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute("src")),
+    // a figure drawn wider than the column is scaled down, and its text with it
+    shrunkFigures: Array.from(doc.querySelectorAll(".cell_output img")).filter(i => i.clientWidth > 0
+      && i.clientWidth < 0.97 * parseFloat(i.style.width || i.getAttribute("width") || i.naturalWidth))
+      .map(i => `${i.getAttribute("src")} (${i.style.width || i.getAttribute("width") || i.naturalWidth} shown `
+        + `at ${i.clientWidth}px)`),
     errors: Array.from(doc.querySelectorAll(".cell_output .traceback, .cell_output .error"))
       .map(e => e.textContent.slice(0, 300)),
     colab: Array.from(doc.querySelectorAll('a[href*="colab.research.google.com"]')).map(a => a.href),
@@ -111,6 +116,9 @@ def main(root: Path) -> int:
             problems.append(f"images that did not load: {seen['brokenImages']}")
         if expected is not None and seen["outputImages"] != expected:
             problems.append(f"{seen['outputImages']} figures shown, the executed notebook made {expected}")
+        if seen["shrunkFigures"]:
+            problems.append(f"{len(seen['shrunkFigures'])} figure(s) wider than the column, scaled down with their "
+                            f"text, e.g. {seen['shrunkFigures'][0]}")
         if seen["errors"]:
             problems.append(f"execution errors: {seen['errors']}")
         if seen["stderr"]:

@@ -58,6 +58,8 @@ FIGURE = '<div class="cell_output"><img src="../_images/figure.png"></div>'
      "MathJax loaded from the network"),
     (FIGURE + '<div class="cell_input"><pre style="width: 600px; overflow: auto">' + "x = 1  " * 120 + "</pre></div>", 1,
      "1 code cell(s) wider than the column"),
+    ('<div class="cell_output" style="width: 300px"><img src="../_images/figure.png" style="width: 600px; '
+     'max-width: 100%"></div>', 1, "1 figure(s) wider than the column, scaled down"),
 ])
 def test_what_a_reader_would_see_as_broken_fails(tmp_path, capsys, body, figures_made, problem):
     assert _checker().main(_book(tmp_path, body, figures_made)) == 1
