@@ -118,16 +118,19 @@ def test_image_figures_fit_the_column_and_stay_legible(name, random_classroom_cl
     _check_legible(_model_figures(random_classroom_clip)[name]())
 
 
-def test_point_labels_are_drawn_apart_even_for_coinciding_points():
+def test_point_labels_are_drawn_apart_and_inside_the_axes_even_for_coinciding_points():
     summary = pd.DataFrame([{"method": m, "eps": 4.0, "clean_accuracy": 80.0, "robust_accuracy": 30.0}
                             for m in ("tga_zsr", "comp_tga", "tima")]
-                           + [{"method": "tecoa", "eps": 4.0, "clean_accuracy": 60.0, "robust_accuracy": 20.0}])
+                           + [{"method": "tecoa", "eps": 4.0, "clean_accuracy": 60.0, "robust_accuracy": 20.0},
+                              {"method": "CLIP (zero-shot)", "eps": 4.0, "clean_accuracy": 92.0, "robust_accuracy": 5.0}])
     ax = zl.plots.plot_tradeoff(summary, scale="classroom", eps=4.0)
     ax.figure.draw_without_rendering()
     renderer = ax.figure.canvas.get_renderer()
     boxes = {text.get_text(): text.get_window_extent(renderer) for text in ax.texts}
-    assert set(boxes) == {"tga_zsr", "comp_tga", "tima", "tecoa"}
+    assert set(boxes) == {"tga_zsr", "comp_tga", "tima", "tecoa", "CLIP (zero-shot)"}
     assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes.values(), 2))
+    frame = ax.get_window_extent(renderer)  # names at the right edge go left of their points, inside the axes
+    assert all(frame.x0 <= box.x0 and box.x1 <= frame.x1 for box in boxes.values())
     assert {t.get_text(): t.xyann for t in ax.texts}["tecoa"] == (6, -FONT_POINTS / 2)  # room: the default place
 
 

@@ -295,23 +295,31 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
 
 
 def _label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
-    """Name each point right of it, moved down or up a line at a time until its drawn box overlaps no label
-    placed before it (top to bottom)."""
+    """Name each point right of it (left of it where the name would leave the axes), moved down or up a line at
+    a time until its drawn box overlaps no label placed before it (top to bottom)."""
     renderer = ax.figure.canvas.get_renderer()
     ax.figure.draw_without_rendering()  # the final layout, so that the boxes are the drawn ones
+    right_edge = ax.get_window_extent(renderer).x1
     step = FONT_POINTS + 3
     placed = []
+
+    def place(index, shift, side):
+        return ax.annotate(labels[index], (xs[index], ys[index]), textcoords="offset points",
+                           xytext=(6 * side, shift * step - FONT_POINTS / 2), fontsize=FONT_POINTS,
+                           ha="left" if side > 0 else "right")
+
     for index in sorted(range(len(labels)), key=lambda i: -ys[i]):
+        text = place(index, 0, 1)
+        side = 1 if text.get_window_extent(renderer).x1 <= right_edge else -1
+        text.remove()
         for shift in (0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5):
-            text = ax.annotate(labels[index], (xs[index], ys[index]), textcoords="offset points",
-                               xytext=(6, shift * step - FONT_POINTS / 2), fontsize=FONT_POINTS)
+            text = place(index, shift, side)
             box = text.get_window_extent(renderer)
             if not any(box.overlaps(other) for other in placed):
                 break
             text.remove()
         else:  # no free place within five lines: keep the nearest
-            text = ax.annotate(labels[index], (xs[index], ys[index]), textcoords="offset points",
-                               xytext=(6, -FONT_POINTS / 2), fontsize=FONT_POINTS)
+            text = place(index, 0, side)
             box = text.get_window_extent(renderer)
         placed.append(box)
 
