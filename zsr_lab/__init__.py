@@ -14,9 +14,9 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-SUBMODULES = ("apgd", "attack_base", "attacks", "attention", "claims", "classifier", "datasets", "evaluate",
-              "explorer", "export", "methods", "models", "plots", "progress", "protocol", "reported", "sanity",
-              "scales", "scenes", "settings", "suites", "tima", "train", "weights")
+SUBMODULES = ("adaptive", "apgd", "attack_base", "attacks", "attention", "claims", "classifier", "datasets",
+              "defences", "evaluate", "explorer", "export", "grader", "methods", "models", "plots", "progress",
+              "protocol", "reported", "sanity", "scales", "scenes", "settings", "suites", "tima", "train", "weights")
 
 # name → the module that defines it
 _EXPORTS = {

@@ -613,9 +613,10 @@ def plot_text_geometry(original: torch.Tensor, tuned: torch.Tensor, classnames: 
         similarity = (text @ text.T).detach().cpu()
         values[name] = similarity[upper].numpy()
         sns.heatmap(pd.DataFrame(similarity.numpy(), index=classnames, columns=classnames), ax=ax, cmap="viridis",
-                    vmin=-1, vmax=1, square=True, cbar=ax is axes[0, 1], xticklabels=False,
+                    vmin=-1, vmax=1, square=True, cbar=False, xticklabels=False,
                     yticklabels=names if ax is axes[0, 0] else False)
         ax.set_title(f"{name} class text:\nmean off-diagonal cos {values[name].mean():.2f}")
+    fig.colorbar(axes[0, 1].collections[0], ax=axes[0, :].tolist(), label="cosine", shrink=0.9)
     tidy = pd.DataFrame([{"text": name, "cosine": v} for name, vs in values.items() for v in vs])
     sns.histplot(data=tidy, x="cosine", hue="text", bins=30, element="step", ax=axes[1, 0])
     axes[1, 0].set_title(f"pairwise cosines ({scale} scale)")

@@ -5,11 +5,18 @@ that stays well above 0 at a huge ε, that rises with more attack steps, or that
 and an attack whose perturbations leave the ε-ball or the image box is simply wrong. The checks run on a suite:
 its per-image worst case must never be above any of its members on their own, and every member must respect the
 ball and the box.
+
+:func:`red_flags` runs the signs of gradient masking directly on images, for any model-like callable (a
+defence of :mod:`zsr_lab.defences` included): vanishing gradients, answers that change between calls, no
+collapse at a huge ε, a margin loss or a black-box attack doing better than PGD on the cross-entropy.
 """
 from __future__ import annotations
 
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
+from .attacks import build_attack
 from .evaluate import evaluate_robustness
 from .models import ZeroShotCLIP
 from .protocol import Protocol
@@ -64,3 +71,55 @@ def check_evaluation(model: ZeroShotCLIP, dataset: str, *, suite: str = "aa-20",
     ]
     return pd.DataFrame(checks, columns=["check", "passed", "detail"]).assign(dataset=dataset,
                                                                              n=int(pgd.n.iloc[0]))
+
+
+@torch.no_grad()
+def _accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100 * (model(images).argmax(1) == labels).float().mean().item()
+
+
+def red_flags(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, n_classes: int,
+              large_eps: float = 64, square_queries: int = 1000, tolerance: float = 2.0,
+              seed: int = 0) -> pd.DataFrame:
+    """Signs that an evaluation of ``model`` is being fooled (Carlini et al.'s checklist), each measured on the
+    given images; one row per flag with ``fired`` and the numbers behind it. An honestly robust model raises
+    none; a model that masks its gradients raises at least one.
+
+    Arguments:
+        model: images in [0, 1] → logits (a :class:`ZeroShotCLIP` with its classifier, or a defence).
+        images, labels: ``[N, C, H, W]`` in [0, 1] and ``[N]``.
+        eps: the budget of the white-box and black-box attacks (units of 1/255); ``large_eps`` that of the
+            collapse check.
+        square_queries: queries of the black-box Square attack (0: skip that check, the slowest).
+        tolerance: accuracy points allowed for sampling noise.
+
+    Examples::
+        >>> zl.sanity.red_flags(SaturatedLogits(clip), images, labels, eps=8, n_classes=10)
+    """
+    def robust(attack: str, budget: float) -> float:
+        torch.manual_seed(seed)
+        return _accuracy(model, build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels),
+                         labels)
+
+    with torch.no_grad():
+        first, second = model(images), model(images)
+        right = first.argmax(1) == labels
+    changed = int((first.argmax(1) != second.argmax(1)).sum())
+    x = images.detach().clone().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(x), labels, reduction="sum"), x)
+    zero = grad.flatten(1).abs().amax(1) == 0
+    zero_share = 100 * zero[right].float().mean().item() if right.any() else 0.0
+    pgd, cw, large = robust("pgd-10", eps), robust("cw-10", eps), robust("apgd_ce-20", large_eps)
+    flags = [
+        ("the cross-entropy gradient vanishes", zero_share > 10,
+         f"exactly zero for {zero_share:.0f} % of the correctly classified images"),
+        ("answers change between two calls on the same images", changed > 0 or not torch.equal(first, second),
+         f"{changed} of {len(images)} predictions differ"),
+        (f"no collapse at ε = {large_eps:g}/255", large > tolerance, f"APGD-CE-20: {large:.1f} % robust"),
+        ("a margin loss beats the cross-entropy", cw < pgd - tolerance, f"CW-10 {cw:.1f} % vs PGD-10 {pgd:.1f} %"),
+    ]
+    if square_queries:
+        square = robust(f"square-{square_queries}", eps)
+        flags.append(("a black-box attack beats the white-box one", square < pgd - tolerance,
+                      f"Square-{square_queries} {square:.1f} % vs PGD-10 {pgd:.1f} %"))
+    return pd.DataFrame(flags, columns=["flag", "fired", "detail"]).assign(eps=float(eps), n=len(images))
