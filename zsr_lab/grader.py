@@ -56,15 +56,15 @@ class Grade:
         return self.message
 
 
-def graded_images(model, scale: str = "classroom", *, data_root=None, seed: int = 0):
+def graded_images(model, scale: str = "classroom", *, data_root=None, download: bool = False, seed: int = 0):
     """The grader's held-out images and labels at ``scale`` (a fixed random subset of the scale's graded set,
     at the model's input size), with the set's zero-shot classifier installed on ``model``; also returns the
     dataset name and ε (units of 1/255)."""
     if scale not in GRADED_SETS:
         raise ValueError(f"unknown scale {scale!r}; the grader knows {', '.join(GRADED_SETS)}")
     name, eps, n = GRADED_SETS[scale]
-    data = subset(datasets.load_dataset(name, data_root=data_root, image_size=model.image_size[0], verbose=False),
-                  n, seed)
+    data = subset(datasets.load_dataset(name, data_root=data_root, image_size=model.image_size[0], download=download,
+                                        verbose=False), n, seed)
     images, labels = zip(*(data[i] for i in range(len(data))))
     model.set_classifier(dataset_classifier(model, name))
     return torch.stack(images).to(model.device), torch.tensor(labels).to(model.device), name, eps
@@ -117,7 +117,7 @@ def _check(adversarial, images: torch.Tensor, labels: torch.Tensor, kept_images:
 
 
 def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margin: float = 15.0, data_root=None,
-          seed: int = 0) -> Grade:
+          download: bool = False, seed: int = 0) -> Grade:
     """Run ``attack`` against ``defence`` on the grader's images and say whether it broke the defence.
 
     Arguments:
@@ -127,6 +127,7 @@ def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margi
         scale: ``"classroom"`` (Fashion-MNIST, 200 images, ε = 8/255) or ``"full"`` (CIFAR-10, 500 images,
             ε = 4/255).
         margin: points above the undefended model's PGD-50 accuracy that still count as broken.
+        data_root, download: where the graded set is, and whether torchvision may download it (full scale).
 
     Raises:
         InvalidAttack: the output leaves the ε-ball or the box, is not shaped like the input, is out of order,
@@ -137,7 +138,8 @@ def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margi
         >>> cw = lambda d, x, y: zl.attacks.build_attack(d, "cw-10", 8, n_classes=10)(x, y)
         >>> print(zl.grader.grade(SaturatedLogits(clip), cw))
     """
-    images, labels, name, eps = graded_images(defence.model, scale, data_root=data_root, seed=seed)
+    images, labels, name, eps = graded_images(defence.model, scale, data_root=data_root, download=download,
+                                              seed=seed)
     n_classes = len(datasets.get_spec(name).classnames)
     kept_images, kept_labels = images.clone(), labels.clone()
     _reseed(defence, seed)
