@@ -18,6 +18,7 @@ from .attacks import build_attack
 from .classifier import dataset_classifier
 from .defences import Defence
 from .evaluate import subset
+from .sanity import accuracy
 
 GRADED_SETS = {"classroom": ("fashion_mnist", 8.0, 200), "full": ("cifar10", 4.0, 500)}
 EVALUATION_DRAWS = 5  # a randomised defence is scored by its mean accuracy over this many draws
@@ -74,11 +75,6 @@ def _reseed(defence: Defence, seed: int) -> None:
     torch.manual_seed(seed)
     if isinstance(getattr(defence, "generator", None), torch.Generator):
         defence.generator.manual_seed(seed)
-
-
-@torch.no_grad()
-def _accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100 * (model(images).argmax(1) == labels).float().mean().item()
 
 
 def _check(adversarial, images: torch.Tensor, labels: torch.Tensor, kept_images: torch.Tensor,
@@ -146,11 +142,11 @@ def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margi
     adversarial = _check(attack(defence, images, labels), images, labels, kept_images, kept_labels, eps)
     _reseed(defence, seed)
     reference = build_attack(defence.model, "pgd-50", eps, n_classes=n_classes, seed=seed)(images, labels)
-    undefended = _accuracy(defence.model, reference, labels)
+    undefended = accuracy(defence.model, reference, labels)
     scores = []
     for draw in range(EVALUATION_DRAWS):
         _reseed(defence, seed + 1 + draw)
-        scores.append((_accuracy(defence, images, labels), _accuracy(defence, adversarial, labels)))
+        scores.append((accuracy(defence, images, labels), accuracy(defence, adversarial, labels)))
     clean, robust = (sum(values) / len(values) for values in zip(*scores))
     threshold = undefended + margin
     passed = robust <= threshold

@@ -74,7 +74,8 @@ def check_evaluation(model: ZeroShotCLIP, dataset: str, *, suite: str = "aa-20",
 
 
 @torch.no_grad()
-def _accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of ``model`` on one batch of images."""
     return 100 * (model(images).argmax(1) == labels).float().mean().item()
 
 
@@ -98,7 +99,7 @@ def red_flags(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, 
     """
     def robust(attack: str, budget: float) -> float:
         torch.manual_seed(seed)
-        return _accuracy(model, build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels),
+        return accuracy(model, build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels),
                          labels)
 
     with torch.no_grad():
