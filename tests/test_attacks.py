@@ -69,7 +69,7 @@ def test_attack_names_and_budgets_are_checked():
         attacks.AttackConfig("pgd").pixel_eps(float("nan"))
     with pytest.raises(ValueError, match="larger than the whole pixel range"):
         attacks.AttackConfig("pgd").pixel_eps(300)
-    with pytest.raises(ValueError, match="did you mean apgd_t"):
+    with pytest.raises(ValueError, match="did you mean 'apgd_t'"):
         attacks.parse_attack("apgd_tt-10")
     with pytest.raises(ValueError, match="now a suite: write papers-aa"):
         attacks.parse_attack("apgd-10")

@@ -6,7 +6,8 @@ import torch
 
 import zsr_lab as zl
 from zsr_lab.attention import (attention_distance, attention_drift, attention_maps, complementary_attention,
-                               measure_attention_drift, non_class_classifier, text_guided_attention)
+                               non_class_classifier, text_guided_attention)
+from zsr_lab.attention_measures import measure_attention_drift
 from zsr_lab.methods import CompTGA, TGAZSR, build_method
 from test_training import tiny_config  # the engine tests' few-second recipe
 
@@ -186,10 +187,10 @@ def test_tga_zsr_without_attention_terms_trains_exactly_like_tecoa(tmp_path):
 def test_sensitivity_trains_each_point_once_and_labels_it(tmp_path):
     config = tiny_config(tmp_path, epochs=1, method="tga_zsr", eval_datasets=("digits",), eval_n_examples=16,
                          eval_attacks=("pgd-2",), eval_eps=(4,))
-    table = zl.train.sensitivity(config, {"alpha": [0.0, 1.0], "beta": [0.05]})
+    table = zl.sensitivity(config, {"alpha": [0.0, 1.0], "beta": [0.05]})
     assert list(zip(table.option, table.value)) == [("alpha", 0.0), ("alpha", 1.0), ("beta", 0.05)]
     assert set(table.fixed) == {"beta = 0.05, normalize = tokens", "alpha = 0.08, normalize = tokens"}
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"alpha_0", "alpha_1", "beta_0.05"}
     assert table["robust_accuracy"].between(0, 100).all()
     with pytest.raises(ValueError, match="has no option gamma"):
-        zl.train.sensitivity(config, {"gamma": [1.0]})
+        zl.sensitivity(config, {"gamma": [1.0]})

@@ -46,7 +46,7 @@ def test_protocol_templates_and_transforms():
 
 
 def test_unknown_dataset_lists_the_choices():
-    with pytest.raises(ValueError, match="Did you mean 'cifar10'") as info:
+    with pytest.raises(ValueError, match="did you mean 'cifar10'") as info:
         zl.get_spec("cifar-10")
     assert "imagenet" in str(info.value) and "fashion_mnist" in str(info.value)
     with pytest.raises(TypeError, match="must be a string"):

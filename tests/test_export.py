@@ -16,7 +16,8 @@ from zsr_lab import export
 from zsr_lab.evaluate import summarize
 from zsr_lab.export import export_encoder
 from zsr_lab.models import CLASSROOM_MODEL
-from zsr_lab.train import TrainConfig, fit
+from zsr_lab.engine import fit
+from zsr_lab.recipes import TrainConfig
 
 TEXTS = ["a photo of a sneaker", "a picture of a handwritten digit seven"]
 

@@ -189,7 +189,7 @@ def test_cli_interrupt_says_how_to_resume(tmp_path, capsys, monkeypatch, classro
 
 
 def test_cli_checks_every_dataset_before_loading_the_model(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(zl.models, "load_clip", lambda *a, **k: pytest.fail("the model was loaded first"))
+    monkeypatch.setattr(zl.evaluate, "load_clip", lambda *a, **k: pytest.fail("the model was loaded first"))
     with pytest.raises(SystemExit):
         evaluate.main(["--datasets", "faces", "cifar10", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")])
     assert "CIFAR-10 not found" in capsys.readouterr().err
@@ -248,5 +248,5 @@ def test_results_survive_a_cut_line_and_int_or_float_eps(classroom_clip, tmp_pat
         f.write('{"model": "zsr-clas')  # a crash in the middle of writing a line
     both = evaluate.evaluate_robustness(classroom_clip, "faces", ["pgd-2", "cw-2"], [4.0], **kwargs)
     pd.testing.assert_frame_equal(both.iloc[:1], first)  # 4 and 4.0 are the same, reused result
-    rows = evaluate._load_results(tmp_path / evaluate.RESULTS_FILE)
+    rows = evaluate.load_results(tmp_path / evaluate.RESULTS_FILE)
     assert sorted(row["attack"] for row in rows.values()) == ["CW-2", "PGD-2"]

@@ -9,12 +9,8 @@ from PIL import Image
 
 import zsr_lab as zl
 from zsr_lab import classroom, classroom_data, datasets, scenes
-from zsr_lab.attention import (
-    attention_mass_in_object,
-    measure_attention_localisation,
-    perturbed_images,
-    pointing_game,
-)
+from zsr_lab.attention import attention_mass_in_object, pointing_game
+from zsr_lab.attention_measures import measure_attention_localisation, perturbed_images
 from zsr_lab.models import CLASSROOM_SCENES_MODEL
 
 
@@ -283,7 +279,7 @@ def test_the_scenes_clip_is_pretrained_on_scenes_and_cached_under_its_own_name(m
     assert record["config"]["model"] == CLASSROOM_SCENES_MODEL
     assert dict(map(tuple, record["config"]["mixture"]))["fashion_scenes"] > 0
     assert classroom.checkpoint_path(cache_dir=tmp_path) != path  # the 28-px classroom CLIP has its own file
-    with pytest.raises(ValueError, match="not a classroom CLIP"):
+    with pytest.raises(ValueError, match="unknown classroom CLIP"):
         classroom.pretraining_config("ViT-B-32-quickgelu")
 
 

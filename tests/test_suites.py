@@ -118,7 +118,7 @@ def test_aa_is_not_weaker_than_the_reference_autoattack(classroom_clip):
         keep = clip(x).argmax(1) == y
     x, y = x[keep], y[keep]
     eps = 3
-    with zl.evaluate._frozen(clip):
+    with zl.models.frozen_parameters(clip):
         ours = suites.run_suite(clip, suites.parse_suite("aa").members_for(10), x, y, eps, n_classes=10).robust
         reference = pyautoattack.AutoAttack(clip, norm="Linf", eps=eps / 255, version="custom",
                                             attacks=["apgd-ce", "apgd-t"], seed=0)

@@ -46,21 +46,21 @@ def test_a_bad_parameter_stops_the_first_cell_with_what_to_fix(tmp_path):
 
 def test_parameters_are_checked_before_any_compute():
     with pytest.raises(ValueError, match="gpus must be at least 1"):
-        zl.train.config_from_parameters("tecoa", "classroom", gpus=0)
+        zl.config_from_parameters("tecoa", "classroom", gpus=0)
     with pytest.raises(TypeError, match="eval_eps must be a list"):
-        zl.train.config_from_parameters("tecoa", "classroom", eval_eps=4)
+        zl.config_from_parameters("tecoa", "classroom", eval_eps=4)
     with pytest.raises(TypeError, match="gpus must be an integer"):
-        zl.train.config_from_parameters("tecoa", "classroom", gpus="2")
+        zl.config_from_parameters("tecoa", "classroom", gpus="2")
     with pytest.raises(ValueError, match=r"CUDA device\(s\) are visible"):
-        zl.train.config_from_parameters("tecoa", "classroom", gpus=64)
+        zl.config_from_parameters("tecoa", "classroom", gpus=64)
     with pytest.raises(TypeError, match="unknown parameter"):
-        zl.train.config_from_parameters("tecoa", "classroom", learning_rate=0.1)
-    config = zl.train.config_from_parameters("tecoa", "classroom", epochs=None, eval_eps=[1, 2])
+        zl.config_from_parameters("tecoa", "classroom", learning_rate=0.1)
+    config = zl.config_from_parameters("tecoa", "classroom", epochs=None, eval_eps=[1, 2])
     assert config.epochs == 1 and config.eval_eps == (1.0, 2.0) and config.run_dir
 
 
 def test_more_than_one_gpu_goes_through_torchrun(tmp_path):
-    command = zl.train.torchrun_command(tmp_path / "config.json", 4)
+    command = zl.sweeps.torchrun_command(tmp_path / "config.json", 4)
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=4" in command
     assert command[-3:] == ["zsr_lab.train", "--config", str(tmp_path / "config.json")]
 
@@ -103,7 +103,7 @@ def test_every_notebook_parameter_reaches_the_config():
     for name in ("steps", "train_examples", "holdout_examples", "eval_n_examples", "eval_batch_size",
                  "eval_precision", "lr", "keep_checkpoints", "config_overrides"):
         assert name in names
-    smoke = zl.train.config_from_parameters("tecoa", "classroom", steps=2, train_examples=64, holdout_examples=0,
+    smoke = zl.config_from_parameters("tecoa", "classroom", steps=2, train_examples=64, holdout_examples=0,
                                             eval_n_examples=20, eval_batch_size=64, eval_precision="bf16", lr=0.01,
                                             keep_checkpoints=1, warmup_steps=1)
     assert (smoke.steps, smoke.train_examples, smoke.holdout_examples, smoke.eval_n_examples) == (2, 64, 0, 20)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import zsr_lab as zl
-from zsr_lab import train
+from zsr_lab import engine, train
 from zsr_lab.datasets import DatasetNotFoundError
-from zsr_lab.train import ResumableSampler, TrainConfig, TrainingDivergedError, fit, lr_factor, recipe
+from zsr_lab.engine import ResumableSampler, TrainingDivergedError, fit, lr_factor
+from zsr_lab.recipes import TrainConfig, recipe
 
 
 def tiny_config(tmp_path, **overrides):
@@ -60,7 +61,7 @@ def test_sampler_shards_are_the_one_process_batches_and_skip_resumes_mid_epoch()
     (dict(epochs=1.5), TypeError, "epochs must be an integer"),
     (dict(batch_size=16, accumulation_steps=3), ValueError, "multiple of accumulation_steps"),
     (dict(optimizer="adam"), ValueError, "'sgd' or 'adamw'"),
-    (dict(train_dataset="fashion"), ValueError, "Did you mean .fashion_mnist"),
+    (dict(train_dataset="fashion"), ValueError, "did you mean .fashion_mnist"),
     (dict(data_root="/nonexistent/zsr"), FileNotFoundError, "does not exist"),
     (dict(method_options="repository"), TypeError, "method_options must be a dict"),
     (dict(eval_attacks=("pgd-x",)), ValueError, "cannot read"),
@@ -71,7 +72,7 @@ def test_bad_configs_fail_before_any_compute_with_the_fix(tmp_path, change, erro
 
 
 def test_missing_training_data_fails_before_the_model_is_loaded(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "load_clip", lambda *a, **k: pytest.fail("model loaded before the data check"))
+    monkeypatch.setattr(engine, "load_clip", lambda *a, **k: pytest.fail("model loaded before the data check"))
     config = tiny_config(tmp_path, scale="full", model="zsr-classroom-vit", data_root=str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match="tiny-imagenet-200"):
         fit(config, progress=False)
@@ -323,7 +324,7 @@ def test_training_plots_show_every_loss_term_and_one_point_per_method(tmp_path):
 def test_pretrained_baseline_is_evaluated_under_the_run_protocol(classroom_clip):
     config = recipe("tecoa", "classroom", eval_datasets=("digits",), eval_attacks=("pgd-2",), eval_eps=(1.0,),
                     eval_n_examples=40)
-    table = train.evaluate_pretrained(config, progress=False)
+    table = engine.evaluate_pretrained(config, progress=False)
     assert list(table["method"]) == ["CLIP (zero-shot)"] and table["pretrained"].iloc[0] == "zsr_lab"
     assert table["n"].iloc[0] == 40 and table["clean_accuracy"].iloc[0] > 80
     assert table["robust_accuracy"].iloc[0] <= table["clean_accuracy"].iloc[0]

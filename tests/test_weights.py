@@ -160,7 +160,7 @@ def test_recorded_and_requested_normalisations(tuned, tmp_path):
     tuned_imagenet = zl.load_clip(MODEL, "zsr_lab", device="cpu")
     tuned_imagenet.pixel_mean.copy_(torch.tensor(published.IMAGENET_NORMALIZATION[0]).view(1, 3, 1, 1))
     tuned_imagenet.pixel_std.copy_(torch.tensor(published.IMAGENET_NORMALIZATION[1]).view(1, 3, 1, 1))
-    torch.save(zl.train.weights_only_state(tuned_imagenet), path)
+    torch.save(zl.checkpoints.weights_only_state(tuned_imagenet), path)
     loaded = zl.load_clip(MODEL, str(path), device="cpu")  # the statistics recorded in weights.pt
     torch.testing.assert_close(loaded.pixel_std, tuned_imagenet.pixel_std)
     clip_stats = zl.load_clip(MODEL, str(path), device="cpu", normalization="clip")

@@ -14,9 +14,11 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-SUBMODULES = ("adaptive", "apgd", "attack_base", "attacks", "attention", "claims", "classifier", "datasets",
-              "defences", "evaluate", "explorer", "export", "grader", "methods", "models", "plots", "progress",
-              "protocol", "reported", "sanity", "scales", "scenes", "settings", "suites", "tima", "train", "weights")
+SUBMODULES = ("adaptive", "apgd", "attack_base", "attacks", "attention", "attention_measures", "checkpoints", "claims",
+              "classifier", "classroom", "classroom_data", "datasets", "defences", "distributed", "engine", "evaluate",
+              "explorer", "export", "grader", "methods", "models", "plots", "precision", "pretrained", "progress",
+              "protocol", "recipes", "registry", "reported", "sanity", "scales", "scenes", "settings", "speed",
+              "speed_suites", "speed_training", "suites", "sweeps", "tima", "train", "weights")
 
 # name → the module that defines it
 _EXPORTS = {
@@ -25,13 +27,17 @@ _EXPORTS = {
                      "load_dataset"), "datasets"),
     **dict.fromkeys(("evaluate_robustness", "evaluate_zero_shot", "member_table", "summarize", "with_mean",
                      "zero_shot_accuracy"), "evaluate"),
+    **dict.fromkeys(("measure_attention_drift", "measure_attention_localisation"), "attention_measures"),
     "AttentionExplorer": "explorer",
     "export_encoder": "export",
-    **dict.fromkeys(("ImageFeatures", "WeightsUnavailableError", "ZeroShotCLIP", "freeze", "frozen_copy", "load_clip",
-                     "train_image_tower_only"), "models"),
+    **dict.fromkeys(("ImageFeatures", "ZeroShotCLIP", "freeze", "frozen_copy", "train_image_tower_only"), "models"),
+    **dict.fromkeys(("WeightsUnavailableError", "load_clip"), "pretrained"),
     "Protocol": "protocol",
     **dict.fromkeys(("Scale", "get_scale", "localisation_scale"), "scales"),
-    **dict.fromkeys(("Runs", "TrainConfig", "fit", "recipe"), "train"),
+    **dict.fromkeys(("Runs", "TrainConfig", "config_from_parameters", "recipe"), "recipes"),
+    **dict.fromkeys(("TrainResult", "evaluate_pretrained", "fit"), "engine"),
+    **dict.fromkeys(("launch", "sensitivity"), "sweeps"),
+    "UnknownNameError": "registry",
     "CheckpointError": "weights",
 }
 

@@ -12,7 +12,6 @@ Users write ℓ∞ budgets in units of 1/255 (``eps=1`` means 1/255); ℓ2 budge
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 from .apgd import APGD
 from .attack_base import Attack
 from .precision import PrecisionModel
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class AttackKind:
     description: str
 
 
-ATTACKS: dict[str, AttackKind] = {
+ATTACKS: Registry[AttackKind] = Registry("attack", {
     "pgd": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the cross-entropy of the 100-scaled logits, uniform random start"),
     "pgd_l2": AttackKind("L2", 100, 2, "ℓ2 PGD on the cross-entropy, uniform random start in the ball"),
     "cw": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the margin loss −relu(z_y − max_{k≠y} z_k + κ), κ = 50 (the "
@@ -47,7 +47,7 @@ ATTACKS: dict[str, AttackKind] = {
     "fab_t": AttackKind("Linf", 100, 2, "targeted FAB, top-9 target classes (the reference AutoAttack's)"),
     "square": AttackKind("Linf", 5000, 2, "Square, the black-box score attack; steps = queries (the reference "
                                           "AutoAttack's)"),
-}
+})
 RENAMED = {"apgd": "papers-aa (APGD-CE + APGD-DLR, the papers' 'AutoAttack') or aa (APGD-CE + APGD-T)",
            "autoattack": "aa-standard (APGD-CE, APGD-T, FAB-T, Square)"}
 
@@ -74,8 +74,7 @@ class AttackConfig:
     targets: int = 9
 
     def __post_init__(self):
-        if self.name not in ATTACKS:
-            raise ValueError(f"unknown attack {self.name!r}; choose one of {', '.join(ATTACKS)}")
+        ATTACKS.check(self.name)
         for field, value in (("steps", self.steps), ("restarts", self.restarts), ("targets", self.targets)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field} must be a positive integer, got {value!r}")
@@ -140,10 +139,7 @@ def parse_attack(text: str) -> AttackConfig:
         raise ValueError(f"cannot read {text!r}: write NAME or NAME-STEPS, e.g. pgd-100, cw-100, apgd_ce-100")
     if name in RENAMED:
         raise ValueError(f"{text!r} is now a suite: write {RENAMED[name]}")
-    if name not in ATTACKS:
-        close = difflib.get_close_matches(name, list(ATTACKS), n=2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown attack {name!r} in {text!r}{hint}; choose one of {', '.join(ATTACKS)}")
+    ATTACKS.check(name, where=f" in {text!r}", n=2)
     return AttackConfig(name, int(steps) if steps else ATTACKS[name].steps)
 
 

@@ -47,7 +47,7 @@ def fine_tuning_change(table: pd.DataFrame, before: str, after: str, eps: float)
 
 def drift_ratio(drift: pd.DataFrame) -> str:
     """How much further the attack moves the attention than random noise of the same size, per dataset (a
-    :func:`zsr_lab.attention.measure_attention_drift` table of one model)."""
+    :func:`zsr_lab.measure_attention_drift` table of one model)."""
     ratio = drift["adversarial"] / drift["random_noise"]
     parts = [f"{r:.1f}× on {name}" for name, r in zip(drift["dataset"], ratio)]
     verdict = ("further than noise on every set" if (ratio > 1).all() else
@@ -227,7 +227,7 @@ def curve_against(summary: pd.DataFrame, method: str, reference: str, *, attack:
 def drift_summary(drift: pd.DataFrame) -> str:
     """Per model, the attention drift from the pre-trained model's clean map, mean over the sets: on clean
     images, under noise and under the model's own attack, and what the attack adds to the clean drift (a
-    :func:`zsr_lab.attention.measure_attention_drift` table of several models)."""
+    :func:`zsr_lab.measure_attention_drift` table of several models)."""
     mean = drift.groupby("model", sort=False)[["clean", "random_noise", "adversarial"]].mean()
     added = mean["adversarial"] - mean["clean"]
     parts = [f"{m}: {r['clean']:.3f} clean, {r['random_noise']:.3f} noise, {r['adversarial']:.3f} attacked "
@@ -240,7 +240,7 @@ def drift_summary(drift: pd.DataFrame) -> str:
 def localisation_summary(localisation: pd.DataFrame) -> str:
     """Per set: each model's lift on clean images, under noise and under its own attack, its accuracy under
     that attack, and the model whose map sits most on the object (a
-    :func:`zsr_lab.attention.measure_attention_localisation` table)."""
+    :func:`zsr_lab.measure_attention_localisation` table)."""
     sentences = []
     for name, rows in localisation.groupby("dataset", sort=False):
         lift = rows.pivot_table(index="model", columns="condition", values="lift", sort=False)
@@ -255,7 +255,7 @@ def localisation_summary(localisation: pd.DataFrame) -> str:
 
 def sensitivity_slopes(sweep: pd.DataFrame, eps: float) -> str:
     """For each swept option, the change in mean clean and robust accuracy (first attack) from its smallest to
-    its largest value (a :func:`zsr_lab.train.sensitivity` table)."""
+    its largest value (a :func:`zsr_lab.sensitivity` table)."""
     rows = select_attack(sweep[sweep["eps"] == eps])
     parts = []
     for option, points_of in rows.groupby("option", sort=False):

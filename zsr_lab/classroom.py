@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from . import classroom_data, datasets, scenes, settings
-from .models import CLASSROOM_MODEL, CLASSROOM_MODELS, CLASSROOM_SCENES_MODEL, create_untrained
+from .models import CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL, create_untrained
 from .progress import progress_bar
+from .registry import Registry
 
 FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
 
@@ -179,18 +180,16 @@ def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
 
 # How each classroom architecture is pre-trained: the 56-px CLIP sees objects placed on photos, for 1,000 steps,
 # what fits about 4 minutes on 2 cores (700 steps leave digit scenes near 56 %, 1,000 near 76-80 %).
-PRETRAINING = {
+PRETRAINING: Registry[ClassroomPretrainConfig] = Registry("classroom CLIP", {
     CLASSROOM_MODEL: ClassroomPretrainConfig(),
     CLASSROOM_SCENES_MODEL: ClassroomPretrainConfig(
         model=CLASSROOM_SCENES_MODEL, steps=1000,
         mixture=(("fashion_scenes", 0.55), ("digit_scenes", 0.2), ("textures", 0.15), ("faces", 0.1))),
-}
+})
 
 
 def pretraining_config(model_name: str = CLASSROOM_MODEL) -> ClassroomPretrainConfig:
     """The pre-training config of a classroom architecture."""
-    if model_name not in PRETRAINING:
-        raise ValueError(f"{model_name!r} is not a classroom CLIP; zsr_lab pre-trains {', '.join(CLASSROOM_MODELS)}")
     return PRETRAINING[model_name]
 
 

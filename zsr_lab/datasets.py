@@ -7,7 +7,6 @@ torchvision below one data root (``settings.data_root``); where torchvision can 
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
 from . import classroom_data, scenes, settings
+from .registry import Registry
 
 TGA_TEMPLATE = "This is a photo of a {}"
 
@@ -258,7 +258,7 @@ def _image_folder(folder: str):
     return build
 
 
-_REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
+DATASETS: Registry[DatasetSpec] = Registry("dataset", {s.name: s for s in [
     # --- the 16-dataset benchmark, in table order -------------------------------------------------------
     _spec("tiny_imagenet", "Tiny-ImageNet", "val (10k)", TGA_TEMPLATE, "resize_crop", "tiny-imagenet-200",
           _TINY_LAYOUT, False, _tiny_imagenet("val")),
@@ -335,7 +335,7 @@ _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
           "", "ships with scikit-image", False, _classroom(classroom_data.textures, "test"), scale="classroom"),
     _spec("faces", "Faces (scikit-image LFW subset)", "test half (100)", "A close-up photo of a {}.", "resize",
           "", "ships with scikit-image", False, _classroom(classroom_data.faces, "test"), scale="classroom"),
-]}
+]})
 
 BENCHMARK_DATASETS: tuple[str, ...] = (
     "tiny_imagenet", "cifar10", "cifar100", "stl10", "sun397", "food101", "oxford_pets", "flowers102", "dtd",
@@ -346,7 +346,7 @@ SCENE_DATASETS: tuple[str, ...] = ("fashion_scenes", "digit_scenes", "textures",
 
 def list_datasets(scale: str | None = None) -> list[str]:
     """Registered dataset names, optionally only those of one scale (``"full"`` or ``"classroom"``)."""
-    return [name for name, spec in _REGISTRY.items() if scale is None or spec.scale == scale]
+    return DATASETS.filter(lambda spec: scale is None or spec.scale == scale)
 
 
 def has_object_regions(name: str) -> bool:
@@ -395,11 +395,7 @@ def get_spec(name: str) -> DatasetSpec:
     """The registry entry for ``name``; an unknown name raises a ``ValueError`` listing the choices."""
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}.{hint} Choose one of: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return DATASETS[name]
 
 
 def load_dataset(name: str, *, data_root=None, image_size: int = 224, download: bool = False,

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -21,13 +20,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from . import datasets
+from . import datasets, distributed, settings
 from .attacks import AttackConfig
 from .classifier import dataset_classifier
-from .models import ZeroShotCLIP
+from .models import ZeroShotCLIP, frozen_parameters, model_image_size
+from .pretrained import load_clip
 from .precision import autocast
 from .progress import progress_bar
 from .protocol import Protocol, check_split_sizes
+from .scales import get_scale
 from .suites import Suite, run_suite
 
 
@@ -41,18 +42,11 @@ def subset(dataset, n_examples: int | None, seed: int = 0):
     return Subset(dataset, order[:n_examples].sort().values.tolist())
 
 
-def _workers(model: ZeroShotCLIP, num_workers: int | None) -> int:
-    """Data-loading processes: as asked, else 0 on CPU (decoding would compete with the model) and up to 8 on GPU."""
-    if num_workers is not None:
-        return num_workers
-    return min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
-
-
 def _classifier_and_loader(model: ZeroShotCLIP, spec, data, templates, *, batch_size, num_workers,
                            cache_dir) -> DataLoader:
     """Install the dataset's zero-shot classifier on the model and return a loader over ``data``."""
     model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
-    return DataLoader(data, batch_size=batch_size, num_workers=_workers(model, num_workers),
+    return DataLoader(data, batch_size=batch_size, num_workers=settings.loader_workers(model.device, num_workers),
                       pin_memory=model.device.type == "cuda")
 
 
@@ -182,7 +176,7 @@ def _row_key(row: dict) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def _load_results(path: Path | None, *, progress: bool = False) -> dict[str, dict]:
+def load_results(path: Path | None, *, progress: bool = False) -> dict[str, dict]:
     """Finished rows of a results file. Rows of the previous format (keyed by the checkpoint's path, so new
     weights at the same path would have looked finished) are kept in the file but never reused."""
     if path is None or not path.exists():
@@ -204,7 +198,7 @@ def _load_results(path: Path | None, *, progress: bool = False) -> dict[str, dic
     return rows
 
 
-def _append_results(path: Path | None, rows: list[dict]) -> None:
+def append_results(path: Path | None, rows: list[dict]) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,29 +215,6 @@ def derived_seed(*parts) -> int:
     sharded evaluation draws what an uninterrupted one draws."""
     text = "/".join(str(p) for p in parts)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
-
-
-@contextlib.contextmanager
-def _frozen(model: torch.nn.Module):
-    """Parameters need no gradient while attacking: only the input's gradient is used, and less is saved."""
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-def _shard(data, rank: int, world: int):
-    """This process's share under torchrun: every world-th example, no padding (counts stay exact)."""
-    return data if world == 1 else Subset(data, list(range(rank, len(data), world)))
-
-
-def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(tensor)
-    return tensor
 
 
 def load_protocol_data(protocol: Protocol, image_size: int, *, data_root=None, download: bool = False) -> dict:
@@ -306,13 +277,12 @@ def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] 
         raise TypeError("pass either a Protocol or dataset names with attacks/eps/protocol fields, not both")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer (images per attacked batch), got {batch_size!r}")
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    rank, world = distributed.rank_and_world()
     specs = [datasets.get_spec(name) for name in protocol.datasets]
     suites = protocol.suites()
     loaded = load_protocol_data(protocol, model.image_size[0], data_root=data_root, download=download)
     results_path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
-    done = _load_results(results_path, progress=progress and rank == 0)
+    done = load_results(results_path, progress=progress and rank == 0)
     weights = model.weights_fingerprint()
 
     target = torch.compile(model, dynamic=True) if compile else model
@@ -329,14 +299,14 @@ def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] 
                    for suite in suites for value in protocol.eps]
         pending = [(suite, e, row) for suite, e, row in planned if _row_key(row) not in done]
         if pending:
-            data = _shard(subset(loaded[spec.name], protocol.examples_for(spec.name), protocol.seed), rank, world)
+            data = distributed.shard(subset(loaded[spec.name], protocol.examples_for(spec.name), protocol.seed), rank, world)
             cuda = [model.device] if model.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):  # per-batch attack seeds leave the caller's RNG alone
                 rows = _attack_dataset(model, target, spec, data, used_templates, pending, protocol,
                                        batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
                                        progress=progress and rank == 0)
             if rank == 0:
-                _append_results(results_path, rows)
+                append_results(results_path, rows)
             done.update({_row_key(row): row for row in rows})
         elif progress and rank == 0:
             print(f"{spec.title}: {len(planned)} result(s) already in {Path(out_dir).name}/{RESULTS_FILE}, "
@@ -369,7 +339,7 @@ def _attack_dataset(model, target, spec, data, templates, pending, protocol: Pro
     max_delta = [[0.0] * len(m) for m in members]
     out_of_box = [[0.0] * len(m) for m in members]
     model.eval()
-    with _frozen(model):
+    with frozen_parameters(model):
         bars = progress_bar(loader, desc=spec.title, disable=not progress, leave=False)
         for batch, (images, labels) in enumerate(bars):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -393,7 +363,7 @@ def _attack_dataset(model, target, spec, data, templates, pending, protocol: Pro
                     max_delta[i][k] = max(max_delta[i][k], outcome.max_perturbation[k])
                     out_of_box[i][k] = max(out_of_box[i][k], outcome.out_of_box[k])
     for tensor in (clean, total, *counts):
-        _all_reduce(tensor)
+        distributed.all_reduce(tensor)
     n = int(total)
     rows = []
     for i, (_, _, row) in enumerate(pending):
@@ -474,9 +444,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Command-line entry; bad input exits with status 2 and a message saying what to fix."""
-    from .models import load_clip, model_image_size
-    from .scales import get_scale
-
     parser = _parser()
     args = parser.parse_args(argv)
     setup = get_scale(args.scale)
@@ -498,14 +465,20 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                                     f"torchvision fills it) or point it at the folder holding the datasets")
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
-    distributed = "LOCAL_RANK" in os.environ  # launched by torchrun
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    is_main = not distributed or torch.distributed.get_rank() == 0
-    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    with distributed.process_group() as is_main:
+        table = _evaluate_command(args, setup, protocol, is_main)
+    columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy"]
+    if is_main:
+        table.insert(0, "method", args.label or Path(str(args.pretrained or setup.pretrained)).stem)
+        write_results_csv(with_mean(table), Path(args.out) / "results.csv")
+        print(protocol.describe())
+        print(with_mean(table)[columns].round(2).to_string(index=False))
+    return table
+
+
+def _evaluate_command(args: argparse.Namespace, setup, protocol: Protocol, is_main: bool) -> pd.DataFrame:
+    """The command's evaluation; an error or an interruption exits with what to do."""
+    device = distributed.local_device(args.device)
     model_name, pretrained = args.model or setup.model_name, args.pretrained or setup.pretrained
     try:
         # every dataset is checked before the model is loaded (a download) or anything is attacked
@@ -521,15 +494,6 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             print(f"interrupted: the datasets already finished are kept in {Path(args.out) / RESULTS_FILE}; run the "
                   f"same command again to resume", file=sys.stderr)
         raise SystemExit(130) from None
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
-    columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy"]
-    if is_main:
-        table.insert(0, "method", args.label or Path(str(pretrained)).stem)
-        write_results_csv(with_mean(table), Path(args.out) / "results.csv")
-        print(protocol.describe())
-        print(with_mean(table)[columns].round(2).to_string(index=False))
     return table
 
 

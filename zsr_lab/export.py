@@ -32,7 +32,8 @@ from .evaluate import summarize
 from .methods import METHODS
 from .models import CLASSROOM_MODELS, ZeroShotCLIP
 from .protocol import Protocol
-from .train import TrainConfig, TrainResult
+from .engine import TrainResult
+from .recipes import TrainConfig
 
 FORMATS = ("state_dict", "hub")
 STATE_DICT_FILE = "open_clip_model.pt"

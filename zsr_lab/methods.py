@@ -9,11 +9,11 @@ A method tells the training engine three things:
   step, without gradient (:meth:`Method.prepare`).
 
 Notation as in the book: ``s_θ(x) = 100 · norm(f_θ(N(x))) · Tᵀ`` with ``T`` the frozen class embeddings of the
-training classes, ``f_0`` the frozen pre-trained image tower. Register a new method with :func:`register_method`.
+training classes, ``f_0`` the frozen pre-trained image tower. Register a new method with ``@METHODS.register``
+(a :class:`~zsr_lab.registry.Registry`).
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import ClassVar
 
@@ -25,27 +25,19 @@ from torch.utils.data import DataLoader, Subset
 from .attention import (NORMALIZATIONS, attention_distance, complementary_attention, non_class_classifier,
                         text_guided_attention)
 from .models import ZeroShotCLIP
+from .registry import Registry
 from .tima import (MARGIN_FUNCTIONS, TEXT_PARAMETERS, ClassText, image_distillation, margin_cross_entropy,
                    mhe_energy, probe_distillation, text_margins, text_parameters, tune_text)
 from .weights import IMAGENET_NORMALIZATION
 
-METHODS: dict[str, type["Method"]] = {}
-
-
-def register_method(cls: type["Method"]) -> type["Method"]:
-    """Class decorator: make a :class:`Method` available to the training engine under ``cls.name``."""
-    METHODS[cls.name] = cls
-    return cls
+METHODS: Registry[type["Method"]] = Registry("method")
 
 
 def build_method(name: str, **options) -> "Method":
     """The method registered as ``name``, with its options (e.g. ``build_method("pmg_aft", form="repository")``)."""
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, METHODS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint}; choose one of {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
     try:
-        return METHODS[name](**options)
+        return cls(**options)
     except TypeError as err:
         raise TypeError(f"bad option for method {name!r}: {err}") from err
 
@@ -114,7 +106,7 @@ def adversarial_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return (logits.argmax(1) == labels).float().mean().detach()
 
 
-@register_method
+@METHODS.register
 class TeCoA(Method):
     r"""TeCoA (Mao et al., 2023): cross-entropy of the adversarial images against the frozen class text embeddings.
 
@@ -131,7 +123,7 @@ class TeCoA(Method):
         return loss, {"ce": loss.detach(), "adv_accuracy": adversarial_accuracy(logits, labels)}
 
 
-@register_method
+@METHODS.register
 class PMGAFT(Method):
     r"""PMG-AFT (Wang et al., 2024): TeCoA plus two KL terms that keep the model close to the pre-trained one.
 
@@ -207,7 +199,7 @@ class PMGAFT(Method):
                       "adv_accuracy": adversarial_accuracy(adv_logits, labels)}
 
 
-@register_method
+@METHODS.register
 class FARE(Method):
     r"""FARE (Schlarmann et al., 2024): unsupervised; the adversarial embedding must stay at the clean
     embedding of the frozen pre-trained model.
@@ -239,7 +231,7 @@ class FARE(Method):
         return loss, {"embedding_distance": loss.detach()}
 
 
-@register_method
+@METHODS.register
 class TGAZSR(Method):
     r"""TGA-ZSR (Yu et al., 2024): TeCoA plus two terms that keep the text-guided attention where the pre-trained
     model puts it on the clean image.
@@ -297,7 +289,7 @@ class TGAZSR(Method):
                       "adv_accuracy": adversarial_accuracy(logits, labels)}
 
 
-@register_method
+@METHODS.register
 class CompTGA(TGAZSR):
     r"""Comp-TGA (Yu et al., 2026): TGA-ZSR with the complementary map ``A_c ⊙ (1 − A_n)``, where ``A_n`` is the map
     of the non-class prompt "This is not a photo of a {}" of the ground-truth class.
@@ -328,7 +320,7 @@ class CompTGA(TGAZSR):
         return complementary_attention(class_maps, non_class_maps)
 
 
-@register_method
+@METHODS.register
 class TIMA(Method):
     r"""TIMA (Ma, Liu, Cheng): text-image mutual awareness.
 

@@ -453,7 +453,7 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
 
     One row per model and image (models top to bottom, each model's images together), four panels per row: the
     image (with the object's outline when ``masks`` are given), the model's class map on it, the map on the
-    model's own PGD image (:func:`zsr_lab.attention.perturbed_images`: ε, ``steps``, ``seed``), and the absolute
+    model's own PGD image (:func:`zsr_lab.attention_measures.perturbed_images`: ε, ``steps``, ``seed``), and the absolute
     difference ``|A(x_adv) − A(x)|``. Maps use one perceptual colour map (magma) on a shared 0–1 scale with its
     colour bar; differences a second one (viridis) with its own. Under each map: the mass on the object (when
     masks are given); under the difference: the prediction on the attacked image. Each model must have the
@@ -464,7 +464,8 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
         images: [0,1] images ``[B, C, H, W]`` at the models' input size (keep B small: 2–3); labels: ``[B]``.
         masks: the objects' masks ``[B, H, W]`` (:func:`zsr_lab.datasets.object_masks`), or None.
     """
-    from .attention import attention_mass_in_object, perturbed_images
+    from .attention import attention_mass_in_object
+    from .attention_measures import perturbed_images
 
     n, panels = len(images), ("image", "clean map", "attacked map", "|attacked − clean|")
     tile = (COLUMN_INCHES - 1.9) / 4  # room for the row names and the two colour bars
@@ -531,7 +532,7 @@ def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, yla
 
 def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     """Mean attention drift per dataset on clean, randomly perturbed and attacked images, one panel per model
-    (a :func:`zsr_lab.attention.measure_attention_drift` table)."""
+    (a :func:`zsr_lab.measure_attention_drift` table)."""
     tidy = table.melt(id_vars=["model", "dataset"], value_vars=["clean", "random_noise", "adversarial"],
                       var_name="images", value_name="drift")
     eps = table["eps"].iloc[0]
@@ -544,7 +545,7 @@ def plot_attention_drift(table: pd.DataFrame, *, scale: str):
 def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str = "mass_in_object"):
     """Share of the class attention on the object, per model, for clean, randomly perturbed and attacked images,
     one panel per dataset, with the share a uniform map would get as a dashed line (a
-    :func:`zsr_lab.attention.measure_attention_localisation` table; ``value="pointing"`` for the pointing game)."""
+    :func:`zsr_lab.measure_attention_localisation` table; ``value="pointing"`` for the pointing game)."""
     if value not in ("mass_in_object", "pointing"):
         raise ValueError(f"value must be 'mass_in_object' or 'pointing', got {value!r}")
 
@@ -561,7 +562,7 @@ def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str =
 
 def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None,
                      attack: str | None = None):
-    """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.train.sensitivity` table),
+    """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.sensitivity` table),
     robust under one attack (default: the table's first, the protocol's worst case).
 
     One panel per option, two to a row; ``reference`` (a ``summarize`` table, e.g. TeCoA's) draws dashed

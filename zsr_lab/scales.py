@@ -8,6 +8,7 @@ import torch
 from . import datasets, scenes, settings
 from .models import CLASSROOM_MODEL, CLASSROOM_PRETRAINED, CLASSROOM_SCENES_MODEL, DEFAULT_MODEL, DEFAULT_PRETRAINED
 from .protocol import FULL_SCALE_EXAMPLES, Protocol
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Scale:
         description: one line for printouts.
         protocol: the default robustness evaluation (worst case over a suite, fixed images per dataset).
         region_datasets: the evaluation sets whose objects have a known place (object masks), on which
-            :func:`zsr_lab.attention.measure_attention_localisation` scores where the model looks; empty when none.
+            :func:`zsr_lab.measure_attention_localisation` scores where the model looks; empty when none.
     """
 
     name: str
@@ -75,7 +76,7 @@ class Scale:
 CLASSROOM_ATTACKS = ("pgd-10+aa-10:targets=3", "pgd-10")
 SCENES_ATTACKS = ("pgd-10+aa-10", "pgd-10")
 
-SCALES = {
+SCALES: Registry[Scale] = Registry("scale", {
     "classroom": Scale("classroom", CLASSROOM_MODEL, CLASSROOM_PRETRAINED, "fashion_mnist_train",
                        datasets.CLASSROOM_DATASETS, 28, 512,
                        "classroom scale: a small CLIP pre-trained by zsr_lab on real offline data, CPU, minutes",
@@ -95,14 +96,11 @@ SCALES = {
                   224, 256, "full scale: OpenAI CLIP ViT-B/32, the 16-dataset benchmark, GPU",
                   Protocol(datasets.BENCHMARK_DATASETS, ("aa",), (1.0,), FULL_SCALE_EXAMPLES),
                   ("oxford_pets",)),  # the pet's pixels, from the dataset's trimaps
-}
+})
 
 
 def get_scale(name: str) -> Scale:
     """The preset for ``"classroom"``, ``"scenes"`` or ``"full"``."""
-    if name not in SCALES:
-        raise ValueError(f"unknown scale {name!r}; choose 'classroom' (CPU, minutes), 'scenes' (classroom objects "
-                         f"on photos, for where the model looks) or 'full' (GPU, ViT-B/32)")
     return SCALES[name]
 
 

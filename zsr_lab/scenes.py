@@ -5,7 +5,7 @@ the moon, the Hubble deep field, ...; never the brick, grass and gravel photos t
 made of), dimmed and reduced in contrast, with one object pasted at a random position and scale: a
 Fashion-MNIST item or a scikit-learn digit. The object's pixels form its mask (its silhouette, holes filled),
 kept with the scene together with the mask's bounding box, so a measure of where a model looks can be checked
-against where the object is (:func:`zsr_lab.attention.measure_attention_localisation`).
+against where the object is (:func:`zsr_lab.measure_attention_localisation`).
 
 Training scenes take their backgrounds from the top three quarters of each photo and test scenes from the
 bottom quarter, and their objects from the sources' own training and test splits, so the two never share a

@@ -33,6 +33,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def loader_workers(device: torch.device, num_workers: int | None = None) -> int:
+    """Data-loading processes: as asked, else 0 on CPU (decoding would compete with the model) and up to 8 on GPU."""
+    if num_workers is not None:
+        return num_workers
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def temporary_path(path: Path) -> Path:
     """Where a file is written before it is renamed into place (named by the writing process)."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -24,7 +24,7 @@ from .attacks import AttackConfig, build_attack
 from .classifier import dataset_classifier
 from .evaluate import zero_shot_accuracy
 from .precision import PRECISIONS
-from .models import load_clip
+from .pretrained import load_clip
 from .scales import get_scale
 
 BENCHMARK_IMAGES = 340_000  # the 16 datasets' evaluation splits together, roughly
@@ -83,7 +83,8 @@ def naive_pgd(model, images, labels, text_tokens, eps, alpha, steps):
     return (images + delta).detach()
 
 
-def _time(fn, device, repeats):
+def seconds_per_call(fn, device, repeats: int) -> float:
+    """Mean wall-clock seconds of ``fn()`` over ``repeats`` calls after one warm-up call, the device synchronised."""
     fn()  # warm-up (kernels, allocator, compilation)
     _sync(device)
     start = time.perf_counter()
@@ -175,7 +176,7 @@ def _attack_speed(model, images, args, device, precisions, flops_per_image):
             # every image takes every step (random labels would otherwise stop most images at once)
             attack = build_attack(target, AttackConfig("pgd", steps), 1, n_classes=args.n_classes,
                                   precision=precision, early_stop=False)
-            seconds = _time(lambda run=attack: run(images, labels), device, repeats=1 if steps >= 100 else 3)
+            seconds = seconds_per_call(lambda run=attack: run(images, labels), device, repeats=1 if steps >= 100 else 3)
             rate = len(images) / seconds
             rates[(precision, compiled, steps)] = rate
             achieved = rate * steps * step_flops / 1e12
@@ -189,7 +190,7 @@ def _attack_speed(model, images, args, device, precisions, flops_per_image):
         return
     tokens = model.tokenizer(classnames).to(device)
     steps = min(args.attack_steps)
-    seconds = _time(lambda: naive_pgd(model, images, labels, tokens, 1 / 255, 1 / 255, steps), device, repeats=1)
+    seconds = seconds_per_call(lambda: naive_pgd(model, images, labels, tokens, 1 / 255, 1 / 255, steps), device, repeats=1)
     naive = len(images) / seconds
     best = max(rate for (p, c, s), rate in rates.items() if s == steps)
     fp32 = rates[("fp32", False, steps)] if ("fp32", False, steps) in rates else float("nan")

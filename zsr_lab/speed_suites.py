@@ -21,8 +21,9 @@ import torch
 from .attacks import build_attack
 from .classifier import dataset_classifier
 from .datasets import load_dataset
-from .evaluate import _frozen, subset
-from .models import DEFAULT_MODEL, load_clip
+from .evaluate import subset
+from .models import DEFAULT_MODEL, frozen_parameters
+from .pretrained import load_clip
 from .precision import PRECISIONS
 from .scales import get_scale
 from .speed import BENCHMARK_IMAGES, forward_flops, peak_tflops
@@ -54,7 +55,7 @@ def count_passes(suite_text: str, eps: float, *, cascade: bool, early_exit: bool
         x, y = x[keep], y[keep]
         images += len(y)
         members = suite.members_for(len(model.class_embeddings))
-        with _frozen(model):
+        with frozen_parameters(model):
             outcome = run_suite(model, members, x, y, eps, n_classes=len(model.class_embeddings),
                                 cascade=cascade, early_exit=early_exit, stopping=stopping)
         for member, spent in zip(outcome.members, outcome.iterations):

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from .methods import METHODS, build_method
-from .models import frozen_copy, load_clip, train_image_tower_only
+from .models import frozen_copy, train_image_tower_only
+from .pretrained import load_clip
 from .precision import PRECISIONS
 from .scales import get_scale
-from .speed import _time, forward_flops, peak_tflops
-from .train import _start_noise, _Step, train_micro_batch
+from .engine import TrainStep, start_noise, train_micro_batch
+from .speed import forward_flops, peak_tflops, seconds_per_call
 
 ATTACK_STEPS = 2
 EPS = 1 / 255  # also the attack's step size
@@ -96,7 +97,7 @@ def _measure(fn, device, steps):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    seconds = _time(fn, device, steps)
+    seconds = seconds_per_call(fn, device, steps)
     if device.type == "cuda":
         return seconds, f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -108,11 +109,11 @@ def time_engine(model, method, images, labels, precision, compiled, device, step
     reference = frozen_copy(model) if method.needs_reference else None
     optimizer = torch.optim.SGD(train_image_tower_only(model), lr=LR, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    trainer = _Step(model, method, reference)
+    trainer = TrainStep(model, method, reference)
     attacked = torch.compile(model) if compiled else model  # fit compiles the attacked model only
     counter = itertools.count()
     return _measure(lambda: engine_step(trainer, attacked, optimizer, scaler, images, labels,
-                                        _start_noise(0, next(counter), images.shape, device, 0, 1), precision),
+                                        start_noise(0, next(counter), images.shape, device, 0, 1), precision),
                     device, steps)
 
 

@@ -23,19 +23,19 @@ that come from a named suite adapt to the dataset's classes as described above.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
 
 import torch
 
 from .attacks import ATTACKS, AttackConfig, attack_iterations, build_attack, parse_attack
 from .precision import autocast
+from .registry import Registry
 
-SUITES: dict[str, tuple[str, ...]] = {
+SUITES: Registry[tuple[str, ...]] = Registry("suite", {
     "aa": ("apgd_ce-100", "apgd_t-100"),
     "aa-standard": ("apgd_ce-100", "apgd_t-100", "fab_t-100", "square-5000"),
     "papers-aa": ("apgd_ce-100", "apgd_dlr-100"),
-}
+})
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def parse_suite(text: str | AttackConfig | Suite) -> Suite:
             try:
                 configs = [parse_attack(token)]
             except ValueError as err:
-                close = difflib.get_close_matches(token, list(SUITES), n=1)
+                close = SUITES.close_matches(token)
                 hint = f"did you mean the suite {close[0]!r}? " if close else ""
                 raise ValueError(f"{err}. {hint}Suites: {', '.join(SUITES)} (or NAME-K for K iterations); "
                                  f"members: {', '.join(ATTACKS)}; join them with '+'") from None

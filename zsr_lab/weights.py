@@ -25,6 +25,7 @@ import torch
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from . import settings
+from .registry import Registry
 
 CLIP_NORMALIZATION = (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
 IMAGENET_NORMALIZATION = (IMAGENET_MEAN, IMAGENET_STD)
@@ -63,7 +64,7 @@ class PublishedCheckpoint:
 
 
 _ROBUSTVLM = "Schlarmann et al. 2024, github.com/chs20/RobustVLM (README, Additional Models)"
-PUBLISHED: dict[str, PublishedCheckpoint] = {
+PUBLISHED: Registry[PublishedCheckpoint] = Registry("published checkpoint", {
     f"robustvlm-{method}-eps{eps}": PublishedCheckpoint(
         url=f"https://nc.mlcloud.uni-tuebingen.de/index.php/s/{share}/download/vitb32_{method}_eps_{eps}.pt",
         file_name=f"vitb32_{method}_eps_{eps}.pt", model="ViT-B-32-quickgelu", base="openai", normalization="clip",
@@ -71,12 +72,12 @@ PUBLISHED: dict[str, PublishedCheckpoint] = {
         description=f"{title} image tower of OpenAI ViT-B/32, fine-tuned two epochs on ImageNet at ε = {eps}/255")
     for method, title, eps, share in (("tecoa", "TeCoA", 1, "LHgi84RskrtYCiX"), ("fare", "FARE", 1, "cCgQAS8QW9arj9d"),
                                       ("tecoa", "TeCoA", 4, "RiWGQzBrqYNCaDk"), ("fare", "FARE", 4, "3nMxBKEwbWnDymT"))
-}
-PUBLISHED["tecoa-mao2023"] = PublishedCheckpoint(
+})
+PUBLISHED.add("tecoa-mao2023", PublishedCheckpoint(
     url="https://cv.cs.columbia.edu/mcz/TeCoA/TeCoAmodel_best.pth.tar", file_name="TeCoAmodel_best.pth.tar",
     model="ViT-B-32-quickgelu", base="openai", normalization="clip",
     source="Mao et al. 2023, github.com/cvlab-columbia/ZSRobust4FoundationModel (README)",
-    description="TeCoA's own release: OpenAI ViT-B/32 fine-tuned on ImageNet at ε = 1/255 (training checkpoint)")
+    description="TeCoA's own release: OpenAI ViT-B/32 fine-tuned on ImageNet at ε = 1/255 (training checkpoint)"))
 
 
 @dataclass
@@ -244,8 +245,6 @@ def published_file(tag: str, *, cache_dir=None) -> Path:
         ValueError: unknown tag. RuntimeError (``WeightsUnavailableError`` via :func:`zsr_lab.load_clip`): offline,
             with the file's name, its URL and where to put it. CheckpointError: the hash does not match.
     """
-    if tag not in PUBLISHED:
-        raise ValueError(f"unknown published checkpoint {tag!r}; the named ones are {', '.join(PUBLISHED)}")
     entry = PUBLISHED[tag]
     folder = settings.cache_dir(cache_dir) / "published"
     path = folder / entry.file_name
