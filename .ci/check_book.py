@@ -9,6 +9,7 @@ formula is wider than the text column (clipped, or behind a scroll bar).
 
 Usage: python .ci/check_book.py [BOOK_ROOT]   (after `jupyter-book build`; needs the `chromium` command)
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
 
 HARNESS = """<!doctype html><html><body><pre id="result">pending</pre><script>
 const pages = PAGES;
@@ -79,8 +79,9 @@ def figures_in_executed_notebook(root: Path, chapter: str) -> int | None:
     if not executed.exists():
         return None  # not executed by the build (train_full) or not a notebook
     notebook = json.loads(executed.read_text())
-    return sum("image/png" in output.get("data", {}) for cell in notebook["cells"]
-               for output in cell.get("outputs", []))
+    return sum(
+        "image/png" in output.get("data", {}) for cell in notebook["cells"] for output in cell.get("outputs", [])
+    )
 
 
 def main(root: Path) -> int:
@@ -97,9 +98,22 @@ def main(root: Path) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         harness = Path(tmp) / "harness.html"
         harness.write_text(HARNESS.replace("PAGES", json.dumps([p.resolve().as_uri() for p in pages.values()])))
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                              "--window-size=1400,1000", "--virtual-time-budget=120000", "--dump-dom", harness.as_uri()],
-                             capture_output=True, text=True, timeout=600).stdout
+        dom = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--allow-file-access-from-files",
+                "--window-size=1400,1000",
+                "--virtual-time-budget=120000",
+                "--dump-dom",
+                harness.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
     found = re.search(r'<pre id="result">(.*?)</pre>', dom, flags=re.S)
     if not found or found.group(1) == "pending":
         print("check_book: the browser did not finish inspecting the pages")
@@ -117,8 +131,10 @@ def main(root: Path) -> int:
         if expected is not None and seen["outputImages"] != expected:
             problems.append(f"{seen['outputImages']} figures shown, the executed notebook made {expected}")
         if seen["shrunkFigures"]:
-            problems.append(f"{len(seen['shrunkFigures'])} figure(s) wider than the column, scaled down with their "
-                            f"text, e.g. {seen['shrunkFigures'][0]}")
+            problems.append(
+                f"{len(seen['shrunkFigures'])} figure(s) wider than the column, scaled down with their "
+                f"text, e.g. {seen['shrunkFigures'][0]}"
+            )
         if seen["errors"]:
             problems.append(f"execution errors: {seen['errors']}")
         if seen["stderr"]:
@@ -132,7 +148,9 @@ def main(root: Path) -> int:
             problems.append(f"{len(seen['wideCode'])} code cell(s) wider than the column, e.g. {seen['wideCode'][0]!r}")
         if seen["wideMath"]:
             problems.append(f"{len(seen['wideMath'])} formula(s) wider than the column, e.g. {seen['wideMath'][0]!r}")
-        if (root / f"{chapter}.ipynb").exists() and not any(link.endswith(f"/{chapter}.ipynb") for link in seen["colab"]):
+        if (root / f"{chapter}.ipynb").exists() and not any(
+            link.endswith(f"/{chapter}.ipynb") for link in seen["colab"]
+        ):
             problems.append(f"no Colab launch link to {chapter}.ipynb (found {seen['colab']})")
         status = "; ".join(problems) or "ok"
         print(f"{chapter}: {seen['title'][:60]!r}, {seen['outputImages']} figures — {status}")

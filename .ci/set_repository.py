@@ -6,6 +6,7 @@ so this script rewrites them to match, and tests/test_repository.py fails while 
 
 Usage: python .ci/set_repository.py https://github.com/OWNER/NAME [--branch BRANCH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,9 @@ def current_repository(root: Path = ROOT) -> tuple[str, str]:
 
 def colab_url(url: str, branch: str, notebook: str) -> str:
     """The Colab address of a notebook of the repository at ``url`` (GitHub)."""
-    return f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{branch}/{notebook}"
+    return (
+        f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{branch}/{notebook}"
+    )
 
 
 def set_repository(url: str, branch: str, root: Path = ROOT) -> list[Path]:
@@ -39,10 +42,17 @@ def set_repository(url: str, branch: str, root: Path = ROOT) -> list[Path]:
     text = config.read_text()
     new = re.sub(r"^(  url: )\S+$", lambda m: m.group(1) + url, text, count=1, flags=re.M)
     new = re.sub(r"^(  branch: )\S+$", lambda m: m.group(1) + branch, new, count=1, flags=re.M)
-    for path, before in [(config, text), *((p, p.read_text()) for p in [root / "README.md",
-                                                                         *sorted((root / "book").glob("*.ipynb"))])]:
-        after = new if path == config else before.replace(
-            colab_url(old_url, old_branch, ""), colab_url(url, branch, "")).replace(f"git+{old_url}", f"git+{url}")
+    for path, before in [
+        (config, text),
+        *((p, p.read_text()) for p in [root / "README.md", *sorted((root / "book").glob("*.ipynb"))]),
+    ]:
+        after = (
+            new
+            if path == config
+            else before.replace(colab_url(old_url, old_branch, ""), colab_url(url, branch, "")).replace(
+                f"git+{old_url}", f"git+{url}"
+            )
+        )
         if path.suffix == ".ipynb":
             json.loads(after)  # still a notebook
         if after != before:
@@ -58,8 +68,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     url = args.url.rstrip("/").removesuffix(".git")
     if not GITHUB.match(url):
-        print(f"set_repository: {args.url!r} is not a GitHub repository address; write https://github.com/OWNER/NAME "
-              f"(Colab opens notebooks from GitHub)", file=sys.stderr)
+        print(
+            f"set_repository: {args.url!r} is not a GitHub repository address; write https://github.com/OWNER/NAME "
+            f"(Colab opens notebooks from GitHub)",
+            file=sys.stderr,
+        )
         return 2
     for path in set_repository(url, args.branch or current_repository()[1]):
         print(f"updated {path.relative_to(ROOT)}")

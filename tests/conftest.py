@@ -3,6 +3,7 @@
 A fresh cache means the classroom CLIP is pre-trained once per test session (about 2 minutes), so the
 accuracy test always judges what the current code produces. Set ZSR_LAB_CACHE to reuse a cache while iterating.
 """
+
 import atexit
 import os
 import shutil
@@ -56,7 +57,11 @@ def random_classroom_clip():
 
 def pytest_collection_modifyitems(items):
     """Run the chapters in the book's order, after the unit tests: later chapters (the comparison) reuse the
-    cached runs of earlier ones, as they do for a reader."""
+    cached runs of earlier ones, as they do for a reader. The chapters' cells are marked ``book`` (the fast tier,
+    ``-m "not book and not slow"``, leaves them out)."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.book)
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "book" / "_ext"))
     from book_order import toc_files

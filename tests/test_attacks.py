@@ -2,7 +2,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import zsr_lab as zl
@@ -23,9 +24,15 @@ class TinyModel(nn.Module):
 
 
 @settings(max_examples=25, deadline=None)
-@given(batch=st.integers(1, 4), channels=st.sampled_from([1, 3]), size=st.integers(2, 12),
-       eps=st.floats(0.0, 32.0), steps=st.integers(1, 3), name=st.sampled_from(["pgd", "cw", "pgd_l2"]),
-       dtype=st.sampled_from([torch.float32, torch.float64]))
+@given(
+    batch=st.integers(1, 4),
+    channels=st.sampled_from([1, 3]),
+    size=st.integers(2, 12),
+    eps=st.floats(0.0, 32.0),
+    steps=st.integers(1, 3),
+    name=st.sampled_from(["pgd", "cw", "pgd_l2"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
 def test_adversarial_images_stay_in_the_eps_ball_and_the_box(batch, channels, size, eps, steps, name, dtype):
     model = TinyModel(channels * size * size, dtype=dtype)
     images = torch.rand(batch, channels, size, size, dtype=dtype)
@@ -119,8 +126,9 @@ def test_restarts_never_weaken_the_attack(classroom_clip):
     results = {}
     for restarts in (1, 3):
         torch.manual_seed(0)
-        adv = attacks.build_attack(classroom_clip, attacks.AttackConfig("pgd", 2, restarts=restarts), 2,
-                                   n_classes=10)(x, y)
+        adv = attacks.build_attack(classroom_clip, attacks.AttackConfig("pgd", 2, restarts=restarts), 2, n_classes=10)(
+            x, y
+        )
         with torch.no_grad():
             results[restarts] = (classroom_clip(adv).argmax(1) == y).sum().item()
     assert results[3] <= results[1]
@@ -130,8 +138,9 @@ def test_restarts_never_weaken_the_attack(classroom_clip):
 def test_every_suite_member_stays_in_the_eps_ball_and_the_box(name):
     model = TinyModel(3 * 6 * 6, classes=10)
     images, labels = torch.rand(6, 3, 6, 6), torch.randint(0, 10, (6,))
-    attack = attacks.build_attack(model, attacks.AttackConfig(name, steps=5 if name != "square" else 50), 8,
-                                  n_classes=10)
+    attack = attacks.build_attack(
+        model, attacks.AttackConfig(name, steps=5 if name != "square" else 50), 8, n_classes=10
+    )
     adv = attack(images, labels)
     assert (adv - images).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     assert len(attacks.attack_iterations(attack, 6)) == 6

@@ -1,15 +1,22 @@
 """Text-guided attention maps and the TGA-ZSR / Comp-TGA losses."""
+
 import math
 
 import pytest
 import torch
+from test_training import tiny_config  # the engine tests' few-second recipe
 
 import zsr_lab as zl
-from zsr_lab.attention import (attention_distance, attention_drift, attention_maps, complementary_attention,
-                               non_class_classifier, text_guided_attention)
+from zsr_lab.attention import (
+    attention_distance,
+    attention_drift,
+    attention_maps,
+    complementary_attention,
+    non_class_classifier,
+    text_guided_attention,
+)
 from zsr_lab.attention_measures import measure_attention_drift
-from zsr_lab.methods import CompTGA, TGAZSR, build_method
-from test_training import tiny_config  # the engine tests' few-second recipe
+from zsr_lab.methods import TGAZSR, CompTGA, build_method
 
 
 def test_map_of_a_hand_built_token_tensor_equals_the_hand_computed_map():
@@ -33,12 +40,16 @@ def test_the_two_normalisations_agree_only_when_tokens_and_channels_have_equal_n
     h = 1 / math.sqrt(2)  # every token has norm 1 and both channels have squared norm 2.5 across tokens
     balanced = torch.tensor([[[h, h], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]])
     text = torch.nn.functional.normalize(torch.tensor([[0.3, 0.7]]), dim=-1)
-    assert torch.allclose(text_guided_attention(balanced, text, image_size=2),
-                          text_guided_attention(balanced, text, image_size=2, normalize="per_token"))
+    assert torch.allclose(
+        text_guided_attention(balanced, text, image_size=2),
+        text_guided_attention(balanced, text, image_size=2, normalize="per_token"),
+    )
     torch.manual_seed(0)
     generic, text = torch.randn(1, 5, 2) * torch.tensor([1.0, 3.0]), torch.tensor([[0.6, 0.8]])
-    assert not torch.allclose(text_guided_attention(generic, text, image_size=2),
-                              text_guided_attention(generic, text, image_size=2, normalize="per_token"))
+    assert not torch.allclose(
+        text_guided_attention(generic, text, image_size=2),
+        text_guided_attention(generic, text, image_size=2, normalize="per_token"),
+    )
 
 
 def test_maps_upsample_any_square_grid_to_the_input_size(random_classroom_clip):
@@ -80,8 +91,15 @@ def test_attention_terms_vanish_when_the_models_coincide_on_clean_input(method):
     assert loss.item() == pytest.approx(terms["ce"].item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("method", [TGAZSR(alpha=1.0, beta=0.0), TGAZSR(alpha=0.0, beta=1.0),
-                                    CompTGA(alpha=1.0, beta=0.0), CompTGA(alpha=0.0, beta=1.0)])
+@pytest.mark.parametrize(
+    "method",
+    [
+        TGAZSR(alpha=1.0, beta=0.0),
+        TGAZSR(alpha=0.0, beta=1.0),
+        CompTGA(alpha=1.0, beta=0.0),
+        CompTGA(alpha=0.0, beta=1.0),
+    ],
+)
 def test_gradients_reach_the_image_tower_through_each_attention_term(method):
     model, reference = _setup(method)
     with torch.no_grad():  # move the trained tower away from the frozen one
@@ -125,18 +143,22 @@ def test_method_options_include_the_defaults_so_equal_runs_share_a_folder():
     assert TGAZSR().options() == {"alpha": 0.08, "beta": 0.05, "normalize": "tokens"}
     assert build_method("tecoa").options() == {} and build_method("fare").options() == {}
     assert build_method("pmg_aft", form="repository").options() == {"alpha": 1.0, "beta": 1.0, "form": "repository"}
-    implicit, explicit = zl.recipe("tga_zsr", "classroom"), zl.recipe("tga_zsr", "classroom",
-                                                                     method_options={"alpha": 0.08})
+    implicit, explicit = (
+        zl.recipe("tga_zsr", "classroom"),
+        zl.recipe("tga_zsr", "classroom", method_options={"alpha": 0.08}),
+    )
     assert implicit.resolved().method_options == {"alpha": 0.08, "beta": 0.05, "normalize": "tokens"}
     assert implicit.resolved().fingerprint() == explicit.resolved().fingerprint()
-    assert zl.recipe("tga_zsr", "classroom", method_options={"alpha": 0.1}).resolved().fingerprint() != \
-        implicit.resolved().fingerprint()
+    assert (
+        zl.recipe("tga_zsr", "classroom", method_options={"alpha": 0.1}).resolved().fingerprint()
+        != implicit.resolved().fingerprint()
+    )
 
 
 def test_attention_maps_for_inspection(random_classroom_clip):
     model = random_classroom_clip.train()
     names = zl.get_spec("digits").classnames
-    model.set_classifier(zl.zero_shot_classifier(model, names, ["a photo of the number: \"{}\"."]))
+    model.set_classifier(zl.zero_shot_classifier(model, names, ['a photo of the number: "{}".']))
     images, labels = torch.rand(3, 1, 28, 28), torch.tensor([1, 2, 7])
     maps = attention_maps(model, images, model.class_embeddings[labels])
     assert maps.shape == (3, 28, 28) and model.training  # the caller's mode is restored
@@ -155,7 +177,8 @@ def test_attention_drift_is_the_rms_difference_and_scales_to_the_loss_distance()
     target = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]])
     assert torch.allclose(attention_drift(maps, target), torch.tensor([0.5, 1.0]))
     assert attention_distance(maps, target).item() == pytest.approx(
-        (math.sqrt(4) * attention_drift(maps, target)).mean().item())
+        (math.sqrt(4) * attention_drift(maps, target)).mean().item()
+    )
 
 
 def test_measured_drift_is_zero_for_the_reference_on_clean_images_and_grows_under_attack(classroom_clip):
@@ -165,8 +188,15 @@ def test_measured_drift_is_zero_for_the_reference_on_clean_images_and_grows_unde
         for p in moved.clip.visual.parameters():
             p.add_(0.05 * torch.randn_like(p))
     installed = moved.class_embeddings.clone()
-    table = measure_attention_drift({"same": reference, "moved": moved}, ["digits"], reference=reference, eps=4,
-                                    steps=5, n_examples=48, batch_size=24)
+    table = measure_attention_drift(
+        {"same": reference, "moved": moved},
+        ["digits"],
+        reference=reference,
+        eps=4,
+        steps=5,
+        n_examples=48,
+        batch_size=24,
+    )
     same, other = (table[table.model == name].iloc[0] for name in ("same", "moved"))
     assert torch.equal(moved.class_embeddings, installed)  # the measurement's classifiers are not left behind
     assert same["clean"] == pytest.approx(0, abs=1e-6) and same["n"] == 48
@@ -178,15 +208,32 @@ def test_measured_drift_is_zero_for_the_reference_on_clean_images_and_grows_unde
 
 def test_tga_zsr_without_attention_terms_trains_exactly_like_tecoa(tmp_path):
     tecoa = zl.fit(tiny_config(tmp_path, epochs=1, run_dir=str(tmp_path / "tecoa")), progress=False)
-    plain = zl.fit(tiny_config(tmp_path, epochs=1, method="tga_zsr", method_options={"alpha": 0.0, "beta": 0.0},
-                               run_dir=str(tmp_path / "tga")), progress=False)
-    for (name, a), b in zip(tecoa.model.clip.visual.state_dict().items(), plain.model.clip.visual.state_dict().values()):
+    plain = zl.fit(
+        tiny_config(
+            tmp_path,
+            epochs=1,
+            method="tga_zsr",
+            method_options={"alpha": 0.0, "beta": 0.0},
+            run_dir=str(tmp_path / "tga"),
+        ),
+        progress=False,
+    )
+    for (name, a), b in zip(
+        tecoa.model.clip.visual.state_dict().items(), plain.model.clip.visual.state_dict().values()
+    ):
         assert torch.allclose(a, b, atol=1e-5), name
 
 
 def test_sensitivity_trains_each_point_once_and_labels_it(tmp_path):
-    config = tiny_config(tmp_path, epochs=1, method="tga_zsr", eval_datasets=("digits",), eval_n_examples=16,
-                         eval_attacks=("pgd-2",), eval_eps=(4,))
+    config = tiny_config(
+        tmp_path,
+        epochs=1,
+        method="tga_zsr",
+        eval_datasets=("digits",),
+        eval_n_examples=16,
+        eval_attacks=("pgd-2",),
+        eval_eps=(4,),
+    )
     table = zl.sensitivity(config, {"alpha": [0.0, 1.0], "beta": [0.05]})
     assert list(zip(table.option, table.value)) == [("alpha", 0.0), ("alpha", 1.0), ("beta", 0.05)]
     assert set(table.fixed) == {"beta = 0.05, normalize = tokens", "alpha = 0.08, normalize = tokens"}

@@ -1,4 +1,5 @@
 """The CI browser check (.ci/check_book.py) fails on what a reader would see as broken."""
+
 import importlib.util
 import json
 import shutil
@@ -8,8 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the chromium command (CI installs it)")
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 
 def _checker():
@@ -45,22 +48,48 @@ def test_a_page_with_its_figure_passes(tmp_path):
 FIGURE = '<div class="cell_output"><img src="../_images/figure.png"></div>'
 
 
-@pytest.mark.parametrize("body, figures_made, problem", [
-    ('<div class="cell_output"><img src="../_images/missing.png"></div>', 1, "images that did not load"),
-    (FIGURE, 2, "1 figures shown, the executed notebook made 2"),  # a figure lost in the build
-    (FIGURE + '<div class="cell_output"><div class="output traceback">ValueError: boom</div></div>', 1,
-     "execution errors"),
-    (FIGURE + '<div class="cell_output"><div class="output stderr">UserWarning: initialized randomly</div></div>', 1,
-     "1 stderr block(s)"),
-    (FIGURE + '<p><span class="math notranslate nohighlight">\\(\\epsilon = 1/255\\)</span></p>', 1,
-     "1 formula(s) shown as TeX"),  # MathJax never ran
-    (FIGURE + '<script defer src="https://mathjax.invalid/tex-chtml.js"></script>', 1,
-     "MathJax loaded from the network"),
-    (FIGURE + '<div class="cell_input"><pre style="width: 600px; overflow: auto">' + "x = 1  " * 120 + "</pre></div>", 1,
-     "1 code cell(s) wider than the column"),
-    ('<div class="cell_output" style="width: 300px"><img src="../_images/figure.png" style="width: 600px; '
-     'max-width: 100%"></div>', 1, "1 figure(s) wider than the column, scaled down"),
-])
+@pytest.mark.parametrize(
+    "body, figures_made, problem",
+    [
+        ('<div class="cell_output"><img src="../_images/missing.png"></div>', 1, "images that did not load"),
+        (FIGURE, 2, "1 figures shown, the executed notebook made 2"),  # a figure lost in the build
+        (
+            FIGURE + '<div class="cell_output"><div class="output traceback">ValueError: boom</div></div>',
+            1,
+            "execution errors",
+        ),
+        (
+            FIGURE
+            + '<div class="cell_output"><div class="output stderr">UserWarning: initialized randomly</div></div>',
+            1,
+            "1 stderr block(s)",
+        ),
+        (
+            FIGURE + '<p><span class="math notranslate nohighlight">\\(\\epsilon = 1/255\\)</span></p>',
+            1,
+            "1 formula(s) shown as TeX",
+        ),  # MathJax never ran
+        (
+            FIGURE + '<script defer src="https://mathjax.invalid/tex-chtml.js"></script>',
+            1,
+            "MathJax loaded from the network",
+        ),
+        (
+            FIGURE
+            + '<div class="cell_input"><pre style="width: 600px; overflow: auto">'
+            + "x = 1  " * 120
+            + "</pre></div>",
+            1,
+            "1 code cell(s) wider than the column",
+        ),
+        (
+            '<div class="cell_output" style="width: 300px"><img src="../_images/figure.png" style="width: 600px; '
+            'max-width: 100%"></div>',
+            1,
+            "1 figure(s) wider than the column, scaled down",
+        ),
+    ],
+)
 def test_what_a_reader_would_see_as_broken_fails(tmp_path, capsys, body, figures_made, problem):
     assert _checker().main(_book(tmp_path, body, figures_made)) == 1
     assert problem in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The sentences the chapters print about their numbers say what the tables say."""
+
 import pandas as pd
 import pytest
 
@@ -8,8 +9,10 @@ from zsr_lab import claims
 def _sweep():
     rows = []
     for dataset, accuracies in {"digits": [90, 60, 40, 10, 0], "faces": [80, 75, 70, 50, 30]}.items():
-        rows += [{"dataset": dataset, "eps": eps, "attack": "PGD-10", "robust_accuracy": float(a)}
-                 for eps, a in zip([0, 1, 2, 4, 8], accuracies)]
+        rows += [
+            {"dataset": dataset, "eps": eps, "attack": "PGD-10", "robust_accuracy": float(a)}
+            for eps, a in zip([0, 1, 2, 4, 8], accuracies)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -27,10 +30,27 @@ def test_first_budget_below_half_is_found_per_set_and_for_the_mean():
 def test_fine_tuning_change_reports_the_mean_and_the_extremes():
     rows = []
     for method, clean, robust in (("CLIP", [90, 80, 70], [10, 20, 30]), ("TeCoA", [70, 78, 40], [50, 22, 35])):
-        rows += [{"method": method, "dataset": d, "eps": 4.0, "attack": "suite", "clean_accuracy": float(c),
-                  "robust_accuracy": float(r)} for d, c, r in zip(["a", "b", "c"], clean, robust)]
-    rows.append({"method": "TeCoA", "dataset": "a", "eps": 4.0, "attack": "PGD-10", "clean_accuracy": 70.0,
-                 "robust_accuracy": 99.0})  # another attack: not the table's first
+        rows += [
+            {
+                "method": method,
+                "dataset": d,
+                "eps": 4.0,
+                "attack": "suite",
+                "clean_accuracy": float(c),
+                "robust_accuracy": float(r),
+            }
+            for d, c, r in zip(["a", "b", "c"], clean, robust)
+        ]
+    rows.append(
+        {
+            "method": "TeCoA",
+            "dataset": "a",
+            "eps": 4.0,
+            "attack": "PGD-10",
+            "clean_accuracy": 70.0,
+            "robust_accuracy": 99.0,
+        }
+    )  # another attack: not the table's first
     text = claims.fine_tuning_change(pd.DataFrame(rows), "CLIP", "TeCoA", 4.0)
     assert "clean accuracy: -17.3 points on average over 3 sets, from -30.0 (c) to -2.0 (b)" in text
     assert "robust accuracy at 4/255: +15.7 points on average over 3 sets, from +2.0 (b) to +40.0 (a)" in text
@@ -38,48 +58,75 @@ def test_fine_tuning_change_reports_the_mean_and_the_extremes():
 
 def test_drift_ratio_says_where_the_attack_moves_the_attention_further_than_noise():
     drift = pd.DataFrame({"dataset": ["a", "b"], "random_noise": [0.1, 0.2], "adversarial": [0.25, 0.3]})
-    assert claims.drift_ratio(drift) == ("The attack moves the attention further than noise on every set: "
-                                         "2.5× on a, 1.5× on b.")
+    assert claims.drift_ratio(drift) == (
+        "The attack moves the attention further than noise on every set: 2.5× on a, 1.5× on b."
+    )
     drift.loc[1, "adversarial"] = 0.1
     assert "further than noise on 1 of 2 sets" in claims.drift_ratio(drift)
 
 
 def test_tradeoff_extremes_name_the_right_methods():
-    summary = pd.DataFrame([
-        {"method": "CLIP (zero-shot)", "attack": "suite", "eps": 4.0, "clean_accuracy": 90.0, "robust_accuracy": 5.0},
-        {"method": "tecoa", "attack": "suite", "eps": 4.0, "clean_accuracy": 70.0, "robust_accuracy": 40.0},
-        {"method": "fare", "attack": "suite", "eps": 4.0, "clean_accuracy": 85.0, "robust_accuracy": 20.0},
-        {"method": "tga_zsr", "attack": "suite", "eps": 4.0, "clean_accuracy": 75.0, "robust_accuracy": 42.0},
-        {"method": "tga_zsr", "attack": "PGD-10", "eps": 4.0, "clean_accuracy": 75.0, "robust_accuracy": 60.0},
-    ])
+    summary = pd.DataFrame(
+        [
+            {
+                "method": "CLIP (zero-shot)",
+                "attack": "suite",
+                "eps": 4.0,
+                "clean_accuracy": 90.0,
+                "robust_accuracy": 5.0,
+            },
+            {"method": "tecoa", "attack": "suite", "eps": 4.0, "clean_accuracy": 70.0, "robust_accuracy": 40.0},
+            {"method": "fare", "attack": "suite", "eps": 4.0, "clean_accuracy": 85.0, "robust_accuracy": 20.0},
+            {"method": "tga_zsr", "attack": "suite", "eps": 4.0, "clean_accuracy": 75.0, "robust_accuracy": 42.0},
+            {"method": "tga_zsr", "attack": "PGD-10", "eps": 4.0, "clean_accuracy": 75.0, "robust_accuracy": 60.0},
+        ]
+    )
     text = claims.tradeoff_extremes(summary, 4.0)
-    assert text == ("At 4/255 under suite: most robust tga_zsr (42.0 %), most clean accuracy kept fare (85.0 %). "
-                    "Above and to the right of tecoa: tga_zsr.")
+    assert text == (
+        "At 4/255 under suite: most robust tga_zsr (42.0 %), most clean accuracy kept fare (85.0 %). "
+        "Above and to the right of tecoa: tga_zsr."
+    )
     with pytest.raises(ValueError, match="no fine-tuned method"):
         claims.tradeoff_extremes(summary[summary.method == "CLIP (zero-shot)"], 4.0)
 
 
 def test_better_on_both_names_only_methods_that_win_in_both_coordinates():
-    summary = pd.DataFrame([
-        {"method": m, "attack": "suite", "eps": 4.0, "clean_accuracy": c, "robust_accuracy": r}
-        for m, c, r in (("CLIP (zero-shot)", 95.0, 5.0), ("tecoa", 70.0, 40.0), ("tima", 65.0, 45.0),
-                        ("tima (joint)", 75.0, 41.0))])
+    summary = pd.DataFrame(
+        [
+            {"method": m, "attack": "suite", "eps": 4.0, "clean_accuracy": c, "robust_accuracy": r}
+            for m, c, r in (
+                ("CLIP (zero-shot)", 95.0, 5.0),
+                ("tecoa", 70.0, 40.0),
+                ("tima", 65.0, 45.0),
+                ("tima (joint)", 75.0, 41.0),
+            )
+        ]
+    )
     assert claims.better_on_both(summary, 4.0) == (
-        "At 4/255 under suite: tima (joint) (75.0 % clean, 41.0 % robust) is above and to the right of tecoa.")
+        "At 4/255 under suite: tima (joint) (75.0 % clean, 41.0 % robust) is above and to the right of tecoa."
+    )
     traded = summary[summary.method != "tima (joint)"]
-    assert claims.better_on_both(traded, 4.0).endswith("no method is above and to the right of another; each "
-                                                       "makes a different trade.")
+    assert claims.better_on_both(traded, 4.0).endswith(
+        "no method is above and to the right of another; each makes a different trade."
+    )
 
 
 def _plane():
     """Two attacks at two budgets; at 4/255 under the suite: CLIP (80, 0), tecoa (60, 30), fare (75, 20),
     tima (55, 35)."""
-    values = {("suite", 4.0): {"CLIP (zero-shot)": (80, 0), "tecoa": (60, 30), "fare": (75, 20), "tima": (55, 35)},
-              ("PGD-10", 4.0): {"CLIP (zero-shot)": (80, 1), "tecoa": (60, 31), "fare": (75, 26), "tima": (55, 35)},
-              ("suite", 1.0): {"CLIP (zero-shot)": (80, 10), "tecoa": (60, 50), "fare": (75, 60), "tima": (55, 40)},
-              ("PGD-10", 1.0): {"CLIP (zero-shot)": (80, 10), "tecoa": (60, 50), "fare": (75, 60), "tima": (55, 40)}}
-    return pd.DataFrame([{"method": m, "attack": a, "eps": e, "clean_accuracy": float(c), "robust_accuracy": float(r)}
-                         for (a, e), methods in values.items() for m, (c, r) in methods.items()])
+    values = {
+        ("suite", 4.0): {"CLIP (zero-shot)": (80, 0), "tecoa": (60, 30), "fare": (75, 20), "tima": (55, 35)},
+        ("PGD-10", 4.0): {"CLIP (zero-shot)": (80, 1), "tecoa": (60, 31), "fare": (75, 26), "tima": (55, 35)},
+        ("suite", 1.0): {"CLIP (zero-shot)": (80, 10), "tecoa": (60, 50), "fare": (75, 60), "tima": (55, 40)},
+        ("PGD-10", 1.0): {"CLIP (zero-shot)": (80, 10), "tecoa": (60, 50), "fare": (75, 60), "tima": (55, 40)},
+    }
+    return pd.DataFrame(
+        [
+            {"method": m, "attack": a, "eps": e, "clean_accuracy": float(c), "robust_accuracy": float(r)}
+            for (a, e), methods in values.items()
+            for m, (c, r) in methods.items()
+        ]
+    )
 
 
 def test_percent_rounds_as_the_tables_round():
@@ -101,10 +148,12 @@ def test_attack_gap_and_gap_by_budget_count_the_reversed_pairs():
     assert "by 0.0 to 6.0 points over the 3 fine-tuned models (most for fare)" in text
     assert "reverses the order of 0 pairs." in text  # fare stays below tecoa: 26 < 31 and 20 < 30
     flipped = _plane()
-    flipped.loc[(flipped.attack == "PGD-10") & (flipped.eps == 4.0) & (flipped.method == "fare"),
-                "robust_accuracy"] = 32.0
-    assert "reverses the order of 1 pair (tecoa / fare)." in claims.attack_gap(flipped, 4.0, worst="suite",
-                                                                              single="PGD-10")
+    flipped.loc[(flipped.attack == "PGD-10") & (flipped.eps == 4.0) & (flipped.method == "fare"), "robust_accuracy"] = (
+        32.0
+    )
+    assert "reverses the order of 1 pair (tecoa / fare)." in claims.attack_gap(
+        flipped, 4.0, worst="suite", single="PGD-10"
+    )
     by_budget = claims.gap_by_budget(_plane(), worst="suite", single="PGD-10")
     assert "1/255: 0.0 to 0.0; 4/255: 0.0 to 6.0" in by_budget
     # worst case at 1 → 4: tecoa 50 → 30, fare 60 → 20, tima 40 → 35: tecoa/fare and fare/tima swap, tecoa/tima do
@@ -113,11 +162,22 @@ def test_attack_gap_and_gap_by_budget_count_the_reversed_pairs():
 
 
 def test_dataset_changes_average_the_fine_tuned_models_per_set():
-    rows = [{"method": m, "dataset": d, "eps": 4.0, "attack": "suite", "clean_accuracy": float(c),
-             "robust_accuracy": float(r)}
-            for m, per_set in (("CLIP (zero-shot)", {"a": (90, 0), "b": (70, 10)}), ("x", {"a": (60, 30), "b": (68, 20)}),
-                               ("y", {"a": (80, 10), "b": (66, 30)}))
-            for d, (c, r) in per_set.items()]
+    rows = [
+        {
+            "method": m,
+            "dataset": d,
+            "eps": 4.0,
+            "attack": "suite",
+            "clean_accuracy": float(c),
+            "robust_accuracy": float(r),
+        }
+        for m, per_set in (
+            ("CLIP (zero-shot)", {"a": (90, 0), "b": (70, 10)}),
+            ("x", {"a": (60, 30), "b": (68, 20)}),
+            ("y", {"a": (80, 10), "b": (66, 30)}),
+        )
+        for d, (c, r) in per_set.items()
+    ]
     text = claims.dataset_changes(pd.DataFrame(rows), 4.0)
     assert "a -20.0 clean, +20.0 robust; b -3.0 clean, +15.0 robust" in text
     assert "Most clean accuracy lost on a; least on b." in text
@@ -125,34 +185,61 @@ def test_dataset_changes_average_the_fine_tuned_models_per_set():
 
 def test_relative_cost_and_attack_agreement_and_curve_against():
     cost = pd.DataFrame({"images/s": {"tecoa": 100.0, "fare": 40.0, "pmg_aft": 120.0}})
-    assert claims.relative_cost(cost) == ("Training throughput relative to tecoa, fastest first: pmg_aft 1.20×, "
-                                          "tecoa 1.00×, fare 0.40×.")
+    assert claims.relative_cost(cost) == (
+        "Training throughput relative to tecoa, fastest first: pmg_aft 1.20×, tecoa 1.00×, fare 0.40×."
+    )
     text = claims.attack_agreement(_plane(), 4.0, "PGD-10", "suite")
-    assert "differ by at most 6.0 points (fare); suite finds lower robust accuracy for 3 of 4 models, PGD-10 for 0" \
-        in text
+    assert (
+        "differ by at most 6.0 points (fare); suite finds lower robust accuracy for 3 of 4 models, PGD-10 for 0" in text
+    )
     text = claims.curve_against(_plane(), "tima", "tecoa")
-    assert text == ("tima minus tecoa under suite, robust accuracy in points: 1/255 -10.0, 4/255 +5.0; clean "
-                    "accuracy -5.0 points.")
+    assert text == (
+        "tima minus tecoa under suite, robust accuracy in points: 1/255 -10.0, 4/255 +5.0; clean accuracy -5.0 points."
+    )
 
 
 def test_drift_and_localisation_summaries_name_the_extremes():
-    drift = pd.DataFrame([{"model": m, "dataset": d, "clean": c, "random_noise": c + 0.01, "adversarial": a}
-                          for m, c, a in (("CLIP", 0.0, 0.30), ("TeCoA", 0.20, 0.28), ("TGA-ZSR", 0.05, 0.15))
-                          for d in ("p", "q")])
+    drift = pd.DataFrame(
+        [
+            {"model": m, "dataset": d, "clean": c, "random_noise": c + 0.01, "adversarial": a}
+            for m, c, a in (("CLIP", 0.0, 0.30), ("TeCoA", 0.20, 0.28), ("TGA-ZSR", 0.05, 0.15))
+            for d in ("p", "q")
+        ]
+    )
     text = claims.drift_summary(drift)
     assert "TeCoA: 0.200 clean, 0.210 noise, 0.280 attacked (+0.080 from the attack)" in text
     assert "Furthest on clean images: TeCoA; closest under attack: TGA-ZSR; least added by the attack: TeCoA." in text
-    localisation = pd.DataFrame([{"model": m, "dataset": "scenes", "condition": c, "lift": l, "accuracy": acc}
-                                 for m, lifts in (("CLIP", (1.4, 1.4, 1.3)), ("TGA-ZSR", (1.2, 1.2, 1.35)))
-                                 for c, l, acc in zip(("clean", "random_noise", "adversarial"), lifts, (90, 88, 2))])
+    localisation = pd.DataFrame(
+        [
+            {"model": m, "dataset": "scenes", "condition": c, "lift": lift, "accuracy": acc}
+            for m, lifts in (("CLIP", (1.4, 1.4, 1.3)), ("TGA-ZSR", (1.2, 1.2, 1.35)))
+            for c, lift, acc in zip(("clean", "random_noise", "adversarial"), lifts, (90, 88, 2))
+        ]
+    )
     text = claims.localisation_summary(localisation)
-    assert text == ("scenes, lift clean / noise / attacked: CLIP 1.40 / 1.40 / 1.30 (2.0 % right under attack); "
-                    "TGA-ZSR 1.20 / 1.20 / 1.35 (2.0 % right under attack); highest clean lift CLIP, highest "
-                    "attacked lift TGA-ZSR.")
+    assert text == (
+        "scenes, lift clean / noise / attacked: CLIP 1.40 / 1.40 / 1.30 (2.0 % right under attack); "
+        "TGA-ZSR 1.20 / 1.20 / 1.35 (2.0 % right under attack); highest clean lift CLIP, highest "
+        "attacked lift TGA-ZSR."
+    )
 
 
 def test_sensitivity_slopes_go_from_the_smallest_to_the_largest_value():
-    sweep = pd.DataFrame([{"option": o, "value": v, "eps": 4.0, "attack": "suite", "clean_accuracy": 70 + 10 * v,
-                           "robust_accuracy": 30 - v} for o in ("alpha", "beta") for v in (0.8, 0.0, 0.1)])
-    assert claims.sensitivity_slopes(sweep, 4.0) == ("At 4/255, in points: alpha from 0 to 0.8: +8.0 clean, -0.8 "
-                                                     "robust; beta from 0 to 0.8: +8.0 clean, -0.8 robust.")
+    sweep = pd.DataFrame(
+        [
+            {
+                "option": o,
+                "value": v,
+                "eps": 4.0,
+                "attack": "suite",
+                "clean_accuracy": 70 + 10 * v,
+                "robust_accuracy": 30 - v,
+            }
+            for o in ("alpha", "beta")
+            for v in (0.8, 0.0, 0.1)
+        ]
+    )
+    assert claims.sensitivity_slopes(sweep, 4.0) == (
+        "At 4/255, in points: alpha from 0 to 0.8: +8.0 clean, -0.8 "
+        "robust; beta from 0 to 0.8: +8.0 clean, -0.8 robust."
+    )

@@ -56,5 +56,6 @@ def test_cache_key_follows_dataset_templates_and_text_weights(random_classroom_c
     assert classifier_cache_path(clip, "digits", names, ["{}"], tmp_path) != base
     with torch.no_grad():
         clip.clip.visual.proj.mul_(1.01)  # the image tower does not change text embeddings
-    assert classifier_cache_path(clip, "digits", names, ["{}"], tmp_path) == \
-        classifier_cache_path(clip, "digits", names, ["{}"], tmp_path)
+    assert classifier_cache_path(clip, "digits", names, ["{}"], tmp_path) == classifier_cache_path(
+        clip, "digits", names, ["{}"], tmp_path
+    )

@@ -11,8 +11,9 @@ def test_multi_positive_loss_on_a_hand_computed_case():
     # two images (classes 0, 1), three captions (classes 0, 0, 1), orthogonal unit embeddings, scale 1
     image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     text = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    loss = classroom.multi_positive_clip_loss(image, text, torch.tensor([0, 1]), torch.tensor([0, 0, 1]),
-                                              torch.tensor(1.0))
+    loss = classroom.multi_positive_clip_loss(
+        image, text, torch.tensor([0, 1]), torch.tensor([0, 0, 1]), torch.tensor(1.0)
+    )
     e = math.e
     # image→text: image 0 logits (1, 1, 0) with targets (1/2, 1/2, 0); image 1 logits (0, 0, 1), target caption 2
     i2t = (-math.log(e / (2 * e + 1)) + -math.log(e / (e + 2))) / 2
@@ -69,8 +70,14 @@ def test_negated_captions_count_only_for_images_of_other_classes():
     # images of classes 0 and 1; captions "0", "1" and "not 0" (negated), orthogonal unit embeddings, scale 1
     image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    loss = classroom.multi_positive_clip_loss(image, text, torch.tensor([0, 1]), torch.tensor([0, 1, 0]),
-                                              torch.tensor(1.0), negated=torch.tensor([False, False, True]))
+    loss = classroom.multi_positive_clip_loss(
+        image,
+        text,
+        torch.tensor([0, 1]),
+        torch.tensor([0, 1, 0]),
+        torch.tensor(1.0),
+        negated=torch.tensor([False, False, True]),
+    )
     e = math.e
     # image→text over the two affirmative captions only: each image's own caption, logits (1, 0) or (0, 1)
     i2t = -math.log(e / (e + 1))
@@ -78,5 +85,8 @@ def test_negated_captions_count_only_for_images_of_other_classes():
     t2i = -math.log(e / (e + 1))
     assert loss.item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
     assert classroom.negated_captions_for("digits")[7] == [
-        "This is not a photo of a seven", "This is not a photo of a handwritten digit seven",
-        "a picture that is not a seven", "a picture that is not a handwritten digit seven"]
+        "This is not a photo of a seven",
+        "This is not a photo of a handwritten digit seven",
+        "a picture that is not a seven",
+        "a picture that is not a handwritten digit seven",
+    ]

@@ -1,5 +1,6 @@
 """The comparison chapter's tools: the one-row-per-method table, the per-dataset heatmap, the papers' reported
 numbers and loading the results of full-scale runs."""
+
 import re
 from pathlib import Path
 
@@ -15,9 +16,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _evaluation(method, clean, robust):
     """Rows as the evaluation engine writes them: ``clean``/``robust`` map dataset → value (robust: per ε)."""
-    return pd.DataFrame([{"method": method, "model": "m", "pretrained": "p", "dataset": name, "attack": "PGD-10",
-                          "eps": eps, "n": 100, "clean_accuracy": clean[name], "robust_accuracy": value}
-                         for name in clean for eps, value in robust[name].items()])
+    return pd.DataFrame(
+        [
+            {
+                "method": method,
+                "model": "m",
+                "pretrained": "p",
+                "dataset": name,
+                "attack": "PGD-10",
+                "eps": eps,
+                "n": 100,
+                "clean_accuracy": clean[name],
+                "robust_accuracy": value,
+            }
+            for name in clean
+            for eps, value in robust[name].items()
+        ]
+    )
 
 
 @pytest.fixture()
@@ -41,8 +56,12 @@ def test_worst_case_and_pgd_stand_side_by_side_and_the_gap_is_their_difference(t
     worst = two_methods.assign(attack="pgd-10+aa-10", robust_accuracy=two_methods.robust_accuracy - 4)
     table = pd.concat([worst, two_methods], ignore_index=True)
     compared = zl.evaluate.comparison_table(table)
-    assert list(compared.columns)[3:] == ["pgd-10+aa-10 @ 1/255", "pgd-10+aa-10 @ 4/255", "PGD-10 @ 1/255",
-                                          "PGD-10 @ 4/255"]
+    assert list(compared.columns)[3:] == [
+        "pgd-10+aa-10 @ 1/255",
+        "pgd-10+aa-10 @ 4/255",
+        "PGD-10 @ 1/255",
+        "PGD-10 @ 4/255",
+    ]
     assert compared.set_index("method").loc["b", "pgd-10+aa-10 @ 4/255"] == 21.0
     summary = zl.summarize(table)
     ax = zl.plots.plot_tradeoff(summary, scale="classroom", eps=4.0)  # the first attack: the worst case
@@ -101,9 +120,19 @@ def test_robustvlm_numbers_and_the_side_by_side_check():
     assert fare1.loc[1.0, "clean_accuracy"] == 60.5 and list(fare1["robust_accuracy"]) == [38.0, 20.1, 2.9]
     assert all(zl.get_spec(name) for name in zl.reported.ROBUSTVLM_DATASETS)
     assert len(zl.reported.ROBUSTVLM_DATASETS) == 13 and zl.reported.robustvlm_protocol().attacks == ("aa",)
-    measured = pd.DataFrame([{"pretrained": "robustvlm-tecoa-eps1", "dataset": name, "attack": "aa", "eps": 1.0,
-                              "clean_accuracy": 50.0 + k % 2, "robust_accuracy": 40.0}
-                             for k, name in enumerate(zl.reported.ROBUSTVLM_DATASETS)])
+    measured = pd.DataFrame(
+        [
+            {
+                "pretrained": "robustvlm-tecoa-eps1",
+                "dataset": name,
+                "attack": "aa",
+                "eps": 1.0,
+                "clean_accuracy": 50.0 + k % 2,
+                "robust_accuracy": 40.0,
+            }
+            for k, name in enumerate(zl.reported.ROBUSTVLM_DATASETS)
+        ]
+    )
     check = zl.reported.against_robustvlm(measured)
     assert len(check) == 1 and check.loc[0, "checkpoint"] == "TeCoA¹ (RobustVLM)" and check.loc[0, "datasets"] == 13
     assert check.loc[0, "clean (measured)"] == pytest.approx(50 + 6 / 13)

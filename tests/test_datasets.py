@@ -9,10 +9,29 @@ import zsr_lab as zl
 from zsr_lab import classroom_data, datasets
 
 EXPECTED_CLASSES = {
-    "tiny_imagenet": 200, "cifar10": 10, "cifar100": 100, "stl10": 10, "sun397": 397, "food101": 101,
-    "oxford_pets": 37, "flowers102": 102, "dtd": 47, "eurosat": 10, "fgvc_aircraft": 100, "imagenet": 1000,
-    "caltech101": 101, "caltech256": 257, "stanford_cars": 196, "pcam": 2, "tiny_imagenet_train": 200,
-    "imagenet_train": 1000, "fashion_mnist": 10, "fashion_mnist_train": 10, "digits": 10, "textures": 3, "faces": 2,
+    "tiny_imagenet": 200,
+    "cifar10": 10,
+    "cifar100": 100,
+    "stl10": 10,
+    "sun397": 397,
+    "food101": 101,
+    "oxford_pets": 37,
+    "flowers102": 102,
+    "dtd": 47,
+    "eurosat": 10,
+    "fgvc_aircraft": 100,
+    "imagenet": 1000,
+    "caltech101": 101,
+    "caltech256": 257,
+    "stanford_cars": 196,
+    "pcam": 2,
+    "tiny_imagenet_train": 200,
+    "imagenet_train": 1000,
+    "fashion_mnist": 10,
+    "fashion_mnist_train": 10,
+    "digits": 10,
+    "textures": 3,
+    "faces": 2,
 }
 
 
@@ -53,8 +72,10 @@ def test_unknown_dataset_lists_the_choices():
         zl.get_spec(10)
 
 
-@pytest.mark.parametrize("name, hint", [("cifar10", "download=True"), ("imagenet", "ILSVRC2012_devkit_t12"),
-                                        ("tiny_imagenet", "val_annotations.txt")])
+@pytest.mark.parametrize(
+    "name, hint",
+    [("cifar10", "download=True"), ("imagenet", "ILSVRC2012_devkit_t12"), ("tiny_imagenet", "val_annotations.txt")],
+)
 def test_missing_data_names_the_layout_and_the_fix(name, hint, tmp_path):
     with pytest.raises(zl.DatasetNotFoundError) as info:
         zl.load_dataset(name, data_root=tmp_path)
@@ -108,9 +129,10 @@ def test_transforms_follow_the_protocol():
     assert grey.shape == (3, 28, 28) and torch.allclose(grey, torch.ones_like(grey))
 
 
-@pytest.mark.parametrize("loader, n_train, n_test", [(classroom_data.digits, 898, 899),
-                                                     (classroom_data.textures, 1827, 135),
-                                                     (classroom_data.faces, 100, 100)])
+@pytest.mark.parametrize(
+    "loader, n_train, n_test",
+    [(classroom_data.digits, 898, 899), (classroom_data.textures, 1827, 135), (classroom_data.faces, 100, 100)],
+)
 def test_classroom_splits_are_disjoint_and_stratified(loader, n_train, n_test):
     train, test = loader("train"), loader("test")
     assert (len(train), len(test)) == (n_train, n_test)
@@ -119,8 +141,10 @@ def test_classroom_splits_are_disjoint_and_stratified(loader, n_train, n_test):
     assert not any(img.tobytes() in train_bytes for img in test.images)
 
 
-@pytest.mark.skipif(not classroom_data.DEBIAN_FASHION_MNIST.is_dir(),
-                    reason="needs the Debian/Ubuntu package dataset-fashion-mnist (offline Fashion-MNIST)")
+@pytest.mark.skipif(
+    not classroom_data.DEBIAN_FASHION_MNIST.is_dir(),
+    reason="needs the Debian/Ubuntu package dataset-fashion-mnist (offline Fashion-MNIST)",
+)
 def test_fashion_mnist_from_the_debian_package(tmp_path):
     test = zl.load_dataset("fashion_mnist", data_root=tmp_path, image_size=28, verbose=False)
     train = zl.load_dataset("fashion_mnist_train", data_root=tmp_path, image_size=28, verbose=False)
@@ -131,9 +155,11 @@ def test_fashion_mnist_from_the_debian_package(tmp_path):
 
 # ---- stand-ins for the layout and file checks ------------------------------------------------------------
 
+
 def _jpeg_bytes(seed=0, size=64):
     """A real JPEG of noise (big enough that cutting it in half lands in the image data, not the headers)."""
     import io
+
     pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG")
@@ -142,7 +168,7 @@ def _jpeg_bytes(seed=0, size=64):
 
 def _truncate(path):
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
 
 
 def _fake_caltech101(root, background=True):
@@ -195,6 +221,7 @@ def test_truncated_jpeg_in_an_image_folder_is_named_through_a_dataloader(tmp_pat
     import pickle
 
     from torch.utils.data import DataLoader, Subset
+
     wnids = zl.get_spec("tiny_imagenet").class_keys
     _fake_tiny_imagenet(tmp_path, wnids)
     broken = tmp_path / "tiny-imagenet-200" / "train" / wnids[3] / "images" / f"{wnids[3]}_0.JPEG"

@@ -1,5 +1,6 @@
 """Defences that look robust and are not, the grader that says whether an attack broke one, and the red flags
 that give each of them away (the chapter "Evaluations that lie")."""
+
 import re
 
 import pytest
@@ -17,13 +18,19 @@ def default_pgd(defence, images, labels):
 
 
 SOLUTIONS = {
-    "bit depth": (lambda clip: defences.BitDepthReduction(clip, bits=5),
-                  lambda d, x, y: adaptive.bpda(d.model, d.transform, x, y, eps=EPS)),
-    "noise": (lambda clip: defences.RandomNoise(clip, sigma=0.1),
-              lambda d, x, y: adaptive.eot(d, x, y, eps=EPS, draws=8)),
+    "bit depth": (
+        lambda clip: defences.BitDepthReduction(clip, bits=5),
+        lambda d, x, y: adaptive.bpda(d.model, d.transform, x, y, eps=EPS),
+    ),
+    "noise": (
+        lambda clip: defences.RandomNoise(clip, sigma=0.1),
+        lambda d, x, y: adaptive.eot(d, x, y, eps=EPS, draws=8),
+    ),
     "saturated": (lambda clip: defences.SaturatedLogits(clip), lambda d, x, y: adaptive.margin(d, x, y, eps=EPS)),
-    "counter-attack": (lambda clip: defences.CounterAttack(clip, eps=4 / 255),
-                       lambda d, x, y: adaptive.margin(d.model, x, y, eps=EPS)),
+    "counter-attack": (
+        lambda clip: defences.CounterAttack(clip, eps=4 / 255),
+        lambda d, x, y: adaptive.margin(d.model, x, y, eps=EPS),
+    ),
 }
 
 
@@ -49,15 +56,18 @@ def _shifted(by):
     return lambda d, x, y: (x + by).clamp(0, 1)
 
 
-@pytest.mark.parametrize("attack, message", [
-    (_shifted(9 / 255), "perturbations leave the ε-ball"),
-    (lambda d, x, y: x * 1.5, "leave the [0, 1] box"),
-    (lambda d, x, y: x.flip(0), "is a perturbation of clean image"),
-    (lambda d, x, y: x[:10], "one adversarial image per input image"),
-    (lambda d, x, y: (y.zero_(), x)[1], "changed the labels"),
-    (lambda d, x, y: x.clamp_(0.1, 0.9), "changed the clean images"),
-    (lambda d, x, y: x.numpy(), "must return the adversarial images as one tensor"),
-])
+@pytest.mark.parametrize(
+    "attack, message",
+    [
+        (_shifted(9 / 255), "perturbations leave the ε-ball"),
+        (lambda d, x, y: x * 1.5, "leave the [0, 1] box"),
+        (lambda d, x, y: x.flip(0), "is a perturbation of clean image"),
+        (lambda d, x, y: x[:10], "one adversarial image per input image"),
+        (lambda d, x, y: (y.zero_(), x)[1], "changed the labels"),
+        (lambda d, x, y: x.clamp_(0.1, 0.9), "changed the clean images"),
+        (lambda d, x, y: x.numpy(), "must return the adversarial images as one tensor"),
+    ],
+)
 def test_the_grader_refuses_what_is_not_an_attack_under_its_threat_model(random_classroom_clip, attack, message):
     with pytest.raises(grader.InvalidAttack, match=re.escape(message)):
         grader.grade(defences.SaturatedLogits(random_classroom_clip), attack)
@@ -80,7 +90,8 @@ def test_each_defence_raises_a_red_flag_and_the_undefended_model_none(classroom_
     assert "the cross-entropy gradient vanishes" in fired(defences.BitDepthReduction(classroom_clip, bits=5))
     assert "answers change between two calls on the same images" in fired(defences.RandomNoise(classroom_clip))
     assert {"the cross-entropy gradient vanishes", "a margin loss beats the cross-entropy"} <= fired(
-        defences.SaturatedLogits(classroom_clip))
+        defences.SaturatedLogits(classroom_clip)
+    )
     assert "answers change between two calls on the same images" in fired(defences.CounterAttack(classroom_clip))
 
 
@@ -94,9 +105,11 @@ def test_the_control_raises_no_flag_and_no_reference_attack_takes_it_below_its_w
     outcome = zl.suites.run_suite(control, suite.members_for(10), images[right], labels[right], EPS, n_classes=10)
     worst = 100 * outcome.robust.sum().item() / len(images)
     assert worst > 20  # really robust at this budget, unlike the pre-trained CLIP
-    for attack in (lambda x, y: adaptive.bpda(control, lambda a: a, x, y, eps=EPS),
-                   lambda x, y: adaptive.eot(control, x, y, eps=EPS, draws=2),
-                   lambda x, y: adaptive.margin(control, x, y, eps=EPS)):
+    for attack in (
+        lambda x, y: adaptive.bpda(control, lambda a: a, x, y, eps=EPS),
+        lambda x, y: adaptive.eot(control, x, y, eps=EPS, draws=2),
+        lambda x, y: adaptive.margin(control, x, y, eps=EPS),
+    ):
         torch.manual_seed(0)
         adversarial = attack(images, labels)
         with torch.no_grad():
@@ -109,8 +122,9 @@ def test_the_control_raises_no_flag_and_no_reference_attack_takes_it_below_its_w
 def test_defences_pass_on_what_they_do_not_have_and_validate_their_options(random_classroom_clip):
     defence = defences.BitDepthReduction(random_classroom_clip, bits=5)
     assert defence.image_size == random_classroom_clip.image_size and defence.device == random_classroom_clip.device
-    assert torch.equal(defence.transform(torch.tensor([0.0, 0.49 / 31, 0.51 / 31, 1.0])),
-                       torch.tensor([0.0, 0.0, 1 / 31, 1.0]))
+    assert torch.equal(
+        defence.transform(torch.tensor([0.0, 0.49 / 31, 0.51 / 31, 1.0])), torch.tensor([0.0, 0.0, 1 / 31, 1.0])
+    )
     with pytest.raises(ValueError, match="bits must be between 1 and 8"):
         defences.BitDepthReduction(random_classroom_clip, bits=0)
     saturated = defences.SaturatedLogits(random_classroom_clip)

@@ -8,10 +8,25 @@ import zsr_lab as zl
 def test_table_records_the_protocol_and_matches_a_manual_count(classroom_clip):
     table = zl.evaluate_zero_shot(classroom_clip, ["digits"], n_examples=200, seed=3, progress=False)
     row = table.iloc[0]
-    assert list(table.columns) == ["model", "pretrained", "dataset", "split", "template", "n", "accuracy",
-                                   "attack", "precision", "seed"]
-    assert (row.model, row.pretrained, row.dataset, row.n, row.seed) == ("zsr-classroom-vit", "zsr_lab",
-                                                                          "digits", 200, 3)
+    assert list(table.columns) == [
+        "model",
+        "pretrained",
+        "dataset",
+        "split",
+        "template",
+        "n",
+        "accuracy",
+        "attack",
+        "precision",
+        "seed",
+    ]
+    assert (row.model, row.pretrained, row.dataset, row.n, row.seed) == (
+        "zsr-classroom-vit",
+        "zsr_lab",
+        "digits",
+        200,
+        3,
+    )
     assert row.template == "A photo of the handwritten digit {}."
 
     data = zl.evaluate.subset(zl.load_dataset("digits", image_size=28, verbose=False), 200, seed=3)

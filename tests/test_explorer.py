@@ -1,4 +1,5 @@
 """The attention explorer and the attention figures."""
+
 import matplotlib
 import pytest
 import torch
@@ -65,8 +66,9 @@ def test_widget_redraws_when_a_control_changes(explorer, monkeypatch):
 
 def test_show_attention_draws_one_row_per_entry(random_classroom_clip):
     images, maps = torch.rand(3, 1, 28, 28), torch.rand(3, 28, 28)
-    figure = zl.plots.show_attention({"clean": (images, maps), "PGD": (images, maps)},
-                                     captions={"PGD": [("a", True), ("b", False), ("c", None)]})
+    figure = zl.plots.show_attention(
+        {"clean": (images, maps), "PGD": (images, maps)}, captions={"PGD": [("a", True), ("b", False), ("c", None)]}
+    )
     axes = figure.axes
     assert len(axes) == 6 and axes[3].get_ylabel() == "PGD" and axes[4].title.get_color() == "tab:red"
 
@@ -74,7 +76,7 @@ def test_show_attention_draws_one_row_per_entry(random_classroom_clip):
 def test_show_model_attention_captions_each_row_with_its_models_predictions(random_classroom_clip):
     model = random_classroom_clip
     names = zl.get_spec("digits").classnames
-    model.set_classifier(zl.zero_shot_classifier(model, names, ["a photo of the number: \"{}\"."]))
+    model.set_classifier(zl.zero_shot_classifier(model, names, ['a photo of the number: "{}".']))
     images, labels = torch.rand(3, 1, 28, 28), torch.tensor([0, 1, 2])
     with torch.no_grad():
         predicted = model(images).argmax(1)
@@ -87,9 +89,13 @@ def test_show_model_attention_captions_each_row_with_its_models_predictions(rand
 def test_attention_drift_figure_has_one_panel_per_model_with_the_table_values():
     import pandas as pd
 
-    table = pd.DataFrame([{"model": m, "dataset": d, "eps": 4.0, "clean": c, "random_noise": c + 0.01,
-                           "adversarial": c + 0.05} for m, c in (("CLIP", 0.0), ("TeCoA", 0.1))
-                          for d in ("digits", "faces")])
+    table = pd.DataFrame(
+        [
+            {"model": m, "dataset": d, "eps": 4.0, "clean": c, "random_noise": c + 0.01, "adversarial": c + 0.05}
+            for m, c in (("CLIP", 0.0), ("TeCoA", 0.1))
+            for d in ("digits", "faces")
+        ]
+    )
     figure = zl.plots.plot_attention_drift(table, scale="classroom")
     assert [ax.get_title() for ax in figure.axes] == ["CLIP", "TeCoA"]
     heights = sorted(round(bar.get_height(), 3) for bar in figure.axes[1].patches if bar.get_height() > 0)
@@ -99,9 +105,20 @@ def test_attention_drift_figure_has_one_panel_per_model_with_the_table_values():
 def test_sensitivity_figure_plots_each_option_against_its_values_with_the_reference():
     import pandas as pd
 
-    sweep = pd.DataFrame([{"option": o, "value": v, "fixed": "beta = 0.05" if o == "alpha" else "alpha = 0.08",
-                           "eps": 4.0, "clean_accuracy": 70 + 10 * v, "robust_accuracy": 30 - v}
-                          for o in ("alpha", "beta") for v in (0.0, 0.1, 1.0)])
+    sweep = pd.DataFrame(
+        [
+            {
+                "option": o,
+                "value": v,
+                "fixed": "beta = 0.05" if o == "alpha" else "alpha = 0.08",
+                "eps": 4.0,
+                "clean_accuracy": 70 + 10 * v,
+                "robust_accuracy": 30 - v,
+            }
+            for o in ("alpha", "beta")
+            for v in (0.0, 0.1, 1.0)
+        ]
+    )
     reference = pd.DataFrame([{"method": "tecoa", "eps": 4.0, "clean_accuracy": 74.0, "robust_accuracy": 30.0}])
     figure = zl.plots.plot_sensitivity(sweep, scale="classroom", eps=4.0, reference=reference)
     assert [ax.get_xlabel() for ax in figure.axes] == ["alpha (beta = 0.05)", "beta (alpha = 0.08)"]
@@ -113,9 +130,14 @@ def test_sensitivity_figure_plots_each_option_against_its_values_with_the_refere
 def test_robustness_curve_per_method_is_the_mean_over_datasets():
     import pandas as pd
 
-    table = pd.DataFrame([{"method": m, "dataset": d, "attack": "PGD-10", "eps": e, "robust_accuracy": r}
-                          for m, base in (("a", 60), ("b", 40)) for d, shift in (("x", 0), ("y", 10))
-                          for e, r in ((1.0, base + shift), (4.0, base + shift - 20))])
+    table = pd.DataFrame(
+        [
+            {"method": m, "dataset": d, "attack": "PGD-10", "eps": e, "robust_accuracy": r}
+            for m, base in (("a", 60), ("b", 40))
+            for d, shift in (("x", 0), ("y", 10))
+            for e, r in ((1.0, base + shift), (4.0, base + shift - 20))
+        ]
+    )
     ax = zl.plots.plot_robustness_curve(table, scale="classroom", hue="method")
     assert "mean over 2 datasets" in ax.get_title()
     assert [list(line.get_ydata()) for line in ax.get_lines()[:2]] == [[65, 45], [45, 25]]

@@ -1,5 +1,6 @@
 """Exported encoders: open_clip itself loads both formats and computes what zsr_lab's model computes; the card
 carries method, recipe, protocol and the evaluation's numbers; bad calls fail before anything is written."""
+
 import copy
 import subprocess
 import sys
@@ -13,10 +14,10 @@ import yaml
 from PIL import Image
 
 from zsr_lab import export
+from zsr_lab.engine import fit
 from zsr_lab.evaluate import summarize
 from zsr_lab.export import export_encoder
 from zsr_lab.models import CLASSROOM_MODEL
-from zsr_lab.engine import fit
 from zsr_lab.recipes import TrainConfig
 
 TEXTS = ["a photo of a sneaker", "a picture of a handwritten digit seven"]
@@ -26,10 +27,24 @@ TEXTS = ["a photo of a sneaker", "a picture of a handwritten digit seven"]
 def exported(classroom_clip, tmp_path_factory):
     """A few steps of TeCoA on the classroom CLIP, evaluated on two small sets, exported in both formats."""
     root = tmp_path_factory.mktemp("export")
-    config = TrainConfig(method="tecoa", scale="classroom", train_examples=32, holdout_examples=16, batch_size=16,
-                         steps=2, lr=0.01, warmup_steps=1, eps=4.0, attack_step_size=2.0, eval_every=0,
-                         eval_datasets=("digits", "faces"), eval_n_examples=16, eval_attacks=("pgd-2",),
-                         eval_eps=(4.0,), run_dir=str(root / "run"))
+    config = TrainConfig(
+        method="tecoa",
+        scale="classroom",
+        train_examples=32,
+        holdout_examples=16,
+        batch_size=16,
+        steps=2,
+        lr=0.01,
+        warmup_steps=1,
+        eps=4.0,
+        attack_step_size=2.0,
+        eval_every=0,
+        eval_datasets=("digits", "faces"),
+        eval_n_examples=16,
+        eval_attacks=("pgd-2",),
+        eval_eps=(4.0,),
+        run_dir=str(root / "run"),
+    )
     result = fit(config, progress=False)
     paths = export_encoder(result, root / "out")
     return result, paths
@@ -46,8 +61,11 @@ def test_export_writes_the_files_open_clip_looks_for(exported):
     result, paths = exported
     assert set(paths) == {"state_dict", "hub"}
     assert paths["state_dict"].name == "open_clip_model.pt" and paths["state_dict"].parent == paths["hub"].parent
-    assert {p.name for p in paths["hub"].iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors",
-                                                       "README.md"}
+    assert {p.name for p in paths["hub"].iterdir()} == {
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "README.md",
+    }
     assert not [p for p in paths["hub"].parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
     state = torch.load(paths["state_dict"], weights_only=True)
     expected = result.model.clip.state_dict()
@@ -87,8 +105,9 @@ def test_hub_folder_loads_with_local_dir_and_its_own_preprocessing(exported):
     assert torch.equal(tokenizer(TEXTS), model.tokenizer(TEXTS))
     with torch.no_grad():
         assert torch.allclose(loaded.encode_image(inputs), model.encode_image(images), atol=1e-5)
-        assert torch.allclose(loaded.encode_text(tokenizer(TEXTS)), model.encode_text(TEXTS, normalize=False),
-                              atol=1e-5)
+        assert torch.allclose(
+            loaded.encode_text(tokenizer(TEXTS)), model.encode_text(TEXTS, normalize=False), atol=1e-5
+        )
 
 
 def test_hub_folder_loads_in_a_process_that_never_imported_zsr_lab(exported, tmp_path):
@@ -104,9 +123,13 @@ def test_hub_folder_loads_in_a_process_that_never_imported_zsr_lab(exported, tmp
         "cfg = model.visual.preprocess_cfg\n"
         "images = Normalize(cfg['mean'], cfg['std'])(torch.load(sys.argv[2]))\n"
         "with torch.no_grad():\n"
-        "    torch.save(model.eval().encode_image(images), sys.argv[3])\n")
-    subprocess.run([sys.executable, "-c", script, str(paths["hub"]), str(tmp_path / "images.pt"),
-                    str(tmp_path / "features.pt")], check=True, timeout=120)
+        "    torch.save(model.eval().encode_image(images), sys.argv[3])\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(paths["hub"]), str(tmp_path / "images.pt"), str(tmp_path / "features.pt")],
+        check=True,
+        timeout=120,
+    )
     with torch.no_grad():
         expected = result.model.encode_image(images)
     assert torch.allclose(torch.load(tmp_path / "features.pt"), expected, atol=1e-5)
@@ -127,8 +150,10 @@ def test_model_card_carries_method_recipe_protocol_and_the_evaluation_numbers(ex
     table = result.evaluation
     assert len(table) == 2
     for row in table.itertuples():
-        assert (f"| {row.dataset} | {row.attack} | {row.eps:g} | {row.n} | {row.clean_accuracy:.2f} | "
-                f"{row.robust_accuracy:.2f} |") in body
+        assert (
+            f"| {row.dataset} | {row.attack} | {row.eps:g} | {row.n} | {row.clean_accuracy:.2f} | "
+            f"{row.robust_accuracy:.2f} |"
+        ) in body
     for row in summarize(table, by=("attack", "eps")).itertuples():
         assert f"| {row.attack} | {row.eps:g} | {row.clean_accuracy:.2f} | {row.robust_accuracy:.2f} |" in body
     assert "classroom numbers" in body and "not reproductions of any paper" in body
@@ -150,8 +175,9 @@ def test_a_bare_model_exports_with_a_card_that_says_what_is_unknown(classroom_cl
     images, _ = images_in_unit_range()
     with torch.no_grad():
         assert torch.allclose(loaded.encode_image(model.preprocess(images)), model.encode_image(images), atol=1e-5)
-        assert not torch.allclose(loaded.encode_image(model.preprocess(images)),
-                                  classroom_clip.encode_image(images), atol=1e-3)
+        assert not torch.allclose(
+            loaded.encode_image(model.preprocess(images)), classroom_clip.encode_image(images), atol=1e-3
+        )
     card = (paths["hub"] / "README.md").read_text()
     assert "## Method\n\nUnknown" in card and "## Training recipe\n\nUnknown" in card
     assert "## Evaluation protocol\n\nUnknown" in card and "No evaluation was recorded" in card
@@ -169,18 +195,27 @@ def test_overwrite_replaces_a_previous_export_only_when_asked(exported, tmp_path
     with pytest.raises(FileExistsError, match="not empty: pass overwrite=True"):
         export_encoder(result, out, formats="hub")
     paths = export_encoder(result, out, overwrite=True)
-    assert {p.name for p in paths["hub"].iterdir()} == {"open_clip_config.json", "open_clip_model.safetensors",
-                                                       "README.md"}  # the stale weights file is gone
+    assert {p.name for p in paths["hub"].iterdir()} == {
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "README.md",
+    }  # the stale weights file is gone
     assert sorted(p.name for p in out.iterdir()) == ["hub", "open_clip_model.pt"]
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda r, out: export_encoder(r, out, formats=("hub", "onnx")), ValueError, "unknown export format.*'onnx'"),
-    (lambda r, out: export_encoder(r, out, formats=()), ValueError, "no export format given"),
-    (lambda r, out: export_encoder(r.model.clip, out), TypeError, "TrainResult.*or a ZeroShotCLIP"),
-    (lambda r, out: export_encoder(r, out, evaluation=r.evaluation.assign(weights="0123456789abcdef")),
-     ValueError, "measured on other weights"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda r, out: export_encoder(r, out, formats=("hub", "onnx")), ValueError, "unknown export format.*'onnx'"),
+        (lambda r, out: export_encoder(r, out, formats=()), ValueError, "no export format given"),
+        (lambda r, out: export_encoder(r.model.clip, out), TypeError, "TrainResult.*or a ZeroShotCLIP"),
+        (
+            lambda r, out: export_encoder(r, out, evaluation=r.evaluation.assign(weights="0123456789abcdef")),
+            ValueError,
+            "measured on other weights",
+        ),
+    ],
+)
 def test_bad_calls_fail_before_anything_is_written(exported, tmp_path, call, error, match):
     result, _ = exported
     with pytest.raises(error, match=match):

@@ -1,4 +1,5 @@
 """Loss modules against hand-computed cases, and the training attack's geometry."""
+
 import math
 
 import pytest
@@ -71,14 +72,17 @@ def test_pmg_aft_kl_terms_match_hand_computed_distributions(form):
     # the frozen model sees the adversarial image through other weights: rotate what it returns
     rotation = 0.3
     reference.encode_image = lambda images: torch.stack(
-        [torch.tensor(unit(math.atan2(float(v[1]), float(v[0])) - rotation)) for v in images.flatten(1)])
+        [torch.tensor(unit(math.atan2(float(v[1]), float(v[0])) - rotation)) for v in images.flatten(1)]
+    )
     labels = torch.tensor([0, 1])
     method = PMGAFT(alpha=0.7, beta=2.0, form=form)
     loss, terms = method(model, reference, clean, adversarial, labels, {})
 
     scale = 100.0 if form == "paper" else 1.0
+
     def probs(angle, s):
         return softmax([s * math.cos(angle), s * math.sin(angle)])
+
     ce = [-math.log(probs(a, scale)[y]) for a, y in zip(angles_adv, [0, 1])]  # the official code: cosines here too
     kl_ref = [kl(probs(a - rotation, scale), probs(a, scale)) for a in angles_adv]
     kl_clean = [kl(probs(c, scale), probs(a, scale)) for c, a in zip(angles_clean, angles_adv)]
@@ -137,11 +141,13 @@ def test_pgd_linf_random_start_and_parameter_gradients():
     images = torch.rand(8, 1, 2, 2)
     labels = torch.randint(0, 2, (8,))
     start = torch.rand_like(images)
-    adv0 = pgd_linf(lambda a: F.cross_entropy(model(a), labels), images, eps=2 / 255, step_size=1 / 255, steps=0,
-                    start=start)
+    adv0 = pgd_linf(
+        lambda a: F.cross_entropy(model(a), labels), images, eps=2 / 255, step_size=1 / 255, steps=0, start=start
+    )
     assert torch.allclose(adv0, (images + (2 * start - 1) * 2 / 255).clamp(0, 1))
-    adv = pgd_linf(lambda a: F.cross_entropy(model(a), labels), images, eps=2 / 255, step_size=1 / 255, steps=3,
-                   start=start)
+    adv = pgd_linf(
+        lambda a: F.cross_entropy(model(a), labels), images, eps=2 / 255, step_size=1 / 255, steps=3, start=start
+    )
     assert model.gain.grad is None  # the attack never touches the parameters' gradients
     assert F.cross_entropy(model(adv), labels) > F.cross_entropy(model(images), labels)
 
@@ -160,6 +166,7 @@ def test_momentum_sign_steps_follow_the_spec_formula():
     adv = pgd_linf(objective, images, eps=8 / 255, step_size=step, steps=2, momentum=0.9)
     # first component: +1 then sign(0.9 − 1) = −1 → back to 0.5; second: +1 then sign(0.9 + 0) = +1
     assert torch.allclose(adv.flatten(), torch.tensor([0.5, 0.5 + 2 * step]))
-    plain = pgd_linf(lambda a: (torch.tensor([1.0, 0.0]).view(1, 1, 1, 2) * a).sum(), images, eps=8 / 255,
-                     step_size=step, steps=2)
+    plain = pgd_linf(
+        lambda a: (torch.tensor([1.0, 0.0]).view(1, 1, 1, 2) * a).sum(), images, eps=8 / 255, step_size=step, steps=2
+    )
     assert torch.allclose(plain.flatten(), torch.tensor([0.5 + 2 * step, 0.5]))

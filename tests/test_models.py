@@ -28,8 +28,9 @@ def test_wrapper_resizes_other_resolutions_bicubically(random_classroom_clip):
 
 def test_grey_images_are_repeated_to_rgb(random_classroom_clip):
     x = torch.rand(2, 1, 28, 28)
-    torch.testing.assert_close(random_classroom_clip.encode_image(x),
-                               random_classroom_clip.encode_image(x.expand(-1, 3, -1, -1)))
+    torch.testing.assert_close(
+        random_classroom_clip.encode_image(x), random_classroom_clip.encode_image(x.expand(-1, 3, -1, -1))
+    )
 
 
 def test_bad_image_shape_is_a_clear_error(random_classroom_clip):
@@ -130,5 +131,6 @@ def test_a_model_to_train_from_scratch_is_created_without_the_random_weights_war
     with caplog.at_level(logging.WARNING):
         model = create_untrained(CLASSROOM_MODEL)
     assert "initialized randomly" not in caplog.text and model.visual.image_size[0] == 28
-    assert not any(isinstance(f, logging.Filter) and "WeightsFollow" in type(f).__name__
-                   for f in logging.getLogger().filters)  # the filter is removed again
+    assert not any(
+        isinstance(f, logging.Filter) and "WeightsFollow" in type(f).__name__ for f in logging.getLogger().filters
+    )  # the filter is removed again

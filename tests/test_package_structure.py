@@ -1,5 +1,6 @@
 """The package's shape: no import cycles, loss modules independent of the engines, no private names across
 modules, one registry type with close-match hints."""
+
 import ast
 from pathlib import Path
 
@@ -16,8 +17,20 @@ LAYERS = (
     ("attack_base", "attacks", "apgd", "suites", "protocol", "scales"),
     ("attention", "tima", "methods"),
     ("evaluate", "recipes", "checkpoints", "engine", "sweeps", "train", "attention_measures"),
-    ("plots", "claims", "explorer", "reported", "export", "sanity", "defences", "adaptive", "grader", "speed",
-     "speed_suites", "speed_training"),
+    (
+        "plots",
+        "claims",
+        "explorer",
+        "reported",
+        "export",
+        "sanity",
+        "defences",
+        "adaptive",
+        "grader",
+        "speed",
+        "speed_suites",
+        "speed_training",
+    ),
 )
 LOSS_MODULES = ("methods", "attention", "tima")
 ENGINES = ("evaluate", "engine", "sweeps", "train", "recipes", "checkpoints", "attention_measures")
@@ -44,8 +57,10 @@ def _imports(tree: ast.Module) -> list[tuple[str, str]]:
 
 
 def import_graph(modules: dict[str, ast.Module]) -> dict[str, set[str]]:
-    return {name: {target for target, _ in _imports(tree) if target in modules and target != "__init__"}
-            for name, tree in modules.items()}
+    return {
+        name: {target for target, _ in _imports(tree) if target in modules and target != "__init__"}
+        for name, tree in modules.items()
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -57,7 +72,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                found.append(path[path.index(target):] + [target])
+                found.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target)
         path.pop()
@@ -91,8 +106,13 @@ def test_every_module_sits_in_a_layer_and_imports_nothing_below_it():
     graph = import_graph(_modules())
     level = {module: depth for depth, layer in enumerate(LAYERS) for module in layer}
     assert set(graph) - {"__init__"} == set(level)
-    upward = [f"{module} -> {target}" for module, targets in graph.items() if module in level
-              for target in targets if level[target] > level[module]]
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module in level
+        for target in targets
+        if level[target] > level[module]
+    ]
     assert upward == []
 
 
@@ -109,8 +129,11 @@ def test_no_private_name_is_imported_or_read_across_modules():
     offences = []
     test_files = {path.stem: ast.parse(path.read_text()) for path in Path(__file__).parent.glob("test_*.py")}
     for name, tree in {**_modules(), **test_files}.items():
-        offences += [f"{name}: from {module} import {imported}" for module, imported in _imports(tree)
-                     if imported.startswith("_") and not imported.startswith("__")]
+        offences += [
+            f"{name}: from {module} import {imported}"
+            for module, imported in _imports(tree)
+            if imported.startswith("_") and not imported.startswith("__")
+        ]
     for name, tree in _modules().items():
         offences += [f"{name}: {attribute}" for attribute in _private_reads(tree)]
     assert offences == []
@@ -118,11 +141,21 @@ def test_no_private_name_is_imported_or_read_across_modules():
 
 def _private_reads(tree: ast.Module) -> list[str]:
     """``module._name`` where ``module`` is a zsr_lab module imported by ``from . import module``."""
-    modules = {alias.asname or alias.name for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module for alias in node.names}
-    return [f"{node.value.id}.{node.attr}" for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
-            and node.attr.startswith("_") and not node.attr.startswith("__")]
+    modules = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+        for alias in node.names
+    }
+    return [
+        f"{node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in modules
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
 
 
 def test_the_structure_checks_catch_an_offence():
@@ -153,8 +186,12 @@ def test_every_registry_is_one_type_and_hints_the_closest_name(kind):
 
 
 def test_the_lookups_of_the_api_answer_with_the_registry_hint():
-    for lookup, typo, meant in ((zl.methods.build_method, "fare2", "fare"), (zl.get_spec, "dtd2", "dtd"),
-                                (zl.get_scale, "ful", "full"), (zl.attacks.parse_attack, "cww-10", "cw")):
+    for lookup, typo, meant in (
+        (zl.methods.build_method, "fare2", "fare"),
+        (zl.get_spec, "dtd2", "dtd"),
+        (zl.get_scale, "ful", "full"),
+        (zl.attacks.parse_attack, "cww-10", "cw"),
+    ):
         with pytest.raises(ValueError, match=f"did you mean '{meant}'"):
             lookup(typo)
     assert zl.pretrained.known_tags("zsr-classroom-vit").close_matches("zsr-lab") == ["zsr_lab"]

@@ -10,8 +10,15 @@ from zsr_lab import speed  # noqa: E402
 
 
 def test_figures_name_their_scale():
-    table = pd.DataFrame({"dataset": ["a", "b", "a", "b"], "eps": [0, 0, 4, 4], "attack": ["PGD-10"] * 4,
-                          "robust_accuracy": [90.0, 80.0, 20.0, 10.0], "accuracy": [90.0, 80.0, 20.0, 10.0]})
+    table = pd.DataFrame(
+        {
+            "dataset": ["a", "b", "a", "b"],
+            "eps": [0, 0, 4, 4],
+            "attack": ["PGD-10"] * 4,
+            "robust_accuracy": [90.0, 80.0, 20.0, 10.0],
+            "accuracy": [90.0, 80.0, 20.0, 10.0],
+        }
+    )
     ax = zl.plots.plot_accuracy(table[table.eps == 0], scale="classroom")
     assert "classroom scale" in ax.get_title() and "mean 85.0" in ax.get_title()
     assert "classroom scale" in zl.plots.plot_robustness_curve(table, scale="classroom").get_title()
@@ -47,7 +54,7 @@ def test_flop_count_includes_the_attention_projections(random_classroom_clip):
     clip.set_classifier(torch.nn.functional.normalize(torch.randn(3, clip.embed_dim), dim=-1))
     tokens, width, layers = 1 + 16, 128, 3
     # qkv + output projections (4 w²) and the MLP (8 w²) per token and layer; 2 FLOPs per multiply-add
-    lower_bound = layers * 2 * tokens * 12 * width ** 2
+    lower_bound = layers * 2 * tokens * 12 * width**2
     assert speed.forward_flops(clip, torch.rand(1, 3, 28, 28)) >= lower_bound
     assert not clip.training  # the counter leaves the model in eval mode
 
@@ -56,8 +63,9 @@ def test_naive_reference_loop_is_the_same_attack(classroom_clip):
     classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digits"))
     data = zl.load_dataset("digits", image_size=28, verbose=False)
     x, y = map(torch.stack, zip(*[(data[i][0], torch.tensor(data[i][1])) for i in range(64)]))
-    tokens = classroom_clip.tokenizer([f"A photo of the handwritten digit {n}." for n in
-                                       zl.get_spec("digits").classnames])
+    tokens = classroom_clip.tokenizer(
+        [f"A photo of the handwritten digit {n}." for n in zl.get_spec("digits").classnames]
+    )
     torch.manual_seed(0)
     naive = speed.naive_pgd(classroom_clip, x, y, tokens, 4 / 255, 1 / 255, 5)
     torch.manual_seed(0)
@@ -109,8 +117,9 @@ def test_budget_series_shows_one_tile_per_budget_coloured_by_the_prediction(clas
     image, label = data[0][0][None], torch.tensor([data[0][1]])
     with torch.no_grad():
         right = classroom_clip(image).argmax(1).item() == label.item()
-    fig = zl.plots.show_budget_series(classroom_clip, image, label, zl.get_spec("digits").classnames,
-                                      budgets=(0, 32), steps=5)
+    fig = zl.plots.show_budget_series(
+        classroom_clip, image, label, zl.get_spec("digits").classnames, budgets=(0, 32), steps=5
+    )
     clean, attacked = fig.axes
     assert clean.get_title().startswith("ε = 0/255") and attacked.get_title().startswith("ε = 32/255")
     assert clean.title.get_color() == ("tab:green" if right else "tab:red")

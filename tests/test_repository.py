@@ -1,4 +1,5 @@
 """The repository keeps its promises to a newcomer: README commands are what CI runs, the book lists its chapters."""
+
 import re
 import sys
 from pathlib import Path
@@ -10,8 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _readme_commands():
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    commands = [line for block in blocks for line in block.splitlines()
-                if line.strip() and not line.startswith("#") and line.startswith("bash .ci/setup")]
+    commands = [
+        line
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip() and not line.startswith("#") and line.startswith("bash .ci/setup")
+    ]
     return commands
 
 
@@ -45,8 +50,13 @@ def test_chapters_end_with_summary_and_exercises_and_have_a_parameters_cell():
         assert not any(cell.get("outputs") for cell in notebook.cells), f"{path.name}: commit notebooks without outputs"
         if path.stem == "train_full":  # the training job, not a chapter
             continue
-        headings = [line for cell in notebook.cells if cell.cell_type == "markdown"
-                    for line in cell.source.splitlines() if line.startswith("## ")]
+        headings = [
+            line
+            for cell in notebook.cells
+            if cell.cell_type == "markdown"
+            for line in cell.source.splitlines()
+            if line.startswith("## ")
+        ]
         assert headings[-2:] == ["## Summary", "## Exercises"], path.name
 
 
@@ -68,7 +78,9 @@ def test_every_exercise_has_a_dropdown_solution():
     import nbformat
 
     for path in (ROOT / "book").glob("*.ipynb"):
-        text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown")
+        text = "\n".join(
+            cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"
+        )
         exercises = re.findall(r"```\{exercise\}\n:label: (\S+)", text)
         solutions = dict(re.findall(r"```\{solution-start\} (\S+)\n:class: (\S+)", text))
         assert len(exercises) == len(set(exercises)), path.name
@@ -93,8 +105,10 @@ def _repositories_named(root: Path) -> set[str]:
     found = set()
     for text in texts:
         found |= set(re.findall(r"git\+(https://github\.com/[\w.-]+/[\w.-]+?)(?:\.git)?[\"\\@ ]", text))
-        found |= {f"https://github.com/{r}" for r in re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/",
-                                                                 text)}
+        found |= {
+            f"https://github.com/{r}"
+            for r in re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/", text)
+        }
     return found
 
 
@@ -120,8 +134,13 @@ def test_set_repository_moves_every_mention_to_the_new_repository(tmp_path):
 
 
 # What a Colab runtime has installed (the five packages a user would not want changed), recent Colab versions
-COLAB_PREINSTALLED = {"torch": "2.9.0", "torchvision": "0.24.0", "requests": "2.32.4", "numpy": "2.0.2",
-                      "pandas": "2.2.2"}
+COLAB_PREINSTALLED = {
+    "torch": "2.9.0",
+    "torchvision": "0.24.0",
+    "requests": "2.32.4",
+    "numpy": "2.0.2",
+    "pandas": "2.2.2",
+}
 
 
 def test_installing_the_package_in_colab_changes_none_of_colabs_packages(tmp_path):
@@ -135,14 +154,33 @@ def test_installing_the_package_in_colab_changes_none_of_colabs_packages(tmp_pat
     constraints = tmp_path / "colab.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in COLAB_PREINSTALLED.items()))
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                           "--disable-pip-version-check", "--report", str(report), "-c", str(constraints), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--report",
+            str(report),
+            "-c",
+            str(constraints),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode and "No matching distribution" in done.stderr and "Could not find" in done.stderr:
         pytest.skip(f"no package index reachable: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr[-2000:]
-    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"]
-              for item in json.loads(report.read_text())["install"]}
+    chosen = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
     for name, version in COLAB_PREINSTALLED.items():
         assert chosen.get(name, version) == version, (name, chosen.get(name))
     assert "torchattacks" not in chosen and "pyautoattack" in chosen

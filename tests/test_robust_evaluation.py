@@ -10,19 +10,29 @@ from zsr_lab.sanity import check_evaluation
 
 
 def test_pgd_at_a_large_eps_drives_robust_accuracy_to_zero(classroom_clip):
-    table = evaluate.evaluate_robustness(classroom_clip, ["digits", "fashion_mnist"], ["pgd-10"], [32],
-                                         n_examples=200, progress=False)
+    table = evaluate.evaluate_robustness(
+        classroom_clip, ["digits", "fashion_mnist"], ["pgd-10"], [32], n_examples=200, progress=False
+    )
     assert (table.clean_accuracy > 80).all()
     assert (table.robust_accuracy <= 2.0).all(), table[["dataset", "robust_accuracy"]]
 
 
 def test_rows_carry_the_full_protocol(classroom_clip):
-    table = evaluate.evaluate_robustness(classroom_clip, "faces", ["cw-2"], [1, 4], n_examples=40, seed=5,
-                                         precision="bf16", progress=False)
+    table = evaluate.evaluate_robustness(
+        classroom_clip, "faces", ["cw-2"], [1, 4], n_examples=40, seed=5, precision="bf16", progress=False
+    )
     assert len(table) == 2
     row = table.iloc[1]
-    assert (row.attack, row.norm, row.eps, row.steps, row.restarts, row.precision, row.seed, row.n) == \
-        ("CW-2", "Linf", 4, 2, 1, "bf16", 5, 40)
+    assert (row.attack, row.norm, row.eps, row.steps, row.restarts, row.precision, row.seed, row.n) == (
+        "CW-2",
+        "Linf",
+        4,
+        2,
+        1,
+        "bf16",
+        5,
+        40,
+    )
     assert (row.n_examples, row.split_size, row.stopping, row.cascade) == (40, 100, "any", True)
     assert row.eps_pixels == pytest.approx(4 / 255) and row.step_size == pytest.approx(1 / 255)
     assert row.template == "A close-up photo of a {}." and row.split and len(row.weights) == 16
@@ -55,8 +65,11 @@ def test_the_classroom_protocol_with_three_targets_breaks_what_nine_targets_brea
         protocol = zl.Protocol(("fashion_mnist",), (suite,), (1.0,), classroom.n_examples)
         rows[suite] = evaluate.evaluate_robustness(classroom_clip, protocol, progress=False)
     nine, three = rows.values()
-    assert (three.members[0][2]["attack"], three.members[0][2]["targets"], nine.members[0][2]["targets"]) == \
-        ("APGD-T-10", 3, 9)
+    assert (three.members[0][2]["attack"], three.members[0][2]["targets"], nine.members[0][2]["targets"]) == (
+        "APGD-T-10",
+        3,
+        9,
+    )
     assert (three.n == nine.n).all() and (three.n == 200).all()
     assert list(three.robust_accuracy) == list(nine.robust_accuracy)
     assert (three.robust_accuracy > 50).all()  # enough images survive PGD for the targeted member to matter
@@ -77,22 +90,37 @@ def test_new_weights_at_the_same_path_are_evaluated_again(classroom_clip, tmp_pa
 
 
 def test_results_of_the_previous_format_are_not_reused(classroom_clip, tmp_path, capsys):
-    old = {"model": classroom_clip.model_name, "pretrained": "zsr_lab", "dataset": "faces", "attack": "PGD-2",
-           "eps": 4.0, "n_examples": 40, "robust_accuracy": 99.0, "clean_accuracy": 99.0}
+    old = {
+        "model": classroom_clip.model_name,
+        "pretrained": "zsr_lab",
+        "dataset": "faces",
+        "attack": "PGD-2",
+        "eps": 4.0,
+        "n_examples": 40,
+        "robust_accuracy": 99.0,
+        "clean_accuracy": 99.0,
+    }
     (tmp_path / evaluate.RESULTS_FILE).write_text(json.dumps(old) + "\n")
     table = evaluate.evaluate_robustness(classroom_clip, "faces", ["pgd-2"], [4], n_examples=40, out_dir=tmp_path)
     assert "older format" in capsys.readouterr().out and table.robust_accuracy[0] != 99.0
 
 
-@pytest.mark.parametrize("fields, error, message", [
-    (dict(attacks=("aaa",)), ValueError, "did you mean the suite 'aa'"),
-    (dict(attacks=("apgd_t-10",), datasets=("faces",)), ValueError, "needs at least 4 classes, but this dataset has 2"),
-    (dict(n_examples=500), ValueError, "larger than the split of textures \\(135 images\\)"),
-    (dict(eps=(300,)), ValueError, "larger than the whole pixel range"),
-    (dict(eps=(-1,)), ValueError, "ε must be ≥ 0"),
-    (dict(stopping="first"), ValueError, "stopping must be 'any'"),
-    (dict(n_examples=0), ValueError, "positive integer or None"),
-])
+@pytest.mark.parametrize(
+    "fields, error, message",
+    [
+        (dict(attacks=("aaa",)), ValueError, "did you mean the suite 'aa'"),
+        (
+            dict(attacks=("apgd_t-10",), datasets=("faces",)),
+            ValueError,
+            "needs at least 4 classes, but this dataset has 2",
+        ),
+        (dict(n_examples=500), ValueError, "larger than the split of textures \\(135 images\\)"),
+        (dict(eps=(300,)), ValueError, "larger than the whole pixel range"),
+        (dict(eps=(-1,)), ValueError, "ε must be ≥ 0"),
+        (dict(stopping="first"), ValueError, "stopping must be 'any'"),
+        (dict(n_examples=0), ValueError, "positive integer or None"),
+    ],
+)
 def test_bad_protocols_fail_before_any_attack(classroom_clip, monkeypatch, fields, error, message):
     monkeypatch.setattr(evaluate, "_attack_dataset", lambda *a, **k: pytest.fail("attacked before the check"))
     protocol = dict(datasets=zl.CLASSROOM_DATASETS, attacks=("pgd-2",), eps=(1,), n_examples=None) | fields
@@ -108,8 +136,12 @@ def test_protocols_are_values():
     full = zl.get_scale("full").protocol
     assert full.attacks == ("aa",) and full.n_examples == 1000 and len(full.datasets) == 16
     # a chapter's "300 per dataset" on the classroom sets: the two smaller splits whole, said per dataset
-    assert zl.get_scale("classroom").examples(300) == {"fashion_mnist": 300, "digits": 300, "textures": None,
-                                                       "faces": None}
+    assert zl.get_scale("classroom").examples(300) == {
+        "fashion_mnist": 300,
+        "digits": 300,
+        "textures": None,
+        "faces": None,
+    }
     assert zl.get_scale("classroom").examples(None) is None
 
 
@@ -140,30 +172,44 @@ def test_resumed_evaluation_equals_an_uninterrupted_one(classroom_clip, tmp_path
 
 
 def test_with_mean_gives_one_mean_per_attack_and_eps():
-    table = pd.DataFrame({"dataset": ["a", "b", "a", "b"], "attack": ["PGD-10"] * 4, "eps": [1, 1, 4, 4],
-                          "n": [10, 10, 10, 10], "clean_accuracy": [80.0, 60.0, 80.0, 60.0],
-                          "robust_accuracy": [40.0, 20.0, 10.0, 0.0]})
+    table = pd.DataFrame(
+        {
+            "dataset": ["a", "b", "a", "b"],
+            "attack": ["PGD-10"] * 4,
+            "eps": [1, 1, 4, 4],
+            "n": [10, 10, 10, 10],
+            "clean_accuracy": [80.0, 60.0, 80.0, 60.0],
+            "robust_accuracy": [40.0, 20.0, 10.0, 0.0],
+        }
+    )
     means = zl.with_mean(table).query("dataset == 'mean'")
     assert list(means.eps) == [1, 4] and list(means.robust_accuracy) == [30.0, 5.0]
     assert list(means.clean_accuracy) == [70.0, 70.0]
 
 
 def test_sanity_checks_pass_on_an_honest_evaluation(classroom_clip):
-    report = check_evaluation(classroom_clip, "digits", suite="aa-5", eps=(1, 4), large_eps=32, steps=(3, 10),
-                              n_examples=100)
+    report = check_evaluation(
+        classroom_clip, "digits", suite="aa-5", eps=(1, 4), large_eps=32, steps=(3, 10), n_examples=100
+    )
     assert report.passed.all(), report.to_string()
     assert len(report) == 6
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--datasets", "imagenett"], "unknown dataset 'imagenett'"),
-    (["--datasets", "digits", "--eps", "-1"], "ε must be ≥ 0"),
-    (["--datasets", "digits", "--attacks", "pgd-x"], "NAME-STEPS"),
-    (["--datasets", "digits", "--attacks", "apgd"], "now a suite"),
-    (["--datasets", "faces", "--attacks", "apgd_t-10"], "needs at least 4 classes"),
-    (["--datasets", "textures", "--n-examples", "500", "--attacks", "pgd-1"], "larger than the split of textures"),
-    (["--datasets", "cifar10", "--data-root", "/nonexistent/zsr_data"], "--data-root /nonexistent/zsr_data does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--datasets", "imagenett"], "unknown dataset 'imagenett'"),
+        (["--datasets", "digits", "--eps", "-1"], "ε must be ≥ 0"),
+        (["--datasets", "digits", "--attacks", "pgd-x"], "NAME-STEPS"),
+        (["--datasets", "digits", "--attacks", "apgd"], "now a suite"),
+        (["--datasets", "faces", "--attacks", "apgd_t-10"], "needs at least 4 classes"),
+        (["--datasets", "textures", "--n-examples", "500", "--attacks", "pgd-1"], "larger than the split of textures"),
+        (
+            ["--datasets", "cifar10", "--data-root", "/nonexistent/zsr_data"],
+            "--data-root /nonexistent/zsr_data does not exist",
+        ),
+    ],
+)
 def test_cli_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         evaluate.main([*argv, "--out", str(tmp_path)])
@@ -200,8 +246,9 @@ def test_cli_runs_without_runpy_warnings():
     import sys
 
     for module in ("zsr_lab.evaluate", "zsr_lab.train"):
-        run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"], capture_output=True, text=True
+        )
         assert run.returncode == 0 and "RuntimeWarning" not in run.stderr, run.stderr
 
 
@@ -213,8 +260,20 @@ def test_cli_missing_dataset_exits_2(tmp_path, capsys):
 
 
 def test_cli_writes_and_resumes_results(tmp_path, capsys, classroom_clip):
-    argv = ["--datasets", "faces", "--attacks", "pgd-2", "--eps", "4", "--n-examples", "30",
-            "--out", str(tmp_path), "--device", "cpu"]
+    argv = [
+        "--datasets",
+        "faces",
+        "--attacks",
+        "pgd-2",
+        "--eps",
+        "4",
+        "--n-examples",
+        "30",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
     first = evaluate.main(argv)
     second = evaluate.main(argv)
     assert "already in" in capsys.readouterr().out
@@ -228,11 +287,29 @@ def test_torchrun_with_two_processes_counts_every_example_once(tmp_path, classro
     import subprocess
     import sys
 
-    argv = ["-m", "zsr_lab.evaluate", "--datasets", "faces", "digits", "--attacks", "pgd-3", "--eps", "4",
-            "--n-examples", "0", "--device", "cpu"]
+    argv = [
+        "-m",
+        "zsr_lab.evaluate",
+        "--datasets",
+        "faces",
+        "digits",
+        "--attacks",
+        "pgd-3",
+        "--eps",
+        "4",
+        "--n-examples",
+        "0",
+        "--device",
+        "cpu",
+    ]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    subprocess.run([*torchrun, *argv, "--out", str(tmp_path / "ddp")], check=True, env=os.environ.copy(),
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [*torchrun, *argv, "--out", str(tmp_path / "ddp")],
+        check=True,
+        env=os.environ.copy(),
+        capture_output=True,
+        timeout=600,
+    )
     single = evaluate.main([*argv[2:], "--out", str(tmp_path / "single")])
     ddp = pd.read_json(tmp_path / "ddp" / "results.jsonl", lines=True)
     assert list(ddp.n) == list(single.n) == [100, 899]

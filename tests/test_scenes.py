@@ -1,4 +1,5 @@
 """Objects with a known place: scene generation, object masks, and scoring attention against them."""
+
 import dataclasses
 
 import numpy as np
@@ -51,8 +52,9 @@ def test_each_object_is_used_once_before_repeats_and_masks_match_boxes_and_scale
 
 def test_the_object_is_pasted_where_its_mask_says():
     objects, labels = _squares()
-    config = scenes.SceneConfig(size=40, n=6, object_scale=(0.5, 0.5), background_level=(0.2, 0.2),
-                                background_contrast=(0.0, 0.0))  # flat grey background at 0.2
+    config = scenes.SceneConfig(
+        size=40, n=6, object_scale=(0.5, 0.5), background_level=(0.2, 0.2), background_contrast=(0.0, 0.0)
+    )  # flat grey background at 0.2
     made = scenes.place_objects(objects, labels, ["square", "cross"], "test", config)
     for image, mask in zip(made.images, made.masks):
         assert image[mask].mean() > 200 * 0.9  # the bright object (peak scaled to 1 → 255)
@@ -107,8 +109,9 @@ def test_mass_in_object_and_pointing_game_on_hand_built_maps():
 
 def test_localisation_measure_reports_every_condition_and_refuses_datasets_without_regions(classroom_clip):
     installed = classroom_clip.class_embeddings.clone()
-    table = measure_attention_localisation({"clip": classroom_clip}, ["digit_scenes"], eps=4, steps=3,
-                                           n_examples=24, batch_size=12)
+    table = measure_attention_localisation(
+        {"clip": classroom_clip}, ["digit_scenes"], eps=4, steps=3, n_examples=24, batch_size=12
+    )
     assert torch.equal(classroom_clip.class_embeddings, installed)
     assert list(table.condition) == ["clean", "random_noise", "adversarial"]
     assert (table.n == 24).all() and table.uniform.nunique() == 1 and 0 < table.uniform.iloc[0] < 0.5
@@ -141,8 +144,11 @@ def _fake_oxford_pets(root, size=(60, 40)):
 
 
 def test_oxford_pets_regions_follow_the_images_resize_and_centre_crop(tmp_path):
-    pets = datasets.OxfordPetsWithRegions(_fake_oxford_pets(tmp_path), split="test",
-                                          transform=datasets.build_transform(datasets.get_spec("oxford_pets"), 32))
+    pets = datasets.OxfordPetsWithRegions(
+        _fake_oxford_pets(tmp_path),
+        split="test",
+        transform=datasets.build_transform(datasets.get_spec("oxford_pets"), 32),
+    )
     image, _ = pets[0]
     mask = pets.object_mask(0, 32)
     assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
@@ -154,9 +160,12 @@ def test_oxford_pets_regions_follow_the_images_resize_and_centre_crop(tmp_path):
 def test_localisation_figure_has_a_panel_per_dataset_with_the_uniform_line():
     import pandas as pd
 
-    rows = [{"model": m, "dataset": d, "condition": c, "mass_in_object": v, "uniform": 0.2, "pointing": v,
-             "eps": 4.0} for m in ("CLIP", "TeCoA") for d in ("fashion_scenes", "digit_scenes")
-            for c, v in (("clean", 0.4), ("random_noise", 0.38), ("adversarial", 0.25))]
+    rows = [
+        {"model": m, "dataset": d, "condition": c, "mass_in_object": v, "uniform": 0.2, "pointing": v, "eps": 4.0}
+        for m in ("CLIP", "TeCoA")
+        for d in ("fashion_scenes", "digit_scenes")
+        for c, v in (("clean", 0.4), ("random_noise", 0.38), ("adversarial", 0.25))
+    ]
     figure = zl.plots.plot_attention_localisation(pd.DataFrame(rows), scale="classroom")
     axes = figure.axes
     assert [ax.get_title() for ax in axes] == ["fashion_scenes", "digit_scenes"]
@@ -179,8 +188,9 @@ def test_attention_shift_figure_shows_four_panels_in_a_row_per_model_and_image(c
     masks = datasets.object_masks(subset, classroom_clip.image_size[0])
     classroom_clip.set_classifier(zl.dataset_classifier(classroom_clip, "digit_scenes"))
     other = zl.frozen_copy(classroom_clip)
-    figure = zl.plots.show_attention_shift({"CLIP": classroom_clip, "copy": other}, images, labels, masks=masks,
-                                           steps=2)
+    figure = zl.plots.show_attention_shift(
+        {"CLIP": classroom_clip, "copy": other}, images, labels, masks=masks, steps=2
+    )
     panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 2 * 8 and len(figure.axes) == 2 * 8 + 2  # two models × two images × four, two colour bars
     assert [ax.get_title() for ax in panels[:4]] == ["image", "clean map", "attacked map", "|attacked − clean|"]
@@ -192,12 +202,17 @@ def test_attention_shift_figure_shows_four_panels_in_a_row_per_model_and_image(c
 
 def test_scene_cache_key_names_everything_that_shapes_the_scenes():
     base = scenes.SceneConfig(size=56, n=10)
-    keys = {base.cache_key("digits", "test"), base.cache_key("digits", "train"), base.cache_key("fashion_mnist", "test"),
-            scenes.SceneConfig(size=56, n=10, seed=1).cache_key("digits", "test"),
-            scenes.SceneConfig(size=56, n=11).cache_key("digits", "test"),
-            scenes.SceneConfig(size=56, n=10, object_scale=(0.5, 0.8)).cache_key("digits", "test")}
+    keys = {
+        base.cache_key("digits", "test"),
+        base.cache_key("digits", "train"),
+        base.cache_key("fashion_mnist", "test"),
+        scenes.SceneConfig(size=56, n=10, seed=1).cache_key("digits", "test"),
+        scenes.SceneConfig(size=56, n=11).cache_key("digits", "test"),
+        scenes.SceneConfig(size=56, n=10, object_scale=(0.5, 0.8)).cache_key("digits", "test"),
+    }
     assert len(keys) == 6 and base.cache_key("digits", "test") == scenes.SceneConfig(size=56, n=10).cache_key(
-        "digits", "test")
+        "digits", "test"
+    )
 
 
 def test_pretraining_cache_key_changes_with_the_scenes_it_trains_on_and_only_then(monkeypatch):
@@ -205,8 +220,11 @@ def test_pretraining_cache_key_changes_with_the_scenes_it_trains_on_and_only_the
     without = classroom.ClassroomPretrainConfig(mixture=(("fashion_mnist", 0.7), ("textures", 0.3)))
     before = with_scenes.cache_key(), without.cache_key()
     original = scenes.scene_config
-    monkeypatch.setattr(scenes, "scene_config",
-                        lambda source, split: dataclasses.replace(original(source, split), object_scale=(0.3, 0.5)))
+    monkeypatch.setattr(
+        scenes,
+        "scene_config",
+        lambda source, split: dataclasses.replace(original(source, split), object_scale=(0.3, 0.5)),
+    )
     assert with_scenes.cache_key() != before[0]  # other scenes: another checkpoint, never the stale one
     assert without.cache_key() == before[1]
 
@@ -220,7 +238,7 @@ def test_fashion_scenes_place_every_test_item_once_with_its_label():
     assert image.shape == (3, 28, 28) and label == data.labels[0]
     area = data.masks.mean(axis=(1, 2))
     # every scene has its object, and no object exceeds its square of at most 0.85 of the side
-    assert 0 < area.min() and area.max() <= 0.85 ** 2 + 0.01
+    assert 0 < area.min() and area.max() <= 0.85**2 + 0.01
 
 
 def test_pretraining_reads_scenes_as_grey_bytes_at_the_canvas_size_and_resized_otherwise():

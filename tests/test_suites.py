@@ -33,15 +33,21 @@ def test_aa_adapts_to_the_classes_and_hand_written_members_do_not():
     assert [m.label for m in aa.members_for(10)] == ["APGD-CE-100", "APGD-T-100"]
     assert [m.label for m in aa.members_for(3)] == ["APGD-CE-100", "APGD-DLR-100"]
     assert [m.label for m in aa.members_for(2)] == ["APGD-CE-100"]
-    assert [m.label for m in suites.parse_suite("apgd_dlr-100+aa").members_for(3)] == ["APGD-DLR-100",
-                                                                                      "APGD-CE-100"]
+    assert [m.label for m in suites.parse_suite("apgd_dlr-100+aa").members_for(3)] == ["APGD-DLR-100", "APGD-CE-100"]
     with pytest.raises(ValueError, match="APGD-T-100 needs at least 4 classes, but this dataset has 3"):
         suites.parse_suite("pgd-10+apgd_t-100").members_for(3)
 
 
-@pytest.mark.parametrize("text, message", [("aaa", "did you mean the suite 'aa'"), ("", "a string such as"),
-                                           ("apgd", "now a suite"), ("pgd-10+pgd_l2-10", "mixes ℓ∞ and ℓ2"),
-                                           ("autoattack", "aa-standard")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("aaa", "did you mean the suite 'aa'"),
+        ("", "a string such as"),
+        ("apgd", "now a suite"),
+        ("pgd-10+pgd_l2-10", "mixes ℓ∞ and ℓ2"),
+        ("autoattack", "aa-standard"),
+    ],
+)
 def test_bad_suites_say_what_exists(text, message):
     with pytest.raises(ValueError, match=message):
         suites.parse_suite(text)
@@ -120,8 +126,9 @@ def test_aa_is_not_weaker_than_the_reference_autoattack(classroom_clip):
     eps = 3
     with zl.models.frozen_parameters(clip):
         ours = suites.run_suite(clip, suites.parse_suite("aa").members_for(10), x, y, eps, n_classes=10).robust
-        reference = pyautoattack.AutoAttack(clip, norm="Linf", eps=eps / 255, version="custom",
-                                            attacks=["apgd-ce", "apgd-t"], seed=0)
+        reference = pyautoattack.AutoAttack(
+            clip, norm="Linf", eps=eps / 255, version="custom", attacks=["apgd-ce", "apgd-t"], seed=0
+        )
         reference.verbose = False
         reference.apgd.n_restarts, reference.apgd_targeted.n_restarts = 1, 1
         reference.apgd_targeted.n_target_classes = 9

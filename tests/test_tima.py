@@ -1,12 +1,12 @@
 """TIMA's losses: hyperspherical energy, probe distillation, text-distance margins, margin CE, image distillation."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zsr_lab.tima import (image_distillation, margin_cross_entropy, mhe_energy, probe_distillation,
-                          text_margins)
+from zsr_lab.tima import image_distillation, margin_cross_entropy, mhe_energy, probe_distillation, text_margins
 
 
 def test_mhe_energy_of_a_hand_built_set():
@@ -58,7 +58,8 @@ def test_margins_are_larger_for_closer_classes_and_zero_on_the_diagonal():
         assert torch.allclose(margins, margins.T)
     assert text_margins(text0, gamma=0.2)[0, 1].item() == pytest.approx(0.2 * math.cos(0.3), rel=1e-6)
     assert text_margins(text0, gamma=0.2, function="distance")[0, 2].item() == pytest.approx(
-        0.2 * (1 - 2 * math.sin(0.6) / 2), rel=1e-5)  # chord length 2 sin(Δ/2)
+        0.2 * (1 - 2 * math.sin(0.6) / 2), rel=1e-5
+    )  # chord length 2 sin(Δ/2)
     with pytest.raises(ValueError, match="margin function must be one of cosine, distance"):
         text_margins(text0, gamma=0.2, function="linear")
 
@@ -73,7 +74,8 @@ def test_margin_cross_entropy_by_hand_and_reduces_to_ce_without_margins():
     assert margin_cross_entropy(image, text, labels, margins, tau=0.5).item() == pytest.approx(expected, rel=1e-6)
     plain = F.cross_entropy(torch.tensor([[2.0, 0.0]]), labels)
     assert margin_cross_entropy(image, text, labels, torch.zeros(2, 2), tau=0.5).item() == pytest.approx(
-        plain.item(), rel=1e-6)
+        plain.item(), rel=1e-6
+    )
 
 
 def test_image_distillation_is_zero_when_the_student_matches_and_positive_otherwise():
@@ -88,8 +90,9 @@ def test_image_distillation_is_zero_when_the_student_matches_and_positive_otherw
 
 import json  # noqa: E402
 
-import zsr_lab as zl  # noqa: E402
 from test_training import tiny_config  # noqa: E402
+
+import zsr_lab as zl  # noqa: E402
 from zsr_lab.methods import TIMA, build_method  # noqa: E402
 from zsr_lab.tima import ClassText, text_parameters, tune_text  # noqa: E402
 
@@ -125,8 +128,9 @@ def test_gradients_reach_exactly_the_parameters_the_option_says(schedule, traina
     loss, terms = method(model, reference, images, (images + 0.02).clamp(0, 1), labels, context)
     loss.backward()
     got = {name for name, p in model.clip.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    text_names = {name for name, p in model.clip.named_parameters()
-                  if any(p is q for q in text_parameters(model, trainable))}
+    text_names = {
+        name for name, p in model.clip.named_parameters() if any(p is q for q in text_parameters(model, trainable))
+    }
     visual = {name for name, _ in model.clip.visual.named_parameters()}
     assert {f"visual.{n}" for n in visual} & got  # the image tower learns in every schedule
     expected_text = text_names if schedule == "joint" else set()
@@ -153,17 +157,26 @@ def test_staged_text_tuning_changes_only_the_chosen_weights_and_spreads_the_clas
 
 
 def test_bad_tima_options_name_the_choices():
-    for option, value, match in (("schedule", "alternating", "schedule must be one of staged, joint"),
-                                 ("margin", "linear", "margin must be one of cosine, distance"),
-                                 ("tau", 0.0, "tau must be positive")):
+    for option, value, match in (
+        ("schedule", "alternating", "schedule must be one of staged, joint"),
+        ("margin", "linear", "margin must be one of cosine, distance"),
+        ("tau", 0.0, "tau must be positive"),
+    ):
         with pytest.raises(ValueError, match=match):
             TIMA(**{option: value})
 
 
 def test_a_staged_run_tunes_the_text_once_and_its_evaluation_uses_the_tuned_text(tmp_path):
-    config = tiny_config(tmp_path, method="tima", epochs=1, method_options={"text_steps": 6, "text_lr": 1e-2},
-                         eval_datasets=("fashion_mnist",), eval_n_examples=16, eval_attacks=("pgd-2",),
-                         eval_eps=(4,))
+    config = tiny_config(
+        tmp_path,
+        method="tima",
+        epochs=1,
+        method_options={"text_steps": 6, "text_lr": 1e-2},
+        eval_datasets=("fashion_mnist",),
+        eval_n_examples=16,
+        eval_attacks=("pgd-2",),
+        eval_eps=(4,),
+    )
     result = zl.fit(config, progress=False)
     log = tmp_path / "run" / "log.jsonl"
     text_rows = [json.loads(line) for line in log.read_text().splitlines() if '"kind": "text"' in line]
@@ -174,8 +187,9 @@ def test_a_staged_run_tunes_the_text_once_and_its_evaluation_uses_the_tuned_text
     assert not torch.equal(tuned.clip.text_projection, original.clip.text_projection)
     assert torch.equal(tuned.clip.token_embedding.weight, original.clip.token_embedding.weight)
     # the engine's classifier is the tuned text, and the evaluation's classifier follows the tuned weights
-    expected = zl.zero_shot_classifier(tuned, zl.get_spec("fashion_mnist").classnames,
-                                       list(zl.get_spec("fashion_mnist").templates))
+    expected = zl.zero_shot_classifier(
+        tuned, zl.get_spec("fashion_mnist").classnames, list(zl.get_spec("fashion_mnist").templates)
+    )
     assert torch.allclose(zl.dataset_classifier(tuned, "fashion_mnist"), expected, atol=1e-5)
     again = zl.fit(config, progress=False)  # finished: loaded, the text is not tuned again
     assert log.read_text().count('"kind": "text"') == 6
@@ -184,13 +198,15 @@ def test_a_staged_run_tunes_the_text_once_and_its_evaluation_uses_the_tuned_text
 
 def test_text_geometry_figure_shows_both_heatmaps_the_cosines_and_the_margins():
     import matplotlib
+
     matplotlib.use("Agg")
     torch.manual_seed(0)
     original = F.normalize(torch.randn(5, 8), dim=-1)
     tuned = F.normalize(original + torch.randn(5, 8), dim=-1)
     names = [f"class {i}" for i in range(5)]
-    figure = zl.plots.plot_text_geometry(original, tuned, names, scale="classroom",
-                                         margins=text_margins(original, gamma=0.05))
+    figure = zl.plots.plot_text_geometry(
+        original, tuned, names, scale="classroom", margins=text_margins(original, gamma=0.05)
+    )
     titles = [ax.get_title() for ax in figure.axes]
     upper = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
     assert f"mean off-diagonal cos {(original @ original.T)[upper].mean():.2f}" in titles[0]

@@ -1,5 +1,6 @@
 """book/train_full.ipynb, the full-scale training job: runs under papermill at classroom scale, checks its
 parameters in the first cell, writes its results into the run folder."""
+
 import sys
 from pathlib import Path
 
@@ -12,13 +13,17 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "train_full.ipynb"
 
 
 def _run(tmp_path, name, **parameters):
-    return papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / f"{name}.ipynb"), parameters=parameters,
-                                      kernel_name="python3", progress_bar=False)
+    return papermill.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / f"{name}.ipynb"), parameters=parameters, kernel_name="python3", progress_bar=False
+    )
 
 
 def _text(notebook) -> str:
-    return "\n".join(str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
-                     for cell in notebook.cells for output in cell.get("outputs", []))
+    return "\n".join(
+        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
 
 
 def test_default_parameters_train_at_classroom_scale_write_results_and_a_rerun_resumes(tmp_path):
@@ -66,9 +71,17 @@ def test_more_than_one_gpu_goes_through_torchrun(tmp_path):
 
 
 def test_the_command_line_trains_from_a_saved_config(tmp_path):
-    config = zl.TrainConfig(method="tecoa", scale="classroom", pretrained="none", train_examples=32,
-                            holdout_examples=8, batch_size=16, epochs=1, eval_datasets=(),
-                            run_dir=str(tmp_path / "run"))
+    config = zl.TrainConfig(
+        method="tecoa",
+        scale="classroom",
+        pretrained="none",
+        train_examples=32,
+        holdout_examples=8,
+        batch_size=16,
+        epochs=1,
+        eval_datasets=(),
+        run_dir=str(tmp_path / "run"),
+    )
     path = config.save(tmp_path / "requested.json")
     assert zl.TrainConfig.load(path).resolved() == config.resolved()
     result = zl.train.main(["--config", str(path), "--lr", "0.01"])
@@ -81,9 +94,26 @@ def test_the_command_line_trains_from_a_saved_config(tmp_path):
 
 def test_an_evaluation_that_cannot_run_stops_the_training_command_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        zl.train.main(["--method", "tecoa", "--scale", "classroom", "--pretrained", "none", "--train-examples", "32",
-                       "--batch-size", "16", "--eval-datasets", "textures", "--eval-n-examples", "500",
-                       "--run-dir", str(tmp_path / "run")])
+        zl.train.main(
+            [
+                "--method",
+                "tecoa",
+                "--scale",
+                "classroom",
+                "--pretrained",
+                "none",
+                "--train-examples",
+                "32",
+                "--batch-size",
+                "16",
+                "--eval-datasets",
+                "textures",
+                "--eval-n-examples",
+                "500",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
+        )
     assert info.value.code == 2
     assert "larger than the split of textures (135 images)" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
@@ -97,15 +127,34 @@ def test_every_notebook_parameter_reaches_the_config():
     parameters = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
     names = [line.split("=")[0].strip() for line in parameters.splitlines() if "=" in line and line[0] != "#"]
     check = next("".join(c["source"]) for c in cells if "config_from_parameters(" in "".join(c["source"]))
-    call = check[check.index("config_from_parameters("):]
+    call = check[check.index("config_from_parameters(") :]
     missing = [name for name in names if not re.search(rf"\b{name}\b", call)]
     assert not missing, f"notebook parameters not passed to config_from_parameters: {missing}"
-    for name in ("steps", "train_examples", "holdout_examples", "eval_n_examples", "eval_batch_size",
-                 "eval_precision", "lr", "keep_checkpoints", "config_overrides"):
+    for name in (
+        "steps",
+        "train_examples",
+        "holdout_examples",
+        "eval_n_examples",
+        "eval_batch_size",
+        "eval_precision",
+        "lr",
+        "keep_checkpoints",
+        "config_overrides",
+    ):
         assert name in names
-    smoke = zl.config_from_parameters("tecoa", "classroom", steps=2, train_examples=64, holdout_examples=0,
-                                            eval_n_examples=20, eval_batch_size=64, eval_precision="bf16", lr=0.01,
-                                            keep_checkpoints=1, warmup_steps=1)
+    smoke = zl.config_from_parameters(
+        "tecoa",
+        "classroom",
+        steps=2,
+        train_examples=64,
+        holdout_examples=0,
+        eval_n_examples=20,
+        eval_batch_size=64,
+        eval_precision="bf16",
+        lr=0.01,
+        keep_checkpoints=1,
+        warmup_steps=1,
+    )
     assert (smoke.steps, smoke.train_examples, smoke.holdout_examples, smoke.eval_n_examples) == (2, 64, 0, 20)
     assert (smoke.eval_batch_size, smoke.eval_precision, smoke.lr, smoke.keep_checkpoints) == (64, "bf16", 0.01, 1)
 

@@ -1,4 +1,5 @@
 """The training engine: schedule, data order, config checks, resume, divergence, data-parallel equivalence."""
+
 import math
 import os
 import subprocess
@@ -17,9 +18,23 @@ from zsr_lab.recipes import TrainConfig, recipe
 
 def tiny_config(tmp_path, **overrides):
     """A few seconds of training on the classroom architecture with random weights."""
-    base = dict(method="tecoa", scale="classroom", pretrained="none", train_examples=96, holdout_examples=32,
-                batch_size=16, epochs=2, lr=0.05, warmup_steps=2, eps=4.0, attack_step_size=2.0,
-                checkpoint_every=4, log_every=2, eval_datasets=(), run_dir=str(tmp_path / "run"))
+    base = dict(
+        method="tecoa",
+        scale="classroom",
+        pretrained="none",
+        train_examples=96,
+        holdout_examples=32,
+        batch_size=16,
+        epochs=2,
+        lr=0.05,
+        warmup_steps=2,
+        eps=4.0,
+        attack_step_size=2.0,
+        checkpoint_every=4,
+        log_every=2,
+        eval_datasets=(),
+        run_dir=str(tmp_path / "run"),
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -47,25 +62,28 @@ def test_sampler_shards_are_the_one_process_batches_and_skip_resumes_mid_epoch()
         sampler.set_epoch(2)
         shards.append(list(sampler))
     for batch in range(5):  # global batch 10 = two local batches of 5
-        together = shards[0][5 * batch:5 * batch + 5] + shards[1][5 * batch:5 * batch + 5]
-        assert sorted(together) == sorted(order[10 * batch:10 * batch + 10])
+        together = shards[0][5 * batch : 5 * batch + 5] + shards[1][5 * batch : 5 * batch + 5]
+        assert sorted(together) == sorted(order[10 * batch : 10 * batch + 10])
     skipped = ResumableSampler(data, world=1, rank=0, seed=3, skip=20)
     skipped.set_epoch(2)
     assert list(skipped) == order[20:] and len(skipped) == 30
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (dict(method="tga"), ValueError, "unknown method 'tga'"),
-    (dict(eps=-1), ValueError, "ε must be ≥ 0"),
-    (dict(lr="0.1"), TypeError, "lr must be a number"),
-    (dict(epochs=1.5), TypeError, "epochs must be an integer"),
-    (dict(batch_size=16, accumulation_steps=3), ValueError, "multiple of accumulation_steps"),
-    (dict(optimizer="adam"), ValueError, "'sgd' or 'adamw'"),
-    (dict(train_dataset="fashion"), ValueError, "did you mean .fashion_mnist"),
-    (dict(data_root="/nonexistent/zsr"), FileNotFoundError, "does not exist"),
-    (dict(method_options="repository"), TypeError, "method_options must be a dict"),
-    (dict(eval_attacks=("pgd-x",)), ValueError, "cannot read"),
-])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(method="tga"), ValueError, "unknown method 'tga'"),
+        (dict(eps=-1), ValueError, "ε must be ≥ 0"),
+        (dict(lr="0.1"), TypeError, "lr must be a number"),
+        (dict(epochs=1.5), TypeError, "epochs must be an integer"),
+        (dict(batch_size=16, accumulation_steps=3), ValueError, "multiple of accumulation_steps"),
+        (dict(optimizer="adam"), ValueError, "'sgd' or 'adamw'"),
+        (dict(train_dataset="fashion"), ValueError, "did you mean .fashion_mnist"),
+        (dict(data_root="/nonexistent/zsr"), FileNotFoundError, "does not exist"),
+        (dict(method_options="repository"), TypeError, "method_options must be a dict"),
+        (dict(eval_attacks=("pgd-x",)), ValueError, "cannot read"),
+    ],
+)
 def test_bad_configs_fail_before_any_compute_with_the_fix(tmp_path, change, error, match):
     with pytest.raises(error, match=match):
         tiny_config(tmp_path, **change).resolved()
@@ -108,8 +126,10 @@ def test_a_chapters_runs_fix_scale_data_and_folders_once(tmp_path):
         zl.Runs("clasroom").recipe("tecoa")
 
 
-@pytest.mark.parametrize("method, method_options", [("tecoa", {}), ("pmg_aft", {}), ("fare", {}),
-                                                    ("tima", {"text_steps": 5}), ("tima", {"schedule": "joint"})])
+@pytest.mark.parametrize(
+    "method, method_options",
+    [("tecoa", {}), ("pmg_aft", {}), ("fare", {}), ("tima", {"text_steps": 5}), ("tima", {"schedule": "joint"})],
+)
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, method, method_options):
     torch.set_num_threads(1)
     options = dict(attack_steps=2, optimizer="adamw", lr=1e-3) if method == "fare" else {}
@@ -200,8 +220,12 @@ def test_a_holdout_that_takes_every_training_image_is_named_as_the_cause(tmp_pat
 
 
 def test_every_entry_point_writes_results_csv_with_the_method_on_every_row(tmp_path):
-    result = fit(tiny_config(tmp_path, epochs=1, eval_datasets=("faces",), eval_attacks=("pgd-2",), eval_eps=(4.0,),
-                             eval_n_examples=16), progress=False)
+    result = fit(
+        tiny_config(
+            tmp_path, epochs=1, eval_datasets=("faces",), eval_attacks=("pgd-2",), eval_eps=(4.0,), eval_n_examples=16
+        ),
+        progress=False,
+    )
     table = pd.read_csv(result.run_dir / "results.csv")
     assert list(table["dataset"]) == ["faces", "mean"] and set(table["method"]) == {"tecoa"}
     assert table["weights"].nunique() == 1 and table.loc[1, "robust_accuracy"] == table.loc[0, "robust_accuracy"]
@@ -233,15 +257,42 @@ def _cli(args, tmp_path, processes=1):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "zsr_lab.train"]
     if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                    "-m", "zsr_lab.train"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "zsr_lab.train",
+        ]
     return subprocess.run(launcher + args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
 
 def test_two_processes_with_the_same_global_batch_end_with_the_same_weights(tmp_path):
-    common = ["--method", "pmg_aft", "--pretrained", "none", "--train-examples", "64", "--holdout-examples", "0",
-              "--batch-size", "16", "--steps", "3", "--warmup-steps", "1", "--lr", "0.05", "--eps", "4",
-              "--attack-step-size", "2", "--eval-datasets"]
+    common = [
+        "--method",
+        "pmg_aft",
+        "--pretrained",
+        "none",
+        "--train-examples",
+        "64",
+        "--holdout-examples",
+        "0",
+        "--batch-size",
+        "16",
+        "--steps",
+        "3",
+        "--warmup-steps",
+        "1",
+        "--lr",
+        "0.05",
+        "--eps",
+        "4",
+        "--attack-step-size",
+        "2",
+        "--eval-datasets",
+    ]
     single = _cli(common + ["--run-dir", "one"], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     double = _cli(common + ["--run-dir", "two"], tmp_path, processes=2)
@@ -255,12 +306,15 @@ def test_two_processes_with_the_same_global_batch_end_with_the_same_weights(tmp_
     assert (start["visual.proj"] - a["visual.proj"]).abs().max() > 1e-4  # and the image tower trained
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "tecoo"], "did you mean 'tecoa'"),
-    (["--method", "tecoa", "--eps", "-2"], "ε must be ≥ 0"),
-    (["--method", "pmg_aft", "--option", "form"], "KEY=VALUE"),
-    (["--method", "tecoa", "--data-root", "/nonexistent/zsr"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "tecoo"], "did you mean 'tecoa'"),
+        (["--method", "tecoa", "--eps", "-2"], "ε must be ≥ 0"),
+        (["--method", "pmg_aft", "--option", "form"], "KEY=VALUE"),
+        (["--method", "tecoa", "--data-root", "/nonexistent/zsr"], "does not exist"),
+    ],
+)
 def test_command_line_rejects_bad_input_with_status_2(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(args)
@@ -271,8 +325,23 @@ def test_command_line_rejects_bad_input_with_status_2(args, message, capsys):
 def test_command_line_names_a_damaged_checkpoint_and_ends_an_interrupt_in_one_line(tmp_path, capsys, monkeypatch):
     damaged = tmp_path / "cut.pt"
     damaged.write_bytes(b"PK\x03\x04 not a whole checkpoint")
-    args = ["--method", "tecoa", "--pretrained", str(damaged), "--train-examples", "64", "--holdout-examples", "0",
-            "--batch-size", "16", "--steps", "1", "--eval-datasets", "--run-dir", str(tmp_path / "run")]
+    args = [
+        "--method",
+        "tecoa",
+        "--pretrained",
+        str(damaged),
+        "--train-examples",
+        "64",
+        "--holdout-examples",
+        "0",
+        "--batch-size",
+        "16",
+        "--steps",
+        "1",
+        "--eval-datasets",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     with pytest.raises(SystemExit) as exit_info:
         train.main(args)
     assert exit_info.value.code == 2 and f"could not read checkpoint {damaged}" in capsys.readouterr().err
@@ -288,6 +357,7 @@ def test_command_line_names_a_damaged_checkpoint_and_ends_an_interrupt_in_one_li
 
 def test_training_benchmark_runs_the_engine_step_and_the_naive_one(classroom_clip, capsys):
     from zsr_lab import speed_training
+
     speed_training.main(["--scale", "classroom", "--steps", "1", "--batch-size", "8", "--n-classes", "5"])
     out = capsys.readouterr().out
     for method in ("tecoa", "pmg_aft"):
@@ -296,9 +366,16 @@ def test_training_benchmark_runs_the_engine_step_and_the_naive_one(classroom_cli
 
 
 def test_summarize_averages_over_datasets_per_method_and_budget():
-    table = pd.DataFrame({"method": ["a", "a", "a", "b"], "dataset": ["x", "y", "mean", "x"],
-                          "attack": ["PGD-10"] * 4, "eps": [4.0] * 4, "clean_accuracy": [80.0, 60.0, 0.0, 50.0],
-                          "robust_accuracy": [30.0, 10.0, 0.0, 40.0]})
+    table = pd.DataFrame(
+        {
+            "method": ["a", "a", "a", "b"],
+            "dataset": ["x", "y", "mean", "x"],
+            "attack": ["PGD-10"] * 4,
+            "eps": [4.0] * 4,
+            "clean_accuracy": [80.0, 60.0, 0.0, 50.0],
+            "robust_accuracy": [30.0, 10.0, 0.0, 40.0],
+        }
+    )
     summary = zl.summarize(table).set_index("method")
     assert summary.loc["a", "clean_accuracy"] == 70.0 and summary.loc["a", "robust_accuracy"] == 20.0
     assert summary.loc["b", "robust_accuracy"] == 40.0
@@ -306,15 +383,26 @@ def test_summarize_averages_over_datasets_per_method_and_budget():
 
 def test_training_plots_show_every_loss_term_and_one_point_per_method(tmp_path):
     import matplotlib
+
     matplotlib.use("Agg")
-    history = pd.DataFrame([{"kind": "train", "step": 5, "loss": 2.0, "ce": 1.5, "larm": 6.0, "lr": 0.1},
-                            {"kind": "train", "step": 10, "loss": 1.0, "ce": 0.8, "larm": 3.0, "lr": 0.1},
-                            {"kind": "holdout", "step": 10, "clean_accuracy": 80.0, "robust_accuracy": 50.0,
-                             "attack": "PGD-10 at 4/255"}])
+    history = pd.DataFrame(
+        [
+            {"kind": "train", "step": 5, "loss": 2.0, "ce": 1.5, "larm": 6.0, "lr": 0.1},
+            {"kind": "train", "step": 10, "loss": 1.0, "ce": 0.8, "larm": 3.0, "lr": 0.1},
+            {
+                "kind": "holdout",
+                "step": 10,
+                "clean_accuracy": 80.0,
+                "robust_accuracy": 50.0,
+                "attack": "PGD-10 at 4/255",
+            },
+        ]
+    )
     fig = zl.plots.plot_training(history, scale="classroom")
     assert sorted(line.get_label() for line in fig.axes[0].get_lines()) == ["ce", "larm", "loss"]
-    summary = pd.DataFrame({"method": ["a", "b"], "eps": [4.0, 4.0], "clean_accuracy": [70.0, 90.0],
-                            "robust_accuracy": [30.0, 20.0]})
+    summary = pd.DataFrame(
+        {"method": ["a", "b"], "eps": [4.0, 4.0], "clean_accuracy": [70.0, 90.0], "robust_accuracy": [30.0, 20.0]}
+    )
     ax = zl.plots.plot_tradeoff(summary, scale="classroom", eps=4.0)
     points = ax.collections[0].get_offsets()
     assert sorted(map(tuple, points.tolist())) == [(70.0, 30.0), (90.0, 20.0)]
@@ -322,8 +410,9 @@ def test_training_plots_show_every_loss_term_and_one_point_per_method(tmp_path):
 
 
 def test_pretrained_baseline_is_evaluated_under_the_run_protocol(classroom_clip):
-    config = recipe("tecoa", "classroom", eval_datasets=("digits",), eval_attacks=("pgd-2",), eval_eps=(1.0,),
-                    eval_n_examples=40)
+    config = recipe(
+        "tecoa", "classroom", eval_datasets=("digits",), eval_attacks=("pgd-2",), eval_eps=(1.0,), eval_n_examples=40
+    )
     table = engine.evaluate_pretrained(config, progress=False)
     assert list(table["method"]) == ["CLIP (zero-shot)"] and table["pretrained"].iloc[0] == "zsr_lab"
     assert table["n"].iloc[0] == 40 and table["clean_accuracy"].iloc[0] > 80

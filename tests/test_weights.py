@@ -1,6 +1,7 @@
 """Checkpoints in: every published layout loads (detected from the file's content), named tags download once and
 are checked, and a bad file says which file and what it holds. Synthetic files are built in each exact layout
 from the classroom CLIP (the layouts are the same for ViT-B/32; only the tensors' sizes differ)."""
+
 import dataclasses
 
 import pytest
@@ -37,16 +38,26 @@ def _visual(model, dtype=torch.float32):
 LAYOUTS = {
     "robustvlm vision tower": lambda m: _visual(m),
     "official training checkpoint (TeCoA, PMG-AFT: DataParallel prompter)": lambda m: {
-        "epoch": 10, "state_dict": {"module.pad_up": torch.zeros(1)}, "add_prompter": {"module.prompt": torch.zeros(1)},
-        "vision_encoder_state_dict": _visual(m), "best_acc1": 31.2, "optimizer": {"state": {}, "param_groups": []}},
+        "epoch": 10,
+        "state_dict": {"module.pad_up": torch.zeros(1)},
+        "add_prompter": {"module.prompt": torch.zeros(1)},
+        "vision_encoder_state_dict": _visual(m),
+        "best_acc1": 31.2,
+        "optimizer": {"state": {}, "param_groups": []},
+    },
     "official training checkpoint (TGA-ZSR: empty prompter)": lambda m: {
-        "epoch": 10, "state_dict": {}, "add_prompter": {}, "vision_encoder_state_dict": _visual(m),
-        "best_acc1": torch.tensor(30.9), "optimizer": {"state": {}, "param_groups": []}},
-    "whole CLIP under DataParallel, fp16": lambda m: {
-        f"module.{k}": v.half() for k, v in m.clip.state_dict().items()},
+        "epoch": 10,
+        "state_dict": {},
+        "add_prompter": {},
+        "vision_encoder_state_dict": _visual(m),
+        "best_acc1": torch.tensor(30.9),
+        "optimizer": {"state": {}, "param_groups": []},
+    },
+    "whole CLIP under DataParallel, fp16": lambda m: {f"module.{k}": v.half() for k, v in m.clip.state_dict().items()},
     "open_clip / zsr_lab training checkpoint": lambda m: {"state_dict": m.clip.state_dict(), "step": 5},
     "torch.compile'd image tower with its prefix": lambda m: {
-        f"_orig_mod.visual.{k}": v for k, v in _visual(m).items()},
+        f"_orig_mod.visual.{k}": v for k, v in _visual(m).items()
+    },
 }
 
 
@@ -84,7 +95,7 @@ def test_unknown_layout_lists_what_the_file_holds(tmp_path):
 def test_a_truncated_or_missing_file_is_named(tuned, tmp_path):
     path = tmp_path / "cut.pt"
     torch.save(_visual(tuned), path)
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"(?s)cut\.pt .*probably truncated"):
         zl.load_clip(MODEL, str(path), device="cpu")
     with pytest.raises(FileNotFoundError, match=r"tpyo\.pt does not exist: check the path"):

@@ -10,23 +10,73 @@ One import gives the flat API the chapters build up::
 Names are imported on first use (PEP 562), so ``python -m zsr_lab.train`` and ``python -m zsr_lab.evaluate`` run
 their module once, as ``__main__``, instead of after the package has already imported it.
 """
+
 from importlib import import_module
 
 __version__ = "0.1.0"
 
-SUBMODULES = ("adaptive", "apgd", "attack_base", "attacks", "attention", "attention_measures", "checkpoints", "claims",
-              "classifier", "classroom", "classroom_data", "datasets", "defences", "distributed", "engine", "evaluate",
-              "explorer", "export", "grader", "methods", "models", "plots", "precision", "pretrained", "progress",
-              "protocol", "recipes", "registry", "reported", "sanity", "scales", "scenes", "settings", "speed",
-              "speed_suites", "speed_training", "suites", "sweeps", "tima", "train", "weights")
+SUBMODULES = (
+    "adaptive",
+    "apgd",
+    "attack_base",
+    "attacks",
+    "attention",
+    "attention_measures",
+    "checkpoints",
+    "claims",
+    "classifier",
+    "classroom",
+    "classroom_data",
+    "datasets",
+    "defences",
+    "distributed",
+    "engine",
+    "evaluate",
+    "explorer",
+    "export",
+    "grader",
+    "methods",
+    "models",
+    "plots",
+    "precision",
+    "pretrained",
+    "progress",
+    "protocol",
+    "recipes",
+    "registry",
+    "reported",
+    "sanity",
+    "scales",
+    "scenes",
+    "settings",
+    "speed",
+    "speed_suites",
+    "speed_training",
+    "suites",
+    "sweeps",
+    "tima",
+    "train",
+    "weights",
+)
 
 # name → the module that defines it
 _EXPORTS = {
     **dict.fromkeys(("dataset_classifier", "zero_shot_classifier"), "classifier"),
-    **dict.fromkeys(("BENCHMARK_DATASETS", "CLASSROOM_DATASETS", "DatasetNotFoundError", "get_spec", "list_datasets",
-                     "load_dataset"), "datasets"),
-    **dict.fromkeys(("evaluate_robustness", "evaluate_zero_shot", "member_table", "summarize", "with_mean",
-                     "zero_shot_accuracy"), "evaluate"),
+    **dict.fromkeys(
+        (
+            "BENCHMARK_DATASETS",
+            "CLASSROOM_DATASETS",
+            "DatasetNotFoundError",
+            "get_spec",
+            "list_datasets",
+            "load_dataset",
+        ),
+        "datasets",
+    ),
+    **dict.fromkeys(
+        ("evaluate_robustness", "evaluate_zero_shot", "member_table", "summarize", "with_mean", "zero_shot_accuracy"),
+        "evaluate",
+    ),
     **dict.fromkeys(("measure_attention_drift", "measure_attention_localisation"), "attention_measures"),
     "AttentionExplorer": "explorer",
     "export_encoder": "export",

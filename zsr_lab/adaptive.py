@@ -9,9 +9,10 @@
 Each is ℓ∞ PGD (:func:`zsr_lab.attacks.pgd_linf`) with a uniform random start, on images in [0, 1], with ε in
 units of 1/255 and steps of ε/4, and returns the adversarial images.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,20 @@ from .attacks import check_eps, margin_loss, pgd_linf
 
 def _pgd(objective, images: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
     check_eps(eps)
-    return pgd_linf(objective, images, eps=eps / 255, step_size=eps / 4 / 255, steps=steps,
-                    start=torch.rand_like(images))
+    return pgd_linf(
+        objective, images, eps=eps / 255, step_size=eps / 4 / 255, steps=steps, start=torch.rand_like(images)
+    )
 
 
-def bpda(model, transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor, *,
-         eps: float, steps: int = 20) -> torch.Tensor:
+def bpda(
+    model,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    steps: int = 20,
+) -> torch.Tensor:
     """PGD on ``CE(model(x + (transform(x) − x).detach()))``: the forward pass sees the transformed images, the
     backward pass treats the transform as the identity.
 
@@ -42,14 +51,16 @@ def bpda(model, transform: Callable[[torch.Tensor], torch.Tensor], images: torch
         >>> defended = zl.defences.BitDepthReduction(clip, bits=5)
         >>> adversarial = zl.adaptive.bpda(defended.model, defended.transform, images, labels, eps=8)
     """
+
     def objective(adv):
         return F.cross_entropy(model(adv + (transform(adv) - adv).detach()), labels, reduction="sum")
 
     return _pgd(objective, images, eps, steps)
 
 
-def eot(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, draws: int = 8,
-        steps: int = 20) -> torch.Tensor:
+def eot(
+    model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, draws: int = 8, steps: int = 20
+) -> torch.Tensor:
     """PGD on the cross-entropy summed over ``draws`` calls of a randomised ``model`` per step (each call draws
     its own randomness), for all ``steps`` steps: no image stops at the first draw it fools.
 
@@ -60,14 +71,16 @@ def eot(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, draws:
     Examples::
         >>> adversarial = zl.adaptive.eot(zl.defences.RandomNoise(clip), images, labels, eps=8)
     """
+
     def objective(adv):
         return sum(F.cross_entropy(model(adv), labels, reduction="sum") for _ in range(draws))
 
     return _pgd(objective, images, eps, steps)
 
 
-def margin(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, steps: int = 20,
-           kappa: float = 50.0) -> torch.Tensor:
+def margin(
+    model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, steps: int = 20, kappa: float = 50.0
+) -> torch.Tensor:
     """PGD on the margin loss ``−relu(z_y − max_{k≠y} z_k + κ)`` of the logits: its gradient does not vanish
     when the softmax saturates.
 

@@ -14,6 +14,7 @@ batch mid-run without changing any other image's trajectory. ``early_stop=True``
 optimising it, which costs compute and changes no verdict. ``iterations`` records the forward-backward passes
 each image received, so the saving can be counted independently of the hardware.
 """
+
 from __future__ import annotations
 
 import torch
@@ -88,8 +89,7 @@ class APGD(Attack):
         >>> attack.iterations.float().mean()
     """
 
-    def __init__(self, model, eps=1 / 255, steps=100, loss="ce", restarts=1, n_targets=9, seed=0,
-                 early_stop=True):
+    def __init__(self, model, eps=1 / 255, steps=100, loss="ce", restarts=1, n_targets=9, seed=0, early_stop=True):
         super().__init__(f"APGD-{loss}", model)
         if loss not in LOSSES:
             raise ValueError(f"unknown APGD loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -135,7 +135,7 @@ class APGD(Attack):
         with torch.enable_grad():
             logits = self.get_logits(x)
             loss = self._loss(logits, labels, targets)
-            grad, = torch.autograd.grad(loss.sum(), x)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad.detach(), logits.detach().argmax(1) != labels
 
     def _run(self, images, labels, targets, generator):
@@ -156,12 +156,23 @@ class APGD(Attack):
 
         loss, grad, fooled = self._evaluate(x, labels, targets)
         spent += 1
-        state = {"images": images, "labels": labels, "lower": lower, "upper": upper, "x": x, "x_prev": x.clone(),
-                 "grad": grad, "x_best": x.clone(), "grad_best": grad.clone(), "loss_best": loss.clone(),
-                 "loss_last": loss.clone(), "loss_at_check": loss.clone(),
-                 "reduced_at_check": torch.ones(n, dtype=torch.bool, device=images.device),
-                 "increases": torch.zeros(n, device=images.device),
-                 "step": torch.full((n,), 2 * eps, device=images.device, dtype=images.dtype)}
+        state = {
+            "images": images,
+            "labels": labels,
+            "lower": lower,
+            "upper": upper,
+            "x": x,
+            "x_prev": x.clone(),
+            "grad": grad,
+            "x_best": x.clone(),
+            "grad_best": grad.clone(),
+            "loss_best": loss.clone(),
+            "loss_last": loss.clone(),
+            "loss_at_check": loss.clone(),
+            "reduced_at_check": torch.ones(n, dtype=torch.bool, device=images.device),
+            "increases": torch.zeros(n, device=images.device),
+            "step": torch.full((n,), 2 * eps, device=images.device, dtype=images.dtype),
+        }
         if targets is not None:
             state["targets"] = targets
 
@@ -189,8 +200,11 @@ class APGD(Attack):
             with torch.no_grad():
                 z = project(s["x"] + step * s["grad"].sign(), s["lower"], s["upper"])
                 if i > 0:
-                    z = project(s["x"] + MOMENTUM * (z - s["x"]) + (1 - MOMENTUM) * (s["x"] - s["x_prev"]),
-                                s["lower"], s["upper"])
+                    z = project(
+                        s["x"] + MOMENTUM * (z - s["x"]) + (1 - MOMENTUM) * (s["x"] - s["x_prev"]),
+                        s["lower"],
+                        s["upper"],
+                    )
                 s["x_prev"], s["x"] = s["x"], z
             loss, grad, fooled = self._evaluate(s["x"], s["labels"], s.get("targets"))
             spent[alive] += 1
@@ -204,8 +218,9 @@ class APGD(Attack):
             settle(fooled & ~fooled_all[alive])
             s = state
             if i in marks:
-                reduce = (s["increases"] <= RHO * interval) | (~s["reduced_at_check"]
-                                                                & (s["loss_at_check"] >= s["loss_best"]))
+                reduce = (s["increases"] <= RHO * interval) | (
+                    ~s["reduced_at_check"] & (s["loss_at_check"] >= s["loss_best"])
+                )
                 s["reduced_at_check"], s["loss_at_check"] = reduce, s["loss_best"].clone()
                 s["step"] = torch.where(reduce, s["step"] / 2, s["step"])
                 # restart from the best point: the move that momentum carries on is measured from the iterate

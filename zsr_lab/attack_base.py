@@ -5,6 +5,7 @@ images, as in torchattacks; the model is put in eval mode for the attack and its
 package does not install torchattacks because its metadata pins ``requests~=2.25.1``, which would downgrade the
 ``requests`` of an environment such as Colab's; torchattacks' attacks still work on a :class:`ZeroShotCLIP`.
 """
+
 from __future__ import annotations
 
 import torch

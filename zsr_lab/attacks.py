@@ -10,6 +10,7 @@ run in bf16/fp16 with a gradient scale that keeps fp16 input gradients from unde
 
 Users write ℓ∞ budgets in units of 1/255 (``eps=1`` means 1/255); ℓ2 budgets are radii in [0,1] pixel units.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,20 +37,27 @@ class AttackKind:
     description: str
 
 
-ATTACKS: Registry[AttackKind] = Registry("attack", {
-    "pgd": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the cross-entropy of the 100-scaled logits, uniform random start"),
-    "pgd_l2": AttackKind("L2", 100, 2, "ℓ2 PGD on the cross-entropy, uniform random start in the ball"),
-    "cw": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the margin loss −relu(z_y − max_{k≠y} z_k + κ), κ = 50 (the "
-                                     "papers' 'CW')"),
-    "apgd_ce": AttackKind("Linf", 100, 2, "APGD on the cross-entropy"),
-    "apgd_dlr": AttackKind("Linf", 100, 3, "APGD on the DLR loss (needs 3 classes)"),
-    "apgd_t": AttackKind("Linf", 100, 4, "APGD on the targeted DLR loss, top-9 target classes (needs 4 classes)"),
-    "fab_t": AttackKind("Linf", 100, 2, "targeted FAB, top-9 target classes (the reference AutoAttack's)"),
-    "square": AttackKind("Linf", 5000, 2, "Square, the black-box score attack; steps = queries (the reference "
-                                          "AutoAttack's)"),
-})
-RENAMED = {"apgd": "papers-aa (APGD-CE + APGD-DLR, the papers' 'AutoAttack') or aa (APGD-CE + APGD-T)",
-           "autoattack": "aa-standard (APGD-CE, APGD-T, FAB-T, Square)"}
+ATTACKS: Registry[AttackKind] = Registry(
+    "attack",
+    {
+        "pgd": AttackKind("Linf", 100, 2, "ℓ∞ PGD on the cross-entropy of the 100-scaled logits, uniform random start"),
+        "pgd_l2": AttackKind("L2", 100, 2, "ℓ2 PGD on the cross-entropy, uniform random start in the ball"),
+        "cw": AttackKind(
+            "Linf", 100, 2, "ℓ∞ PGD on the margin loss −relu(z_y − max_{k≠y} z_k + κ), κ = 50 (the papers' 'CW')"
+        ),
+        "apgd_ce": AttackKind("Linf", 100, 2, "APGD on the cross-entropy"),
+        "apgd_dlr": AttackKind("Linf", 100, 3, "APGD on the DLR loss (needs 3 classes)"),
+        "apgd_t": AttackKind("Linf", 100, 4, "APGD on the targeted DLR loss, top-9 target classes (needs 4 classes)"),
+        "fab_t": AttackKind("Linf", 100, 2, "targeted FAB, top-9 target classes (the reference AutoAttack's)"),
+        "square": AttackKind(
+            "Linf", 5000, 2, "Square, the black-box score attack; steps = queries (the reference AutoAttack's)"
+        ),
+    },
+)
+RENAMED = {
+    "apgd": "papers-aa (APGD-CE + APGD-DLR, the papers' 'AutoAttack') or aa (APGD-CE + APGD-T)",
+    "autoattack": "aa-standard (APGD-CE, APGD-T, FAB-T, Square)",
+}
 
 
 @dataclass(frozen=True)
@@ -113,10 +121,16 @@ class AttackConfig:
 
     def protocol(self, eps: float) -> dict:
         """Everything that defines this attack at budget ``eps``, for result rows."""
-        return {"attack": self.label, "norm": self.norm, "eps_pixels": self.pixel_eps(eps), "steps": self.steps,
-                "step_size": self.pixel_step(eps), "restarts": self.restarts,
-                **({"kappa": self.kappa} if self.name == "cw" else {}),
-                **({"targets": self.targets} if self.targeted else {})}
+        return {
+            "attack": self.label,
+            "norm": self.norm,
+            "eps_pixels": self.pixel_eps(eps),
+            "steps": self.steps,
+            "step_size": self.pixel_step(eps),
+            "restarts": self.restarts,
+            **({"kappa": self.kappa} if self.name == "cw" else {}),
+            **({"targets": self.targets} if self.targeted else {}),
+        }
 
 
 MAX_EPS = 255.0  # in units of 1/255: a budget beyond the whole pixel range is a units mistake
@@ -128,8 +142,10 @@ def check_eps(eps) -> None:
     if eps != eps or eps < 0:
         raise ValueError(f"ε must be ≥ 0, got {eps} (ℓ∞ budgets are written in units of 1/255, e.g. 1 for 1/255)")
     if eps > MAX_EPS:
-        raise ValueError(f"ε = {eps} is larger than the whole pixel range: ℓ∞ budgets are written in units of "
-                         f"1/255 (write 4 for 4/255, not {eps})")
+        raise ValueError(
+            f"ε = {eps} is larger than the whole pixel range: ℓ∞ budgets are written in units of "
+            f"1/255 (write 4 for 4/255, not {eps})"
+        )
 
 
 def parse_attack(text: str) -> AttackConfig:
@@ -314,8 +330,16 @@ def attack_iterations(attack: Attack, n_images: int) -> torch.Tensor:
     return attack.iterations
 
 
-def build_attack(model: nn.Module, config: AttackConfig | str, eps: float, *, n_classes: int, seed: int = 0,
-                 precision: str = "fp32", early_stop: bool = True) -> Attack:
+def build_attack(
+    model: nn.Module,
+    config: AttackConfig | str,
+    eps: float,
+    *,
+    n_classes: int,
+    seed: int = 0,
+    precision: str = "fp32",
+    early_stop: bool = True,
+) -> Attack:
     """A ready-to-call attack ``attack(images, labels) -> adv_images`` on a model taking [0,1] images.
 
     Arguments:
@@ -335,34 +359,77 @@ def build_attack(model: nn.Module, config: AttackConfig | str, eps: float, *, n_
     if isinstance(config, str):
         config = parse_attack(config)
     if n_classes < config.kind.min_classes:
-        raise ValueError(f"{config.label} needs at least {config.kind.min_classes} classes, the dataset has "
-                         f"{n_classes}: leave it out for this dataset (the suite aa does so by itself)")
+        raise ValueError(
+            f"{config.label} needs at least {config.kind.min_classes} classes, the dataset has "
+            f"{n_classes}: leave it out for this dataset (the suite aa does so by itself)"
+        )
     eps_px, step_px = config.pixel_eps(eps), config.pixel_step(eps)
     target = PrecisionModel(model, precision)
     n_targets = min(config.targets, n_classes - 1)
     if config.name in ("pgd", "cw"):
-        attack = SignPGD(target, eps=eps_px, alpha=step_px, steps=config.steps,
-                         loss="ce" if config.name == "pgd" else "margin", kappa=config.kappa, early_stop=early_stop)
+        attack = SignPGD(
+            target,
+            eps=eps_px,
+            alpha=step_px,
+            steps=config.steps,
+            loss="ce" if config.name == "pgd" else "margin",
+            kappa=config.kappa,
+            early_stop=early_stop,
+        )
     elif config.name == "pgd_l2":
         attack = L2PGD(target, eps=eps_px, alpha=step_px, steps=config.steps, early_stop=early_stop)
     elif config.name.startswith("apgd"):
         loss = {"apgd_ce": "ce", "apgd_dlr": "dlr", "apgd_t": "dlr_targeted"}[config.name]
-        return APGD(target, eps=eps_px, steps=config.steps, loss=loss, restarts=config.restarts,
-                    n_targets=n_targets, seed=seed, early_stop=early_stop)
+        return APGD(
+            target,
+            eps=eps_px,
+            steps=config.steps,
+            loss=loss,
+            restarts=config.restarts,
+            n_targets=n_targets,
+            seed=seed,
+            early_stop=early_stop,
+        )
     elif config.name == "fab_t":
-        fab = FABAttack_PT(target, norm="Linf", n_restarts=1, n_iter=config.steps, eps=eps_px, seed=seed,
-                           targeted=True, n_target_classes=n_targets, device=target.device)
+        fab = FABAttack_PT(
+            target,
+            norm="Linf",
+            n_restarts=1,
+            n_iter=config.steps,
+            eps=eps_px,
+            seed=seed,
+            targeted=True,
+            n_target_classes=n_targets,
+            device=target.device,
+        )
         attack = ReferenceAttack(config.label, target, fab, config.steps * n_targets)
     else:
-        square = SquareAttack(target, norm="Linf", n_queries=config.steps, eps=eps_px, p_init=0.8, n_restarts=1,
-                              seed=seed, resc_schedule=False, device=target.device)
+        square = SquareAttack(
+            target,
+            norm="Linf",
+            n_queries=config.steps,
+            eps=eps_px,
+            p_init=0.8,
+            n_restarts=1,
+            seed=seed,
+            resc_schedule=False,
+            device=target.device,
+        )
         attack = ReferenceAttack(config.label, target, square, config.steps)
     return WithRestarts(attack, config.restarts) if config.restarts > 1 else attack
 
 
-def pgd_linf(objective, images: torch.Tensor, *, eps: float, step_size: float, steps: int,
-             start: torch.Tensor | None = None, momentum: float | None = None,
-             grad_scale: float = 1.0) -> torch.Tensor:
+def pgd_linf(
+    objective,
+    images: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    start: torch.Tensor | None = None,
+    momentum: float | None = None,
+    grad_scale: float = 1.0,
+) -> torch.Tensor:
     r"""ℓ∞ PGD that maximises any objective of the perturbed images: the training attack of every method.
 
     An evaluation attack maximises the cross-entropy of a classifier; training needs the same loop on each
@@ -398,7 +465,7 @@ def pgd_linf(objective, images: torch.Tensor, *, eps: float, step_size: float, s
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = objective(images + delta)
-        grad, = torch.autograd.grad(loss * grad_scale, delta)
+        (grad,) = torch.autograd.grad(loss * grad_scale, delta)
         step = grad.sign()
         if momentum is not None:
             velocity = torch.sign(momentum * velocity + step)

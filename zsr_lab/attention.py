@@ -18,10 +18,11 @@ knows where its objects are, :func:`attention_mass_in_object` and :func:`pointin
 datasets, clean, under noise and under attack, is :mod:`zsr_lab.attention_measures`' job: this module is what the
 losses need and imports no engine.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,9 @@ NON_CLASS_TEMPLATE = "This is not a photo of a {}"
 MAP_KINDS = ("class", "non_class", "complementary")
 
 
-def text_guided_attention(tokens: torch.Tensor, text: torch.Tensor, *, image_size: tuple[int, int] | int,
-                          normalize: str = "tokens") -> torch.Tensor:
+def text_guided_attention(
+    tokens: torch.Tensor, text: torch.Tensor, *, image_size: tuple[int, int] | int, normalize: str = "tokens"
+) -> torch.Tensor:
     """Text-guided attention maps, one per image, flattened.
 
     Arguments:
@@ -78,8 +80,14 @@ def non_class_classifier(model: ZeroShotCLIP, classnames: Sequence[str]) -> torc
 
 
 @torch.no_grad()
-def attention_maps(model: ZeroShotCLIP, images: torch.Tensor, text: torch.Tensor, *,
-                   non_class_text: torch.Tensor | None = None, normalize: str = "tokens") -> torch.Tensor:
+def attention_maps(
+    model: ZeroShotCLIP,
+    images: torch.Tensor,
+    text: torch.Tensor,
+    *,
+    non_class_text: torch.Tensor | None = None,
+    normalize: str = "tokens",
+) -> torch.Tensor:
     """Text-guided attention maps of ``images`` for inspection (no gradient, model in eval mode).
 
     Arguments:
@@ -93,6 +101,7 @@ def attention_maps(model: ZeroShotCLIP, images: torch.Tensor, text: torch.Tensor
     Shape:
         - output: ``[B, H, W]`` at the model's input size, on the CPU, values in [0, 1].
     """
+
     def expand(embedding: torch.Tensor) -> torch.Tensor:
         return embedding.to(model.device).float().expand(len(images), -1)
 
@@ -101,8 +110,9 @@ def attention_maps(model: ZeroShotCLIP, images: torch.Tensor, text: torch.Tensor
     tokens = model.encode_image_tokens(images.to(model.device)).tokens.float()
     maps = text_guided_attention(tokens, expand(text), image_size=model.image_size, normalize=normalize)
     if non_class_text is not None:
-        non_class = text_guided_attention(tokens, expand(non_class_text), image_size=model.image_size,
-                                          normalize=normalize)
+        non_class = text_guided_attention(
+            tokens, expand(non_class_text), image_size=model.image_size, normalize=normalize
+        )
         maps = complementary_attention(maps, non_class)
     model.train(was_training)
     return maps.view(len(images), *model.image_size).cpu()

@@ -6,9 +6,10 @@ the model's own PGD (:func:`perturbed_images`).
 The maps and the per-image scores are :mod:`zsr_lab.attention`'s; this module adds the data, the perturbations and
 the tables.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -17,14 +18,15 @@ from torch.utils.data import DataLoader
 
 from . import datasets
 from .attacks import check_eps, pgd_linf
-from .attention import attention_drift, attention_mass_in_object, attention_maps, pointing_game
+from .attention import attention_drift, attention_maps, attention_mass_in_object, pointing_game
 from .classifier import dataset_classifier
 from .evaluate import subset
 from .models import ZeroShotCLIP, frozen_parameters
 
 
-def perturbed_images(model: ZeroShotCLIP, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 4,
-                     steps: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+def perturbed_images(
+    model: ZeroShotCLIP, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 4, steps: int = 10, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """The three views the attention measures compare: ``{"clean", "random_noise", "adversarial"}`` → images.
 
     The noise is random ±ε signs; the attack is the model's own PGD on the cross-entropy of the true class
@@ -39,8 +41,14 @@ def perturbed_images(model: ZeroShotCLIP, images: torch.Tensor, labels: torch.Te
     start = torch.rand(images.shape, generator=generator).to(images.device)
     signs = torch.randint(0, 2, images.shape, generator=generator).to(images.device) * 2 - 1
     with frozen_parameters(model):
-        adversarial = pgd_linf(lambda x: F.cross_entropy(model(x), labels), images, eps=eps / 255,
-                               step_size=eps / 4 / 255, steps=steps, start=start)
+        adversarial = pgd_linf(
+            lambda x: F.cross_entropy(model(x), labels),
+            images,
+            eps=eps / 255,
+            step_size=eps / 4 / 255,
+            steps=steps,
+            start=start,
+        )
     noisy = (images + eps / 255 * signs).clamp(0, 1)
     return {"clean": images, "random_noise": noisy, "adversarial": adversarial}
 
@@ -49,13 +57,21 @@ def _perturbed_batches(model: ZeroShotCLIP, loader: DataLoader, *, eps: float, s
     """Per batch of ``loader``: ``(images, labels, perturbed_images(...))``, seeded per batch."""
     for batch, (images, labels) in enumerate(loader):
         images, labels = images.to(model.device), labels.to(model.device)
-        yield images, labels, perturbed_images(model, images, labels, eps=eps, steps=steps,
-                                               seed=seed * 100_003 + batch)
+        yield images, labels, perturbed_images(model, images, labels, eps=eps, steps=steps, seed=seed * 100_003 + batch)
 
 
-def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,
-                            reference: ZeroShotCLIP, eps: float = 4, steps: int = 10, n_examples: int | None = 200,
-                            batch_size: int = 100, data_root=None, seed: int = 0) -> pd.DataFrame:
+def measure_attention_drift(
+    models: Mapping[str, ZeroShotCLIP],
+    dataset_names: Sequence[str],
+    *,
+    reference: ZeroShotCLIP,
+    eps: float = 4,
+    steps: int = 10,
+    n_examples: int | None = 200,
+    batch_size: int = 100,
+    data_root=None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """How far each model's class attention moves away from the reference model's clean attention.
 
     For every image ``x`` of class ``y`` the target is the reference (pre-trained) model's map ``A_0(x)`` for
@@ -93,17 +109,33 @@ def measure_attention_drift(models: Mapping[str, ZeroShotCLIP], dataset_names: S
                 for key, x in conditions.items():
                     sums[key] += float(attention_drift(attention_maps(model, x, text), target).sum())
                 count += len(labels)
-            rows.append({"model": model_name, "dataset": spec.name, "eps": float(eps), "steps": steps, "n": count,
-                         **{key: value / count for key, value in sums.items()}})
+            rows.append(
+                {
+                    "model": model_name,
+                    "dataset": spec.name,
+                    "eps": float(eps),
+                    "steps": steps,
+                    "n": count,
+                    **{key: value / count for key, value in sums.items()},
+                }
+            )
     for model in (reference, *models.values()):
         model.class_embeddings = installed[id(model)]
     return pd.DataFrame(rows)
 
 
-def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_names: Sequence[str], *,
-                                   eps: float = 4, steps: int = 10, n_examples: int | None = 200,
-                                   batch_size: int = 100, normalize: str = "tokens", data_root=None,
-                                   seed: int = 0) -> pd.DataFrame:
+def measure_attention_localisation(
+    models: Mapping[str, ZeroShotCLIP],
+    dataset_names: Sequence[str],
+    *,
+    eps: float = 4,
+    steps: int = 10,
+    n_examples: int | None = 200,
+    batch_size: int = 100,
+    normalize: str = "tokens",
+    data_root=None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """How much of each model's class attention falls on the object, clean, under noise and under attack.
 
     For every image ``x`` of class ``y`` with a known object region, the model's map for ``y`` (as TGA-ZSR
@@ -132,9 +164,11 @@ def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_n
     missing = [name for name in dataset_names if not datasets.has_object_regions(name)]
     if missing:
         with_regions = [name for name in datasets.list_datasets() if datasets.has_object_regions(name)]
-        raise ValueError(f"{', '.join(missing)}: no object regions (the dataset does not say where its objects are), "
-                         f"so attention cannot be scored against them. Datasets with object regions: "
-                         f"{', '.join(with_regions)}. Use measure_attention_drift for the others.")
+        raise ValueError(
+            f"{', '.join(missing)}: no object regions (the dataset does not say where its objects are), "
+            f"so attention cannot be scored against them. Datasets with object regions: "
+            f"{', '.join(with_regions)}. Use measure_attention_drift for the others."
+        )
     sizes = {tuple(m.image_size) for m in models.values()}
     if len(sizes) != 1:
         raise ValueError(f"all models must share one input size to be scored on the same masks, got {sorted(sizes)}")
@@ -142,17 +176,20 @@ def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_n
     installed = {id(m): m.class_embeddings for m in models.values()}  # restored at the end
     rows = []
     for name in dataset_names:
-        data = subset(datasets.load_dataset(name, data_root=data_root, image_size=size, verbose=False),
-                      n_examples, seed)
+        data = subset(
+            datasets.load_dataset(name, data_root=data_root, image_size=size, verbose=False), n_examples, seed
+        )
         masks = datasets.object_masks(data, size)
         loader = DataLoader(data, batch_size=batch_size)
         for model_name, model in models.items():
             model.set_classifier(dataset_classifier(model, name))
-            sums = {key: {"mass_in_object": 0.0, "pointing": 0.0, "accuracy": 0.0}
-                    for key in ("clean", "random_noise", "adversarial")}
+            sums = {
+                key: {"mass_in_object": 0.0, "pointing": 0.0, "accuracy": 0.0}
+                for key in ("clean", "random_noise", "adversarial")
+            }
             count = 0
-            for images, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
-                mask = masks[count:count + len(labels)]
+            for _, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
+                mask = masks[count : count + len(labels)]
                 text = model.class_embeddings[labels]
                 for key, x in conditions.items():
                     maps = attention_maps(model, x, text, normalize=normalize)
@@ -164,10 +201,21 @@ def measure_attention_localisation(models: Mapping[str, ZeroShotCLIP], dataset_n
             uniform = float(masks.flatten(1).mean(1).mean())
             for key, values in sums.items():
                 mass = values["mass_in_object"] / count
-                rows.append({"model": model_name, "dataset": name, "condition": key, "mass_in_object": mass,
-                             "uniform": uniform, "lift": mass / uniform, "pointing": values["pointing"] / count,
-                             "accuracy": 100 * values["accuracy"] / count, "eps": float(eps), "steps": steps,
-                             "n": count})
+                rows.append(
+                    {
+                        "model": model_name,
+                        "dataset": name,
+                        "condition": key,
+                        "mass_in_object": mass,
+                        "uniform": uniform,
+                        "lift": mass / uniform,
+                        "pointing": values["pointing"] / count,
+                        "accuracy": 100 * values["accuracy"] / count,
+                        "eps": float(eps),
+                        "steps": steps,
+                        "n": count,
+                    }
+                )
     for model in models.values():
         model.class_embeddings = installed[id(model)]
     return pd.DataFrame(rows)

@@ -12,6 +12,7 @@
 
 Every file is written atomically (a temporary file, then a rename), so a crash leaves the previous version.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,19 +78,25 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged file: say which, and keep the others
-        raise CheckpointError(f"could not read the run's checkpoint {path}: {type(err).__name__}: {err}\nMove it "
-                              f"away and run again; to resume from an earlier epoch instead, copy its epoch_<k>.pt to "
-                              f"{LATEST}") from err
+        raise CheckpointError(
+            f"could not read the run's checkpoint {path}: {type(err).__name__}: {err}\nMove it "
+            f"away and run again; to resume from an earlier epoch instead, copy its epoch_<k>.pt to "
+            f"{LATEST}"
+        ) from err
     if state.get("method_revision", 1) != method_revision(config):
-        raise ValueError(f"{path} was trained by an earlier revision of {config.method} (revision "
-                         f"{state.get('method_revision', 1)}, now {method_revision(config)}): it is not resumed; "
-                         f"choose a new run_dir")
+        raise ValueError(
+            f"{path} was trained by an earlier revision of {config.method} (revision "
+            f"{state.get('method_revision', 1)}, now {method_revision(config)}): it is not resumed; "
+            f"choose a new run_dir"
+        )
     saved = state.get("config", {})
     differ = [name for name in TrainConfig.SHAPING if name in saved and saved[name] != jsonable(getattr(config, name))]
     if differ:
         details = ", ".join(f"{n}: {saved[n]!r} → {getattr(config, n)!r}" for n in differ)
-        raise ValueError(f"{path} belongs to a run with other settings ({details}); resume it with its own settings "
-                         f"or choose a new run_dir")
+        raise ValueError(
+            f"{path} belongs to a run with other settings ({details}); resume it with its own settings "
+            f"or choose a new run_dir"
+        )
     return state
 
 
@@ -110,8 +117,10 @@ def prune_checkpoints(checkpoints: Path, keep: int | None, steps_per_epoch: int)
 def weights_only_state(model: ZeroShotCLIP) -> dict:
     """The fine-tuned CLIP's weights (float32) and the input statistics it works with, as ``weights.pt`` holds
     them: ``open_clip.create_model(name, pretrained=file)`` reads the ``state_dict``, ``load_clip`` both."""
-    return {"state_dict": {k: v.detach().float().cpu() for k, v in model.clip.state_dict().items()},
-            "normalization": {"mean": model.pixel_mean.flatten().tolist(), "std": model.pixel_std.flatten().tolist()}}
+    return {
+        "state_dict": {k: v.detach().float().cpu() for k, v in model.clip.state_dict().items()},
+        "normalization": {"mean": model.pixel_mean.flatten().tolist(), "std": model.pixel_std.flatten().tolist()},
+    }
 
 
 def append_log(path: Path, record: dict) -> None:

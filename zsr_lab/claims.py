@@ -4,6 +4,7 @@ A chapter that says "the attack moves the attention twice as far as noise" is ri
 written about and wrong after the next change. The chapters print these sentences instead, computed from the
 tables next to them, and the tests check each sentence against the table it describes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,22 +27,25 @@ def first_budget_below_half(sweep: pd.DataFrame) -> str:
 
     mean = by_set.mean()
     per_set = "; ".join(f"{name}: {first(row)}" for name, row in by_set.iterrows())
-    return (f"Mean over the {len(by_set)} sets: {mean[0]:.1f} % clean, {mean[budgets[0]]:.1f} % at "
-            f"{budgets[0]:g}/255, {mean[budgets[-1]]:.1f} % at {budgets[-1]:g}/255; first below half of clean at "
-            f"{first(mean)}. Per set: {per_set}.")
+    return (
+        f"Mean over the {len(by_set)} sets: {mean[0]:.1f} % clean, {mean[budgets[0]]:.1f} % at "
+        f"{budgets[0]:g}/255, {mean[budgets[-1]]:.1f} % at {budgets[-1]:g}/255; first below half of clean at "
+        f"{first(mean)}. Per set: {per_set}."
+    )
 
 
 def fine_tuning_change(table: pd.DataFrame, before: str, after: str, eps: float) -> str:
     """How fine-tuning changed clean and robust accuracy (robust under the table's first attack at ``eps``),
     on average over the datasets and where it changed most: ``before`` and ``after`` are method names."""
     rows = select_attack(table[(table["eps"] == eps) & (table["dataset"] != "mean")])
-    grid = rows.pivot_table(index="dataset", columns="method", values=["clean_accuracy", "robust_accuracy"],
-                            sort=False)
+    grid = rows.pivot_table(index="dataset", columns="method", values=["clean_accuracy", "robust_accuracy"], sort=False)
     lines = []
     for value, label in (("clean_accuracy", "clean accuracy"), ("robust_accuracy", f"robust accuracy at {eps:g}/255")):
         change = grid[(value, after)] - grid[(value, before)]
-        lines.append(f"{label}: {change.mean():+.1f} points on average over {len(change)} sets, from "
-                     f"{change.min():+.1f} ({change.idxmin()}) to {change.max():+.1f} ({change.idxmax()})")
+        lines.append(
+            f"{label}: {change.mean():+.1f} points on average over {len(change)} sets, from "
+            f"{change.min():+.1f} ({change.idxmin()}) to {change.max():+.1f} ({change.idxmax()})"
+        )
     return f"{after} against {before}: " + "; ".join(lines) + "."
 
 
@@ -50,26 +54,33 @@ def drift_ratio(drift: pd.DataFrame) -> str:
     :func:`zsr_lab.measure_attention_drift` table of one model)."""
     ratio = drift["adversarial"] / drift["random_noise"]
     parts = [f"{r:.1f}× on {name}" for name, r in zip(drift["dataset"], ratio)]
-    verdict = ("further than noise on every set" if (ratio > 1).all() else
-               f"further than noise on {int((ratio > 1).sum())} of {len(ratio)} sets")
+    verdict = (
+        "further than noise on every set"
+        if (ratio > 1).all()
+        else f"further than noise on {int((ratio > 1).sum())} of {len(ratio)} sets"
+    )
     return f"The attack moves the attention {verdict}: " + ", ".join(parts) + "."
 
 
-def tradeoff_extremes(summary: pd.DataFrame, eps: float, *, reference: str = "tecoa",
-                      pretrained: str = "CLIP (zero-shot)") -> str:
+def tradeoff_extremes(
+    summary: pd.DataFrame, eps: float, *, reference: str = "tecoa", pretrained: str = "CLIP (zero-shot)"
+) -> str:
     """At one ε, under the table's first attack: the most robust fine-tuned method, the one that keeps the most
     clean accuracy, and the methods above *and* to the right of ``reference`` on the clean-vs-robust plane."""
     rows = select_attack(summary[summary["eps"] == eps]).set_index("method")
     tuned = rows.drop(index=pretrained, errors="ignore")
     if tuned.empty:
         raise ValueError(f"no fine-tuned method at {eps:g}/255 in the table")
-    text = (f"At {eps:g}/255 under {rows['attack'].iloc[0]}: most robust {tuned['robust_accuracy'].idxmax()} "
-            f"({tuned['robust_accuracy'].max():.1f} %), most clean accuracy kept {tuned['clean_accuracy'].idxmax()} "
-            f"({tuned['clean_accuracy'].max():.1f} %).")
+    text = (
+        f"At {eps:g}/255 under {rows['attack'].iloc[0]}: most robust {tuned['robust_accuracy'].idxmax()} "
+        f"({tuned['robust_accuracy'].max():.1f} %), most clean accuracy kept {tuned['clean_accuracy'].idxmax()} "
+        f"({tuned['clean_accuracy'].max():.1f} %)."
+    )
     if reference in tuned.index:
         values = ["clean_accuracy", "robust_accuracy"]
-        ahead = [m for m in tuned.index
-                 if m != reference and (tuned.loc[m, values] > tuned.loc[reference, values]).all()]
+        ahead = [
+            m for m in tuned.index if m != reference and (tuned.loc[m, values] > tuned.loc[reference, values]).all()
+        ]
         text += f" Above and to the right of {reference}: {', '.join(ahead) or 'none'}."
     return text
 
@@ -81,12 +92,17 @@ def better_on_both(summary: pd.DataFrame, eps: float, *, pretrained: str = "CLIP
     values = ["clean_accuracy", "robust_accuracy"]
     lines = []
     for method in rows.index:
-        beaten = [other for other in rows.index
-                  if other != method and (rows.loc[method, values] > rows.loc[other, values]).all()]
+        beaten = [
+            other
+            for other in rows.index
+            if other != method and (rows.loc[method, values] > rows.loc[other, values]).all()
+        ]
         if beaten:
-            lines.append(f"{method} ({rows.loc[method, 'clean_accuracy']:.1f} % clean, "
-                         f"{rows.loc[method, 'robust_accuracy']:.1f} % robust) is above and to the right of "
-                         f"{', '.join(beaten)}")
+            lines.append(
+                f"{method} ({rows.loc[method, 'clean_accuracy']:.1f} % clean, "
+                f"{rows.loc[method, 'robust_accuracy']:.1f} % robust) is above and to the right of "
+                f"{', '.join(beaten)}"
+            )
     where = f"At {eps:g}/255 under {rows['attack'].iloc[0]}: " if len(rows) else ""
     if not lines:
         return where + "no method is above and to the right of another; each makes a different trade."
@@ -105,8 +121,12 @@ def points(value: float) -> str:
     return f"{rounded:+.1f}" if rounded != 0 else "0.0"
 
 
-_QUADRANTS = {(True, True): "above and to the right of", (True, False): "above and to the left of",
-              (False, True): "below and to the right of", (False, False): "below and to the left of"}
+_QUADRANTS = {
+    (True, True): "above and to the right of",
+    (True, False): "above and to the left of",
+    (False, True): "below and to the right of",
+    (False, False): "below and to the left of",
+}
 
 
 def _at(summary: pd.DataFrame, eps: float, attack: str | None = None) -> pd.DataFrame:
@@ -116,8 +136,14 @@ def _at(summary: pd.DataFrame, eps: float, attack: str | None = None) -> pd.Data
     return rows
 
 
-def plane_placement(summary: pd.DataFrame, eps: float, *, reference: str = "tecoa",
-                    pretrained: str = "CLIP (zero-shot)", attack: str | None = None) -> str:
+def plane_placement(
+    summary: pd.DataFrame,
+    eps: float,
+    *,
+    reference: str = "tecoa",
+    pretrained: str = "CLIP (zero-shot)",
+    attack: str | None = None,
+) -> str:
     """Where each fine-tuned method lands on the clean-vs-robust plane at one ε (a ``summarize`` table; robust
     under its first attack unless ``attack`` is given): its change from the pre-trained model, its quadrant
     relative to ``reference``, and the extremes."""
@@ -126,41 +152,57 @@ def plane_placement(summary: pd.DataFrame, eps: float, *, reference: str = "teco
     text = f"At {eps:g}/255 under {rows['attack'].iloc[0]} (means over the held-out sets): "
     if pretrained in rows.index:
         base = rows.loc[pretrained]
-        changes = ", ".join(f"{m} {points(r['clean_accuracy'] - base['clean_accuracy'])} clean / "
-                            f"{points(r['robust_accuracy'] - base['robust_accuracy'])} robust"
-                            for m, r in tuned.iterrows())
-        text += (f"from the pre-trained model's {percent(base['clean_accuracy'])} % clean and "
-                 f"{percent(base['robust_accuracy'])} % robust, {changes} points. ")
+        changes = ", ".join(
+            f"{m} {points(r['clean_accuracy'] - base['clean_accuracy'])} clean / "
+            f"{points(r['robust_accuracy'] - base['robust_accuracy'])} robust"
+            for m, r in tuned.iterrows()
+        )
+        text += (
+            f"from the pre-trained model's {percent(base['clean_accuracy'])} % clean and "
+            f"{percent(base['robust_accuracy'])} % robust, {changes} points. "
+        )
     if reference in tuned.index and len(tuned) > 1:
         ref = tuned.loc[reference]
-        quadrant = {m: _QUADRANTS[(r["robust_accuracy"] > ref["robust_accuracy"],
-                                   r["clean_accuracy"] > ref["clean_accuracy"])]
-                    for m, r in tuned.drop(index=reference).iterrows()}
+        quadrant = {
+            m: _QUADRANTS[(r["robust_accuracy"] > ref["robust_accuracy"], r["clean_accuracy"] > ref["clean_accuracy"])]
+            for m, r in tuned.drop(index=reference).iterrows()
+        }
         places = "; ".join(f"{m} {where} {reference}" for m, where in quadrant.items())
         text += f"On the plane: {places}. "
-    return text + (f"Most robust: {tuned['robust_accuracy'].idxmax()} ({percent(tuned['robust_accuracy'].max())} %); "
-                   f"most clean accuracy kept: {tuned['clean_accuracy'].idxmax()} "
-                   f"({percent(tuned['clean_accuracy'].max())} %).")
+    return text + (
+        f"Most robust: {tuned['robust_accuracy'].idxmax()} ({percent(tuned['robust_accuracy'].max())} %); "
+        f"most clean accuracy kept: {tuned['clean_accuracy'].idxmax()} "
+        f"({percent(tuned['clean_accuracy'].max())} %)."
+    )
 
 
 def _swapped_pairs(first: pd.Series, second: pd.Series) -> list[tuple[str, str]]:
     names = list(first.index)
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
-            if (first[a] - first[b]) * (second[a] - second[b]) < 0]
+    return [
+        (a, b)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if (first[a] - first[b]) * (second[a] - second[b]) < 0
+    ]
 
 
-def attack_gap(summary: pd.DataFrame, eps: float, *, worst: str, single: str,
-               pretrained: str = "CLIP (zero-shot)") -> str:
+def attack_gap(
+    summary: pd.DataFrame, eps: float, *, worst: str, single: str, pretrained: str = "CLIP (zero-shot)"
+) -> str:
     """How much ``single`` (e.g. PGD-10) over-states the worst case ``worst`` at one ε, per fine-tuned method,
     and which pairs of methods the worst case puts in the other order."""
-    gap = (_at(summary, eps, single)["robust_accuracy"] - _at(summary, eps, worst)["robust_accuracy"])
+    gap = _at(summary, eps, single)["robust_accuracy"] - _at(summary, eps, worst)["robust_accuracy"]
     gap = gap.drop(index=pretrained, errors="ignore")
-    swaps = _swapped_pairs(_at(summary, eps, single)["robust_accuracy"].drop(index=pretrained, errors="ignore"),
-                           _at(summary, eps, worst)["robust_accuracy"].drop(index=pretrained, errors="ignore"))
-    return (f"At {eps:g}/255, {single} over-states the worst case of {worst} by {percent(gap.min())} to "
-            f"{percent(gap.max())} points over the {len(gap)} fine-tuned models (most for {gap.idxmax()}); the worst "
-            f"case reverses the order of {len(swaps)} pair{'s' if len(swaps) != 1 else ''}"
-            + (f" ({', '.join(f'{a} / {b}' for a, b in swaps)})." if swaps else "."))
+    swaps = _swapped_pairs(
+        _at(summary, eps, single)["robust_accuracy"].drop(index=pretrained, errors="ignore"),
+        _at(summary, eps, worst)["robust_accuracy"].drop(index=pretrained, errors="ignore"),
+    )
+    return (
+        f"At {eps:g}/255, {single} over-states the worst case of {worst} by {percent(gap.min())} to "
+        f"{percent(gap.max())} points over the {len(gap)} fine-tuned models (most for {gap.idxmax()}); the worst "
+        f"case reverses the order of {len(swaps)} pair{'s' if len(swaps) != 1 else ''}"
+        + (f" ({', '.join(f'{a} / {b}' for a, b in swaps)})." if swaps else ".")
+    )
 
 
 def gap_by_budget(summary: pd.DataFrame, *, worst: str, single: str, pretrained: str = "CLIP (zero-shot)") -> str:
@@ -169,47 +211,58 @@ def gap_by_budget(summary: pd.DataFrame, *, worst: str, single: str, pretrained:
     budgets = sorted(summary["eps"].unique())
     parts = []
     for eps in budgets:
-        gap = (_at(summary, eps, single)["robust_accuracy"] - _at(summary, eps, worst)["robust_accuracy"])
+        gap = _at(summary, eps, single)["robust_accuracy"] - _at(summary, eps, worst)["robust_accuracy"]
         gap = gap.drop(index=pretrained, errors="ignore")
         parts.append(f"{eps:g}/255: {percent(gap.min())} to {percent(gap.max())}")
-    low, high = (_at(summary, e, worst)["robust_accuracy"].drop(index=pretrained, errors="ignore")
-                 for e in (budgets[0], budgets[-1]))
+    low, high = (
+        _at(summary, e, worst)["robust_accuracy"].drop(index=pretrained, errors="ignore")
+        for e in (budgets[0], budgets[-1])
+    )
     n = len(low)
     swaps = _swapped_pairs(low, high)
-    return (f"Points {single} over-states the worst case, over the fine-tuned models, per budget: "
-            + "; ".join(parts) + f". Under the worst case, {len(swaps)} of {n * (n - 1) // 2} pairs of fine-tuned "
-            f"models change order between {budgets[0]:g}/255 and {budgets[-1]:g}/255.")
+    return (
+        f"Points {single} over-states the worst case, over the fine-tuned models, per budget: "
+        + "; ".join(parts)
+        + f". Under the worst case, {len(swaps)} of {n * (n - 1) // 2} pairs of fine-tuned "
+        f"models change order between {budgets[0]:g}/255 and {budgets[-1]:g}/255."
+    )
 
 
 def dataset_changes(table: pd.DataFrame, eps: float, *, pretrained: str = "CLIP (zero-shot)") -> str:
     """Per held-out set, the mean over the fine-tuned methods of the change in clean accuracy and in robust
     accuracy (first attack, at ``eps``) from the pre-trained model; the set that loses the most clean accuracy."""
     rows = select_attack(table[(table["eps"] == eps) & (table["dataset"] != "mean")])
-    grid = rows.pivot_table(index="dataset", columns="method", values=["clean_accuracy", "robust_accuracy"],
-                            sort=False)
+    grid = rows.pivot_table(index="dataset", columns="method", values=["clean_accuracy", "robust_accuracy"], sort=False)
     methods = [m for m in dict.fromkeys(rows["method"]) if m != pretrained]
     clean = grid["clean_accuracy"][methods].sub(grid["clean_accuracy"][pretrained], axis=0).mean(axis=1)
     robust = grid["robust_accuracy"][methods].sub(grid["robust_accuracy"][pretrained], axis=0).mean(axis=1)
     per_set = "; ".join(f"{name} {points(clean[name])} clean, {points(robust[name])} robust" for name in clean.index)
-    return (f"Change from the pre-trained model, mean over the {len(methods)} fine-tuned models, robust at "
-            f"{eps:g}/255: {per_set}. Most clean accuracy lost on {clean.idxmin()}; least on {clean.idxmax()}.")
+    return (
+        f"Change from the pre-trained model, mean over the {len(methods)} fine-tuned models, robust at "
+        f"{eps:g}/255: {per_set}. Most clean accuracy lost on {clean.idxmin()}; least on {clean.idxmax()}."
+    )
 
 
 def relative_cost(cost: pd.DataFrame, *, reference: str = "tecoa") -> str:
     """The training throughput of each method relative to ``reference``, fastest first (a table indexed by
     method with an ``images/s`` column)."""
     relative = (cost["images/s"] / cost.loc[reference, "images/s"]).sort_values(ascending=False)
-    return (f"Training throughput relative to {reference}, fastest first: "
-            + ", ".join(f"{m} {r:.2f}×" for m, r in relative.items()) + ".")
+    return (
+        f"Training throughput relative to {reference}, fastest first: "
+        + ", ".join(f"{m} {r:.2f}×" for m, r in relative.items())
+        + "."
+    )
 
 
 def attack_agreement(summary: pd.DataFrame, eps: float, first: str, second: str) -> str:
     """The largest difference in robust accuracy between two attacks over the models at one ε, and which of the
     two is stronger (lower accuracy) for how many models."""
     difference = _at(summary, eps, first)["robust_accuracy"] - _at(summary, eps, second)["robust_accuracy"]
-    return (f"At {eps:g}/255, {first} and {second} differ by at most {percent(difference.abs().max())} points "
-            f"({difference.abs().idxmax()}); {second} finds lower robust accuracy for {int((difference > 0).sum())} "
-            f"of {len(difference)} models, {first} for {int((difference < 0).sum())}.")
+    return (
+        f"At {eps:g}/255, {first} and {second} differ by at most {percent(difference.abs().max())} points "
+        f"({difference.abs().idxmax()}); {second} finds lower robust accuracy for {int((difference > 0).sum())} "
+        f"of {len(difference)} models, {first} for {int((difference < 0).sum())}."
+    )
 
 
 def curve_against(summary: pd.DataFrame, method: str, reference: str, *, attack: str | None = None) -> str:
@@ -220,8 +273,11 @@ def curve_against(summary: pd.DataFrame, method: str, reference: str, *, attack:
     parts = [f"{eps:g}/255 {points(robust[eps][method] - robust[eps][reference])}" for eps in budgets]
     first = _at(summary, budgets[0], attack)
     clean = first.loc[method, "clean_accuracy"] - first.loc[reference, "clean_accuracy"]
-    return (f"{method} minus {reference} under {first['attack'].iloc[0]}, robust accuracy in points: "
-            + ", ".join(parts) + f"; clean accuracy {points(clean)} points.")
+    return (
+        f"{method} minus {reference} under {first['attack'].iloc[0]}, robust accuracy in points: "
+        + ", ".join(parts)
+        + f"; clean accuracy {points(clean)} points."
+    )
 
 
 def drift_summary(drift: pd.DataFrame) -> str:
@@ -230,11 +286,17 @@ def drift_summary(drift: pd.DataFrame) -> str:
     :func:`zsr_lab.measure_attention_drift` table of several models)."""
     mean = drift.groupby("model", sort=False)[["clean", "random_noise", "adversarial"]].mean()
     added = mean["adversarial"] - mean["clean"]
-    parts = [f"{m}: {r['clean']:.3f} clean, {r['random_noise']:.3f} noise, {r['adversarial']:.3f} attacked "
-             f"(+{added[m]:.3f} from the attack)" for m, r in mean.iterrows()]
-    return (f"Attention drift, mean over the {drift['dataset'].nunique()} sets — " + "; ".join(parts)
-            + f". Furthest on clean images: {mean['clean'].idxmax()}; closest under attack: "
-            f"{mean['adversarial'].idxmin()}; least added by the attack: {added.idxmin()}.")
+    parts = [
+        f"{m}: {r['clean']:.3f} clean, {r['random_noise']:.3f} noise, {r['adversarial']:.3f} attacked "
+        f"(+{added[m]:.3f} from the attack)"
+        for m, r in mean.iterrows()
+    ]
+    return (
+        f"Attention drift, mean over the {drift['dataset'].nunique()} sets — "
+        + "; ".join(parts)
+        + f". Furthest on clean images: {mean['clean'].idxmax()}; closest under attack: "
+        f"{mean['adversarial'].idxmin()}; least added by the attack: {added.idxmin()}."
+    )
 
 
 def localisation_summary(localisation: pd.DataFrame) -> str:
@@ -245,11 +307,17 @@ def localisation_summary(localisation: pd.DataFrame) -> str:
     for name, rows in localisation.groupby("dataset", sort=False):
         lift = rows.pivot_table(index="model", columns="condition", values="lift", sort=False)
         accuracy = rows.pivot_table(index="model", columns="condition", values="accuracy", sort=False)
-        parts = [f"{m} {r['clean']:.2f} / {r['random_noise']:.2f} / {r['adversarial']:.2f} "
-                 f"({percent(accuracy.loc[m, 'adversarial'])} % right under attack)" for m, r in lift.iterrows()]
-        sentences.append(f"{name}, lift clean / noise / attacked: " + "; ".join(parts)
-                         + f"; highest clean lift {lift['clean'].idxmax()}, highest attacked lift "
-                         f"{lift['adversarial'].idxmax()}.")
+        parts = [
+            f"{m} {r['clean']:.2f} / {r['random_noise']:.2f} / {r['adversarial']:.2f} "
+            f"({percent(accuracy.loc[m, 'adversarial'])} % right under attack)"
+            for m, r in lift.iterrows()
+        ]
+        sentences.append(
+            f"{name}, lift clean / noise / attacked: "
+            + "; ".join(parts)
+            + f"; highest clean lift {lift['clean'].idxmax()}, highest attacked lift "
+            f"{lift['adversarial'].idxmax()}."
+        )
     return " ".join(sentences)
 
 
@@ -261,7 +329,9 @@ def sensitivity_slopes(sweep: pd.DataFrame, eps: float) -> str:
     for option, points_of in rows.groupby("option", sort=False):
         points_of = points_of.sort_values("value")
         low, high = points_of.iloc[0], points_of.iloc[-1]
-        parts.append(f"{option} from {low['value']:g} to {high['value']:g}: "
-                     f"{points(high['clean_accuracy'] - low['clean_accuracy'])} clean, "
-                     f"{points(high['robust_accuracy'] - low['robust_accuracy'])} robust")
+        parts.append(
+            f"{option} from {low['value']:g} to {high['value']:g}: "
+            f"{points(high['clean_accuracy'] - low['clean_accuracy'])} clean, "
+            f"{points(high['robust_accuracy'] - low['robust_accuracy'])} robust"
+        )
     return f"At {eps:g}/255, in points: " + "; ".join(parts) + "."

@@ -14,6 +14,7 @@ The checkpoint is deterministic given its config and seed, and cached under ``<c
 hash of everything that shapes it. The logit scale is fixed at 100, as for the OpenAI weights, so the
 100-scaled logits of the protocol mean the same at both scales.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,15 +36,27 @@ from .registry import Registry
 
 FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
 
-CAPTION_TEMPLATES = ("a photo of a {}.", "This is a photo of a {}", "a picture of a {}", "an image of a {}",
-                     "a black and white photo of a {}", "a low resolution photo of a {}")
+CAPTION_TEMPLATES = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "a picture of a {}",
+    "an image of a {}",
+    "a black and white photo of a {}",
+    "a low resolution photo of a {}",
+)
 # Negated captions ("not a <class>") describe every image of every *other* class. Web captions teach a real CLIP
 # what "not" means; templated captions would not, and Comp-TGA's non-class prompt would then be a copy of the
 # class prompt. They only take part in the text→image direction (see multi_positive_clip_loss).
 NEGATION_TEMPLATES = ("This is not a photo of a {}", "a picture that is not a {}")
 # How a class is named inside the generic captions above, per classroom dataset.
-CAPTION_PHRASES = {"fashion_mnist": "{}", "digits": "handwritten digit {}", "textures": "{} texture",
-                   "faces": "{}", "fashion_scenes": "{}", "digit_scenes": "handwritten digit {}"}
+CAPTION_PHRASES = {
+    "fashion_mnist": "{}",
+    "digits": "handwritten digit {}",
+    "textures": "{} texture",
+    "faces": "{}",
+    "fashion_scenes": "{}",
+    "digit_scenes": "handwritten digit {}",
+}
 
 
 @dataclass(frozen=True)
@@ -67,17 +80,30 @@ class ClassroomPretrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
-    mixture: tuple[tuple[str, float], ...] = (("fashion_mnist", 0.55), ("digits", 0.2), ("textures", 0.15),
-                                              ("faces", 0.1))
+    mixture: tuple[tuple[str, float], ...] = (
+        ("fashion_mnist", 0.55),
+        ("digits", 0.2),
+        ("textures", 0.15),
+        ("faces", 0.1),
+    )
     seed: int = 0
 
     def cache_key(self) -> str:
         model_cfg = open_clip.get_model_config(self.model)
-        key = {"config": asdict(self), "model": model_cfg, "templates": CAPTION_TEMPLATES,
-               "negations": NEGATION_TEMPLATES, "phrases": CAPTION_PHRASES, "version": FORMAT_VERSION}
+        key = {
+            "config": asdict(self),
+            "model": model_cfg,
+            "templates": CAPTION_TEMPLATES,
+            "negations": NEGATION_TEMPLATES,
+            "phrases": CAPTION_PHRASES,
+            "version": FORMAT_VERSION,
+        }
         # generated training sets change with their generator, not with this config: their recipe joins the key
-        generated = {name: scenes.scene_config(SCENE_SOURCES[name], "train").cache_key(SCENE_SOURCES[name], "train")
-                     for name, _ in self.mixture if name in SCENE_SOURCES}
+        generated = {
+            name: scenes.scene_config(SCENE_SOURCES[name], "train").cache_key(SCENE_SOURCES[name], "train")
+            for name, _ in self.mixture
+            if name in SCENE_SOURCES
+        }
         if generated:
             key["scenes"] = generated
         blob = json.dumps(key, sort_keys=True)
@@ -98,20 +124,29 @@ def captions_for(dataset: str) -> list[list[str]]:
     """For each class of a classroom dataset, its training captions (generic templates + its own template)."""
     spec = datasets.get_spec(dataset)
     phrase = CAPTION_PHRASES[dataset]
-    return [[t.format(phrase.format(name)) for t in CAPTION_TEMPLATES] + [t.format(name) for t in spec.templates]
-            for name in spec.classnames]
+    return [
+        [t.format(phrase.format(name)) for t in CAPTION_TEMPLATES] + [t.format(name) for t in spec.templates]
+        for name in spec.classnames
+    ]
 
 
 def negated_captions_for(dataset: str) -> list[list[str]]:
     """For each class of a classroom dataset, captions that say an image is *not* of that class."""
     spec, phrase = datasets.get_spec(dataset), CAPTION_PHRASES[dataset]
-    return [list(dict.fromkeys(t.format(n) for t in NEGATION_TEMPLATES for n in (name, phrase.format(name))))
-            for name in spec.classnames]
+    return [
+        list(dict.fromkeys(t.format(n) for t in NEGATION_TEMPLATES for n in (name, phrase.format(name))))
+        for name in spec.classnames
+    ]
 
 
-def multi_positive_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, image_class: torch.Tensor,
-                             text_class: torch.Tensor, scale: torch.Tensor,
-                             negated: torch.Tensor | None = None) -> torch.Tensor:
+def multi_positive_clip_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    image_class: torch.Tensor,
+    text_class: torch.Tensor,
+    scale: torch.Tensor,
+    negated: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE where every (image, text) pair of the same class is a positive.
 
     Image→text: cross-entropy against the uniform distribution over the captions of the image's class (negated
@@ -139,9 +174,11 @@ SCENE_SOURCES = {"fashion_scenes": "fashion_mnist", "digit_scenes": "digits"}
 def _training_split(name: str, data_root):
     """The training split of a classroom dataset, untransformed."""
     root = settings.data_root(data_root)
-    splits = {"fashion_mnist": lambda: classroom_data.fashion_mnist(root, "train", download=True),
-              "fashion_scenes": lambda: scenes.fashion_scenes(root, "train", download=True),
-              "digit_scenes": lambda: scenes.digit_scenes("train")}
+    splits = {
+        "fashion_mnist": lambda: classroom_data.fashion_mnist(root, "train", download=True),
+        "fashion_scenes": lambda: scenes.fashion_scenes(root, "train", download=True),
+        "digit_scenes": lambda: scenes.digit_scenes("train"),
+    }
     return splits[name]() if name in splits else getattr(classroom_data, name)("train")
 
 
@@ -180,12 +217,17 @@ def _training_data(config: ClassroomPretrainConfig, data_root, image_size: int):
 
 # How each classroom architecture is pre-trained: the 56-px CLIP sees objects placed on photos, for 1,000 steps,
 # what fits about 4 minutes on 2 cores (700 steps leave digit scenes near 56 %, 1,000 near 76-80 %).
-PRETRAINING: Registry[ClassroomPretrainConfig] = Registry("classroom CLIP", {
-    CLASSROOM_MODEL: ClassroomPretrainConfig(),
-    CLASSROOM_SCENES_MODEL: ClassroomPretrainConfig(
-        model=CLASSROOM_SCENES_MODEL, steps=1000,
-        mixture=(("fashion_scenes", 0.55), ("digit_scenes", 0.2), ("textures", 0.15), ("faces", 0.1))),
-})
+PRETRAINING: Registry[ClassroomPretrainConfig] = Registry(
+    "classroom CLIP",
+    {
+        CLASSROOM_MODEL: ClassroomPretrainConfig(),
+        CLASSROOM_SCENES_MODEL: ClassroomPretrainConfig(
+            model=CLASSROOM_SCENES_MODEL,
+            steps=1000,
+            mixture=(("fashion_scenes", 0.55), ("digit_scenes", 0.2), ("textures", 0.15), ("faces", 0.1)),
+        ),
+    },
+)
 
 
 def pretraining_config(model_name: str = CLASSROOM_MODEL) -> ClassroomPretrainConfig:
@@ -193,16 +235,18 @@ def pretraining_config(model_name: str = CLASSROOM_MODEL) -> ClassroomPretrainCo
     return PRETRAINING[model_name]
 
 
-def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainConfig(), *, data_root=None,
-                            progress: bool = True) -> tuple[torch.nn.Module, dict]:
+def pretrain_classroom_clip(
+    config: ClassroomPretrainConfig = ClassroomPretrainConfig(), *, data_root=None, progress: bool = True
+) -> tuple[torch.nn.Module, dict]:
     """Pre-train the classroom CLIP from scratch on CPU; returns the open_clip model and a training record."""
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = create_untrained(config.model)
     model.logit_scale.requires_grad_(False)  # fixed at 100, like the OpenAI weights
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (open_clip.OPENAI_DATASET_MEAN,
-                                                             open_clip.OPENAI_DATASET_STD))
+    mean, std = (
+        torch.tensor(v).view(1, 3, 1, 1) for v in (open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
+    )
     images, classes, weights, bank = _training_data(config, data_root, model.visual.image_size[0])
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -223,16 +267,23 @@ def pretrain_classroom_clip(config: ClassroomPretrainConfig = ClassroomPretrainC
         pixels = images[batch].float().div(255).unsqueeze(1).expand(-1, 3, -1, -1)
         image_emb = model.encode_image((pixels - mean) / std)
         text_emb = model.encode_text(bank.tokens)
-        loss = multi_positive_clip_loss(image_emb, text_emb, classes[batch], bank.caption_class,
-                                        model.logit_scale.exp(), bank.negated)
+        loss = multi_positive_clip_loss(
+            image_emb, text_emb, classes[batch], bank.caption_class, model.logit_scale.exp(), bank.negated
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
     model.eval()
-    record = {"config": asdict(config), "seconds": time.perf_counter() - start, "final_loss": losses[-1],
-              "first_loss": losses[0], "n_images": len(classes), "n_captions": len(bank.captions)}
+    record = {
+        "config": asdict(config),
+        "seconds": time.perf_counter() - start,
+        "final_loss": losses[-1],
+        "first_loss": losses[0],
+        "n_images": len(classes),
+        "n_captions": len(bank.captions),
+    }
     return model, record
 
 
@@ -241,8 +292,13 @@ def checkpoint_path(config: ClassroomPretrainConfig = ClassroomPretrainConfig(),
     return settings.cache_dir(cache_dir) / "classroom" / f"{config.model}-{config.cache_key()}.pt"
 
 
-def pretrained_checkpoint(config: ClassroomPretrainConfig = ClassroomPretrainConfig(), *, cache_dir=None,
-                          data_root=None, progress: bool = True) -> Path:
+def pretrained_checkpoint(
+    config: ClassroomPretrainConfig = ClassroomPretrainConfig(),
+    *,
+    cache_dir=None,
+    data_root=None,
+    progress: bool = True,
+) -> Path:
     """The cached checkpoint of the classroom CLIP; pre-trains it (about 2 minutes on 2 CPU cores) if missing."""
     path = checkpoint_path(config, cache_dir)
     if not path.exists():
@@ -250,6 +306,8 @@ def pretrained_checkpoint(config: ClassroomPretrainConfig = ClassroomPretrainCon
         with torch.random.fork_rng(devices=[]):
             model, record = pretrain_classroom_clip(config, data_root=data_root, progress=progress)
         settings.atomic_save({"state_dict": model.state_dict(), "record": record}, path)
-        print(f"Pre-trained in {record['seconds']:.0f} s (contrastive loss {record['first_loss']:.2f} → "
-              f"{record['final_loss']:.2f}).")
+        print(
+            f"Pre-trained in {record['seconds']:.0f} s (contrastive loss {record['first_loss']:.2f} → "
+            f"{record['final_loss']:.2f})."
+        )
     return path

@@ -10,6 +10,7 @@
 Each split is a small torch ``Dataset`` of grey PIL images, so the same torchvision transforms as at full scale
 apply.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,8 +23,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-_FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 _SPLIT_SEED = 0
 TEXTURE_CROP = 64
 
@@ -54,8 +59,7 @@ def _half_split(labels: np.ndarray, split: str) -> np.ndarray:
     """Indices of a stratified 50/50 split with a fixed seed."""
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(np.arange(len(labels)), test_size=0.5, stratify=labels,
-                                   random_state=_SPLIT_SEED)
+    train, test = train_test_split(np.arange(len(labels)), test_size=0.5, stratify=labels, random_state=_SPLIT_SEED)
     return np.sort(train if split == "train" else test)
 
 
@@ -70,8 +74,7 @@ def fashion_mnist(root: Path, split: str, transform=None, download: bool = False
         for name in _FASHION_FILES:
             with gzip.open(DEBIAN_FASHION_MNIST / f"{name}.gz") as src, open(raw / name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-    return torchvision.datasets.FashionMNIST(root, train=split == "train", transform=transform,
-                                             download=download)
+    return torchvision.datasets.FashionMNIST(root, train=split == "train", transform=transform, download=download)
 
 
 def digits(split: str, transform=None) -> GreyImageDataset:
@@ -99,7 +102,7 @@ def textures(split: str, transform=None) -> GreyImageDataset:
         stride = 16 if split == "train" else 32
         for top in range(0, region.shape[0] - TEXTURE_CROP + 1, stride):
             for left in range(0, region.shape[1] - TEXTURE_CROP + 1, stride):
-                images.append(region[top:top + TEXTURE_CROP, left:left + TEXTURE_CROP])
+                images.append(region[top : top + TEXTURE_CROP, left : left + TEXTURE_CROP])
                 labels.append(label)
     return GreyImageDataset(np.stack(images), np.array(labels), classes, transform)
 

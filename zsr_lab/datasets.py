@@ -5,13 +5,14 @@ per class in label order), the prompt template(s) and the transform of the proto
 torchvision below one data root (``settings.data_root``); where torchvision can download a dataset,
 ``download=True`` does it, and where it cannot, the error names the folder layout to create.
 """
+
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -99,8 +100,10 @@ def build_transform(spec: DatasetSpec, image_size: int, resolution: str = "proto
     """
     if resolution == "native":
         if spec.transform != "resize":
-            raise ValueError(f"resolution='native' only applies to the square-resized datasets "
-                             f"(CIFAR-10/100, STL-10), not {spec.name!r}")
+            raise ValueError(
+                f"resolution='native' only applies to the square-resized datasets "
+                f"(CIFAR-10/100, STL-10), not {spec.name!r}"
+            )
         return transforms.Compose([transforms.Lambda(_to_rgb), transforms.ToTensor()])
     if resolution != "protocol":
         raise ValueError(f"resolution must be 'protocol' or 'native', got {resolution!r}")
@@ -117,23 +120,31 @@ def _geometry(spec: DatasetSpec, image_size: int) -> list:
 
 # ---- builders: each returns (dataset, the class keys it exposes or None) --------------------------------
 
+
 def _classes(attr: str = "classes"):
     def keys(dataset):
         return list(getattr(dataset, attr, None) or []) or None
+
     return keys
 
 
-def _torchvision(cls, keys=_classes(), **kwargs):
+def _torchvision(cls, keys=None, **kwargs):
+    keys = keys or _classes()
+
     def build(root, transform, download):
         dataset = cls(root, transform=transform, download=download, **kwargs)
         return dataset, keys(dataset)
+
     return build
 
 
-def _no_download(cls, subfolder: str = "", keys=_classes(), **kwargs):
+def _no_download(cls, subfolder: str = "", keys=None, **kwargs):
+    keys = keys or _classes()
+
     def build(root, transform, download):
         dataset = cls(Path(root) / subfolder, transform=transform, **kwargs)
         return dataset, keys(dataset)
+
     return build
 
 
@@ -145,9 +156,9 @@ def _caltech101(root, transform, download):
             f"Caltech-101 under {categories} has no BACKGROUND_Google folder; torchvision's Caltech101 expects "
             f"101_ObjectCategories as it comes in the archive: the 101 category folders plus BACKGROUND_Google "
             f"(not a class; zsr_lab never uses its images).\nWhat to do: re-extract 101_ObjectCategories from the "
-            f"archive, or create an empty folder {categories / 'BACKGROUND_Google'}.")
-    return _torchvision(tvd.Caltech101, keys=_classes("categories"), target_type="category")(
-        root, transform, download)
+            f"archive, or create an empty folder {categories / 'BACKGROUND_Google'}."
+        )
+    return _torchvision(tvd.Caltech101, keys=_classes("categories"), target_type="category")(root, transform, download)
 
 
 class OxfordPetsWithRegions(tvd.OxfordIIITPet):
@@ -183,8 +194,11 @@ class TinyImageNetVal(Dataset):
         root = Path(root)
         self.classes = sorted((root / "wnids.txt").read_text().split())
         index = {wnid: i for i, wnid in enumerate(self.classes)}
-        rows = [line.split("\t")[:2] for line in (root / "val" / "val_annotations.txt").read_text().splitlines()
-                if line.strip()]
+        rows = [
+            line.split("\t")[:2]
+            for line in (root / "val" / "val_annotations.txt").read_text().splitlines()
+            if line.strip()
+        ]
         self.samples = [(root / "val" / "images" / file, index[wnid]) for file, wnid in rows]
         self.transform = transform
 
@@ -205,6 +219,7 @@ def _tiny_imagenet(split: str):
         else:  # train, or a val folder already sorted into one sub-folder per wnid
             dataset = tvd.ImageFolder(base / split, transform=transform)
         return dataset, dataset.classes
+
     return build
 
 
@@ -215,6 +230,7 @@ def _classroom(loader, split: str):
         else:
             dataset = loader(split, transform)
         return dataset, list(dataset.classes)
+
     return build
 
 
@@ -225,6 +241,7 @@ def _scenes(source: str, split: str):
         else:
             dataset = scenes.digit_scenes(split, transform)
         return dataset, list(dataset.classes)
+
     return build
 
 
@@ -232,114 +249,419 @@ _FASHION_LAYOUT = "FashionMNIST/raw/ (idx files), or the Debian/Ubuntu package d
 _SCENE_REGIONS = "each object's silhouette, kept when the scene is made"
 
 
-_IMAGENET_LAYOUT = ("imagenet/ in either form torchvision accepts: (a) the archives ILSVRC2012_devkit_t12.tar.gz "
-                    "and ILSVRC2012_img_val.tar (ILSVRC2012_img_train.tar for training), which torchvision unpacks "
-                    "into form (b) on first use; or (b) unpacked: meta.bin (the class table torchvision writes from "
-                    "the devkit) and val/<wnid>/*.JPEG (train/<wnid>/*.JPEG for training), one folder per wnid. "
-                    "An unpacked val/ or train/ folder without meta.bin also works next to "
-                    "ILSVRC2012_devkit_t12.tar.gz (torchvision then writes meta.bin); a flat val/ folder does not: "
-                    "sort it into wnid folders, or remove it and keep ILSVRC2012_img_val.tar")
-_TINY_LAYOUT = ("tiny-imagenet-200/ as unzipped from tiny-imagenet-200.zip: wnids.txt, words.txt, "
-                "train/<wnid>/images/*.JPEG, val/images/*.JPEG with val/val_annotations.txt "
-                "(or val/<wnid>/ folders if you sorted val yourself)")
+_IMAGENET_LAYOUT = (
+    "imagenet/ in either form torchvision accepts: (a) the archives ILSVRC2012_devkit_t12.tar.gz "
+    "and ILSVRC2012_img_val.tar (ILSVRC2012_img_train.tar for training), which torchvision unpacks "
+    "into form (b) on first use; or (b) unpacked: meta.bin (the class table torchvision writes from "
+    "the devkit) and val/<wnid>/*.JPEG (train/<wnid>/*.JPEG for training), one folder per wnid. "
+    "An unpacked val/ or train/ folder without meta.bin also works next to "
+    "ILSVRC2012_devkit_t12.tar.gz (torchvision then writes meta.bin); a flat val/ folder does not: "
+    "sort it into wnid folders, or remove it and keep ILSVRC2012_img_val.tar"
+)
+_TINY_LAYOUT = (
+    "tiny-imagenet-200/ as unzipped from tiny-imagenet-200.zip: wnids.txt, words.txt, "
+    "train/<wnid>/images/*.JPEG, val/images/*.JPEG with val/val_annotations.txt "
+    "(or val/<wnid>/ folders if you sorted val yourself)"
+)
 
 
-def _spec(name, title, split, template, transform, folder, layout, downloadable, build, scale="full",
-          class_file=None, regions=""):
+def _spec(
+    name,
+    title,
+    split,
+    template,
+    transform,
+    folder,
+    layout,
+    downloadable,
+    build,
+    scale="full",
+    class_file=None,
+    regions="",
+):
     templates = template if isinstance(template, tuple) else (template,)
-    return DatasetSpec(name, title, scale, split, templates, transform, folder, layout, downloadable,
-                       class_file or name.removesuffix("_train"), build, regions)
+    return DatasetSpec(
+        name,
+        title,
+        scale,
+        split,
+        templates,
+        transform,
+        folder,
+        layout,
+        downloadable,
+        class_file or name.removesuffix("_train"),
+        build,
+        regions,
+    )
 
 
 def _image_folder(folder: str):
     def build(root, transform, download):
         dataset = tvd.ImageFolder(Path(root) / folder, transform=transform)
         return dataset, dataset.classes
+
     return build
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", {s.name: s for s in [
-    # --- the 16-dataset benchmark, in table order -------------------------------------------------------
-    _spec("tiny_imagenet", "Tiny-ImageNet", "val (10k)", TGA_TEMPLATE, "resize_crop", "tiny-imagenet-200",
-          _TINY_LAYOUT, False, _tiny_imagenet("val")),
-    _spec("cifar10", "CIFAR-10", "test", TGA_TEMPLATE, "resize", "cifar-10-batches-py",
-          "cifar-10-batches-py/ (torchvision layout)", True, _torchvision(tvd.CIFAR10, train=False)),
-    _spec("cifar100", "CIFAR-100", "test", TGA_TEMPLATE, "resize", "cifar-100-python",
-          "cifar-100-python/ (torchvision layout)", True, _torchvision(tvd.CIFAR100, train=False)),
-    _spec("stl10", "STL-10", "test", TGA_TEMPLATE, "resize", "stl10_binary",
-          "stl10_binary/ (torchvision layout)", True, _torchvision(tvd.STL10, split="test")),
-    _spec("sun397", "SUN397", "whole dataset", TGA_TEMPLATE, "resize_crop", "SUN397",
-          "SUN397/ClassName.txt and SUN397/<letter>/<class>/*.jpg", True, _torchvision(tvd.SUN397)),
-    _spec("food101", "Food101", "test", "A photo of {}, a type of food.", "resize_crop", "food-101",
-          "food-101/meta and food-101/images", True, _torchvision(tvd.Food101, split="test")),
-    _spec("oxford_pets", "Oxford-IIIT Pets", "test", "A photo of a {}, a type of pet.", "resize_crop",
-          "oxford-iiit-pet", "oxford-iiit-pet/images and oxford-iiit-pet/annotations", True,
-          _torchvision(OxfordPetsWithRegions, split="test", target_types="category"),
-          regions="the pets' trimaps (annotations/trimaps: pet and outline pixels)"),
-    _spec("flowers102", "Flowers102", "test", "A photo of a {}, a type of flower.", "resize_crop",
-          "flowers-102", "flowers-102/jpg, imagelabels.mat, setid.mat", True,
-          _torchvision(tvd.Flowers102, split="test")),
-    _spec("dtd", "DTD", "test, partition 1", "A surface with a {} texture.", "resize_crop", "dtd",
-          "dtd/dtd/images and dtd/dtd/labels", True, _torchvision(tvd.DTD, split="test", partition=1)),
-    _spec("eurosat", "EuroSAT", "whole dataset", "A centered satellite photo of {}.", "resize_crop",
-          "eurosat", "eurosat/2750/<class>/*.jpg", True, _torchvision(tvd.EuroSAT)),
-    _spec("fgvc_aircraft", "FGVC-Aircraft", "test", "A photo of a {}, a type of aircraft.", "resize_crop",
-          "fgvc-aircraft-2013b", "fgvc-aircraft-2013b/data (variants.txt, images/)", True,
-          _torchvision(tvd.FGVCAircraft, split="test", annotation_level="variant")),
-    _spec("imagenet", "ImageNet", "val (50k)", TGA_TEMPLATE, "resize_crop", "imagenet", _IMAGENET_LAYOUT,
-          False, _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="val")),
-    _spec("caltech101", "Caltech-101", "whole dataset", TGA_TEMPLATE, "resize_crop", "caltech101",
-          "caltech101/101_ObjectCategories/<category>/image_NNNN.jpg, with the BACKGROUND_Google folder of the "
-          "archive (an empty one will do)", True, _caltech101),
-    _spec("caltech256", "Caltech-256", "whole dataset", "A photo of a {}.", "resize_crop", "caltech256",
-          "caltech256/256_ObjectCategories/<NNN.category>/*.jpg", True,
-          _torchvision(tvd.Caltech256, keys=_classes("categories"))),
-    _spec("stanford_cars", "Stanford Cars", "test", "A photo of a {}.", "resize_crop", "stanford_cars",
-          "stanford_cars/ with devkit/, cars_test/ and cars_test_annos_withlabels.mat (torchvision's layout; "
-          "the original download links are gone, use a mirror)", False,
-          _no_download(tvd.StanfordCars, split="test")),
-    _spec("pcam", "PCAM", "test", "{}", "resize_crop", "pcam",
-          "pcam/camelyonpatch_level_2_split_test_{x,y}.h5", True, _pcam),
-    # --- training sets ---------------------------------------------------------------------------------
-    # --- two more of RobustVLM's 13 zero-shot sets (the other 11 are benchmark sets above) ------------------
-    _spec("imagenet_r", "ImageNet-R", "whole dataset (30k)", TGA_TEMPLATE, "resize_crop", "imagenet-r",
-          "imagenet-r/<wnid>/*.jpg as unpacked from imagenet-r.tar: 200 wnid folders", False,
-          _image_folder("imagenet-r")),
-    _spec("imagenet_sketch", "ImageNet-Sketch", "whole dataset (50,889)", TGA_TEMPLATE, "resize_crop",
-          "imagenet-sketch", "imagenet-sketch/<wnid>/*.JPEG: 1000 wnid folders (ImageNet-Sketch.zip unpacks them "
-          "into sketch/: rename or link that folder)", False, _image_folder("imagenet-sketch"),
-          class_file="imagenet"),
-    _spec("tiny_imagenet_train", "Tiny-ImageNet (train)", "train (100k)", TGA_TEMPLATE, "resize_crop",
-          "tiny-imagenet-200", _TINY_LAYOUT, False, _tiny_imagenet("train")),
-    _spec("imagenet_train", "ImageNet (train)", "train (1.28M)", TGA_TEMPLATE, "resize_crop", "imagenet",
-          _IMAGENET_LAYOUT, False, _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="train")),
-    # --- classroom scale: real data that ships offline ------------------------------------------------
-    _spec("fashion_mnist", "Fashion-MNIST", "test (10k)", TGA_TEMPLATE, "resize", "FashionMNIST",
-          _FASHION_LAYOUT, True, _classroom(classroom_data.fashion_mnist, "test"), scale="classroom"),
-    _spec("fashion_mnist_train", "Fashion-MNIST (train)", "train (60k)", TGA_TEMPLATE, "resize",
-          "FashionMNIST", _FASHION_LAYOUT, True, _classroom(classroom_data.fashion_mnist, "train"),
-          scale="classroom"),
-    _spec("digits", "Digits (scikit-learn)", "test half (899)", "A photo of the handwritten digit {}.",
-          "resize", "", "ships with scikit-learn", False, _classroom(classroom_data.digits, "test"),
-          scale="classroom"),
-    _spec("fashion_scenes", "Fashion-MNIST scenes", "test (10k items on photos)", TGA_TEMPLATE, "resize",
-          "FashionMNIST", _FASHION_LAYOUT, True, _scenes("fashion_mnist", "test"), scale="classroom",
-          class_file="fashion_mnist", regions=_SCENE_REGIONS),
-    _spec("fashion_scenes_train", "Fashion-MNIST scenes (train)", "train (24k items on photos)", TGA_TEMPLATE,
-          "resize", "FashionMNIST", _FASHION_LAYOUT, True, _scenes("fashion_mnist", "train"), scale="classroom",
-          class_file="fashion_mnist", regions=_SCENE_REGIONS),
-    _spec("digit_scenes", "Digit scenes (scikit-learn digits)", "test half (899 digits on photos)",
-          "A photo of the handwritten digit {}.", "resize", "", "ships with scikit-learn", False,
-          _scenes("digits", "test"), scale="classroom", class_file="digits", regions=_SCENE_REGIONS),
-    _spec("textures", "Textures (scikit-image)", "test crops (135)", "A surface with a {} texture.", "resize",
-          "", "ships with scikit-image", False, _classroom(classroom_data.textures, "test"), scale="classroom"),
-    _spec("faces", "Faces (scikit-image LFW subset)", "test half (100)", "A close-up photo of a {}.", "resize",
-          "", "ships with scikit-image", False, _classroom(classroom_data.faces, "test"), scale="classroom"),
-]})
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset",
+    {
+        s.name: s
+        for s in [
+            # --- the 16-dataset benchmark, in table order -------------------------------------------------------
+            _spec(
+                "tiny_imagenet",
+                "Tiny-ImageNet",
+                "val (10k)",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "tiny-imagenet-200",
+                _TINY_LAYOUT,
+                False,
+                _tiny_imagenet("val"),
+            ),
+            _spec(
+                "cifar10",
+                "CIFAR-10",
+                "test",
+                TGA_TEMPLATE,
+                "resize",
+                "cifar-10-batches-py",
+                "cifar-10-batches-py/ (torchvision layout)",
+                True,
+                _torchvision(tvd.CIFAR10, train=False),
+            ),
+            _spec(
+                "cifar100",
+                "CIFAR-100",
+                "test",
+                TGA_TEMPLATE,
+                "resize",
+                "cifar-100-python",
+                "cifar-100-python/ (torchvision layout)",
+                True,
+                _torchvision(tvd.CIFAR100, train=False),
+            ),
+            _spec(
+                "stl10",
+                "STL-10",
+                "test",
+                TGA_TEMPLATE,
+                "resize",
+                "stl10_binary",
+                "stl10_binary/ (torchvision layout)",
+                True,
+                _torchvision(tvd.STL10, split="test"),
+            ),
+            _spec(
+                "sun397",
+                "SUN397",
+                "whole dataset",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "SUN397",
+                "SUN397/ClassName.txt and SUN397/<letter>/<class>/*.jpg",
+                True,
+                _torchvision(tvd.SUN397),
+            ),
+            _spec(
+                "food101",
+                "Food101",
+                "test",
+                "A photo of {}, a type of food.",
+                "resize_crop",
+                "food-101",
+                "food-101/meta and food-101/images",
+                True,
+                _torchvision(tvd.Food101, split="test"),
+            ),
+            _spec(
+                "oxford_pets",
+                "Oxford-IIIT Pets",
+                "test",
+                "A photo of a {}, a type of pet.",
+                "resize_crop",
+                "oxford-iiit-pet",
+                "oxford-iiit-pet/images and oxford-iiit-pet/annotations",
+                True,
+                _torchvision(OxfordPetsWithRegions, split="test", target_types="category"),
+                regions="the pets' trimaps (annotations/trimaps: pet and outline pixels)",
+            ),
+            _spec(
+                "flowers102",
+                "Flowers102",
+                "test",
+                "A photo of a {}, a type of flower.",
+                "resize_crop",
+                "flowers-102",
+                "flowers-102/jpg, imagelabels.mat, setid.mat",
+                True,
+                _torchvision(tvd.Flowers102, split="test"),
+            ),
+            _spec(
+                "dtd",
+                "DTD",
+                "test, partition 1",
+                "A surface with a {} texture.",
+                "resize_crop",
+                "dtd",
+                "dtd/dtd/images and dtd/dtd/labels",
+                True,
+                _torchvision(tvd.DTD, split="test", partition=1),
+            ),
+            _spec(
+                "eurosat",
+                "EuroSAT",
+                "whole dataset",
+                "A centered satellite photo of {}.",
+                "resize_crop",
+                "eurosat",
+                "eurosat/2750/<class>/*.jpg",
+                True,
+                _torchvision(tvd.EuroSAT),
+            ),
+            _spec(
+                "fgvc_aircraft",
+                "FGVC-Aircraft",
+                "test",
+                "A photo of a {}, a type of aircraft.",
+                "resize_crop",
+                "fgvc-aircraft-2013b",
+                "fgvc-aircraft-2013b/data (variants.txt, images/)",
+                True,
+                _torchvision(tvd.FGVCAircraft, split="test", annotation_level="variant"),
+            ),
+            _spec(
+                "imagenet",
+                "ImageNet",
+                "val (50k)",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "imagenet",
+                _IMAGENET_LAYOUT,
+                False,
+                _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="val"),
+            ),
+            _spec(
+                "caltech101",
+                "Caltech-101",
+                "whole dataset",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "caltech101",
+                "caltech101/101_ObjectCategories/<category>/image_NNNN.jpg, with the BACKGROUND_Google folder of the "
+                "archive (an empty one will do)",
+                True,
+                _caltech101,
+            ),
+            _spec(
+                "caltech256",
+                "Caltech-256",
+                "whole dataset",
+                "A photo of a {}.",
+                "resize_crop",
+                "caltech256",
+                "caltech256/256_ObjectCategories/<NNN.category>/*.jpg",
+                True,
+                _torchvision(tvd.Caltech256, keys=_classes("categories")),
+            ),
+            _spec(
+                "stanford_cars",
+                "Stanford Cars",
+                "test",
+                "A photo of a {}.",
+                "resize_crop",
+                "stanford_cars",
+                "stanford_cars/ with devkit/, cars_test/ and cars_test_annos_withlabels.mat (torchvision's layout; "
+                "the original download links are gone, use a mirror)",
+                False,
+                _no_download(tvd.StanfordCars, split="test"),
+            ),
+            _spec(
+                "pcam",
+                "PCAM",
+                "test",
+                "{}",
+                "resize_crop",
+                "pcam",
+                "pcam/camelyonpatch_level_2_split_test_{x,y}.h5",
+                True,
+                _pcam,
+            ),
+            # --- training sets ---------------------------------------------------------------------------------
+            # --- two more of RobustVLM's 13 zero-shot sets (the other 11 are benchmark sets above) ------------------
+            _spec(
+                "imagenet_r",
+                "ImageNet-R",
+                "whole dataset (30k)",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "imagenet-r",
+                "imagenet-r/<wnid>/*.jpg as unpacked from imagenet-r.tar: 200 wnid folders",
+                False,
+                _image_folder("imagenet-r"),
+            ),
+            _spec(
+                "imagenet_sketch",
+                "ImageNet-Sketch",
+                "whole dataset (50,889)",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "imagenet-sketch",
+                "imagenet-sketch/<wnid>/*.JPEG: 1000 wnid folders (ImageNet-Sketch.zip unpacks them "
+                "into sketch/: rename or link that folder)",
+                False,
+                _image_folder("imagenet-sketch"),
+                class_file="imagenet",
+            ),
+            _spec(
+                "tiny_imagenet_train",
+                "Tiny-ImageNet (train)",
+                "train (100k)",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "tiny-imagenet-200",
+                _TINY_LAYOUT,
+                False,
+                _tiny_imagenet("train"),
+            ),
+            _spec(
+                "imagenet_train",
+                "ImageNet (train)",
+                "train (1.28M)",
+                TGA_TEMPLATE,
+                "resize_crop",
+                "imagenet",
+                _IMAGENET_LAYOUT,
+                False,
+                _no_download(tvd.ImageNet, "imagenet", keys=_classes("wnids"), split="train"),
+            ),
+            # --- classroom scale: real data that ships offline ------------------------------------------------
+            _spec(
+                "fashion_mnist",
+                "Fashion-MNIST",
+                "test (10k)",
+                TGA_TEMPLATE,
+                "resize",
+                "FashionMNIST",
+                _FASHION_LAYOUT,
+                True,
+                _classroom(classroom_data.fashion_mnist, "test"),
+                scale="classroom",
+            ),
+            _spec(
+                "fashion_mnist_train",
+                "Fashion-MNIST (train)",
+                "train (60k)",
+                TGA_TEMPLATE,
+                "resize",
+                "FashionMNIST",
+                _FASHION_LAYOUT,
+                True,
+                _classroom(classroom_data.fashion_mnist, "train"),
+                scale="classroom",
+            ),
+            _spec(
+                "digits",
+                "Digits (scikit-learn)",
+                "test half (899)",
+                "A photo of the handwritten digit {}.",
+                "resize",
+                "",
+                "ships with scikit-learn",
+                False,
+                _classroom(classroom_data.digits, "test"),
+                scale="classroom",
+            ),
+            _spec(
+                "fashion_scenes",
+                "Fashion-MNIST scenes",
+                "test (10k items on photos)",
+                TGA_TEMPLATE,
+                "resize",
+                "FashionMNIST",
+                _FASHION_LAYOUT,
+                True,
+                _scenes("fashion_mnist", "test"),
+                scale="classroom",
+                class_file="fashion_mnist",
+                regions=_SCENE_REGIONS,
+            ),
+            _spec(
+                "fashion_scenes_train",
+                "Fashion-MNIST scenes (train)",
+                "train (24k items on photos)",
+                TGA_TEMPLATE,
+                "resize",
+                "FashionMNIST",
+                _FASHION_LAYOUT,
+                True,
+                _scenes("fashion_mnist", "train"),
+                scale="classroom",
+                class_file="fashion_mnist",
+                regions=_SCENE_REGIONS,
+            ),
+            _spec(
+                "digit_scenes",
+                "Digit scenes (scikit-learn digits)",
+                "test half (899 digits on photos)",
+                "A photo of the handwritten digit {}.",
+                "resize",
+                "",
+                "ships with scikit-learn",
+                False,
+                _scenes("digits", "test"),
+                scale="classroom",
+                class_file="digits",
+                regions=_SCENE_REGIONS,
+            ),
+            _spec(
+                "textures",
+                "Textures (scikit-image)",
+                "test crops (135)",
+                "A surface with a {} texture.",
+                "resize",
+                "",
+                "ships with scikit-image",
+                False,
+                _classroom(classroom_data.textures, "test"),
+                scale="classroom",
+            ),
+            _spec(
+                "faces",
+                "Faces (scikit-image LFW subset)",
+                "test half (100)",
+                "A close-up photo of a {}.",
+                "resize",
+                "",
+                "ships with scikit-image",
+                False,
+                _classroom(classroom_data.faces, "test"),
+                scale="classroom",
+            ),
+        ]
+    },
+)
 
 BENCHMARK_DATASETS: tuple[str, ...] = (
-    "tiny_imagenet", "cifar10", "cifar100", "stl10", "sun397", "food101", "oxford_pets", "flowers102", "dtd",
-    "eurosat", "fgvc_aircraft", "imagenet", "caltech101", "caltech256", "stanford_cars", "pcam")
+    "tiny_imagenet",
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "sun397",
+    "food101",
+    "oxford_pets",
+    "flowers102",
+    "dtd",
+    "eurosat",
+    "fgvc_aircraft",
+    "imagenet",
+    "caltech101",
+    "caltech256",
+    "stanford_cars",
+    "pcam",
+)
 CLASSROOM_DATASETS: tuple[str, ...] = ("fashion_mnist", "digits", "textures", "faces")
 SCENE_DATASETS: tuple[str, ...] = ("fashion_scenes", "digit_scenes", "textures", "faces")
 
@@ -365,13 +687,16 @@ def object_masks(dataset: Dataset, size: int) -> torch.Tensor:
     while isinstance(dataset, Subset):
         indices, dataset = [dataset.indices[i] for i in indices], dataset.dataset
     if not hasattr(dataset, "object_mask"):
-        raise ValueError(f"{type(dataset).__name__} has no object regions: only datasets registered with regions "
-                         f"(has_object_regions) say where their objects are")
+        raise ValueError(
+            f"{type(dataset).__name__} has no object regions: only datasets registered with regions "
+            f"(has_object_regions) say where their objects are"
+        )
     return torch.stack([dataset.object_mask(i, size) for i in indices])
 
 
-def object_examples(name: str, indices, *, image_size: int, data_root=None,
-                    download: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def object_examples(
+    name: str, indices, *, image_size: int, data_root=None, download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Chosen test examples of a dataset with object regions, as the attention figures take them.
 
     Arguments:
@@ -385,8 +710,9 @@ def object_examples(name: str, indices, *, image_size: int, data_root=None,
     Raises:
         ValueError: the dataset has no object regions.
     """
-    chosen = Subset(load_dataset(name, data_root=data_root, image_size=image_size, download=download,
-                                 verbose=False), list(indices))
+    chosen = Subset(
+        load_dataset(name, data_root=data_root, image_size=image_size, download=download, verbose=False), list(indices)
+    )
     images, labels = zip(*chosen)
     return torch.stack(images), torch.tensor(labels), object_masks(chosen, image_size)
 
@@ -398,8 +724,15 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def load_dataset(name: str, *, data_root=None, image_size: int = 224, download: bool = False,
-                 resolution: str = "protocol", verbose: bool = True) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    data_root=None,
+    image_size: int = 224,
+    download: bool = False,
+    resolution: str = "protocol",
+    verbose: bool = True,
+) -> Dataset:
     """Load a registered dataset with its protocol split and transform; images come out in [0, 1].
 
     Arguments:
@@ -426,19 +759,25 @@ def load_dataset(name: str, *, data_root=None, image_size: int = 224, download: 
     except (DatasetLayoutError, DatasetNotFoundError):
         raise
     except (RuntimeError, FileNotFoundError, OSError) as err:
-        how = ("pass download=True (needs internet) to let torchvision fetch it, or place the files there"
-               if spec.downloadable else "download it yourself and place the files there")
+        how = (
+            "pass download=True (needs internet) to let torchvision fetch it, or place the files there"
+            if spec.downloadable
+            else "download it yourself and place the files there"
+        )
         raise DatasetNotFoundError(
             f"{spec.title} not found under {root / spec.folder} ({err}).\nExpected layout below the data root "
             f"{root}: {spec.layout}.\nWhat to do: {how}; or point data_root (or $ZSR_LAB_DATA) at the folder "
-            f"that holds it.") from err
+            f"that holds it."
+        ) from err
     _check_classes(spec, keys, root)
     if spec.scale == "full":  # the classroom sets live in memory
         dataset = _NameFailingFiles(dataset, spec.title, str(root / spec.folder))
     if verbose:
         template = " | ".join(spec.templates)
-        print(f"{spec.title} [{spec.split}]: {len(dataset):,} images, {len(spec.classnames)} classes, "
-              f"template {template!r}, transform {spec.transform} at {image_size}px")
+        print(
+            f"{spec.title} [{spec.split}]: {len(dataset):,} images, {len(spec.classnames)} classes, "
+            f"template {template!r}, transform {spec.transform} at {image_size}px"
+        )
     return dataset
 
 
@@ -453,7 +792,8 @@ def _check_classes(spec: DatasetSpec, keys, root: Path) -> None:
             f"{spec.title} under {root} has {len(keys)} classes but zsr_lab registers {len(expected)}; first "
             f"difference at label {first}: found {keys[first] if first < len(keys) else None!r}, registered "
             f"{expected[first] if first < len(expected) else None!r}. Check that the folder holds the "
-            f"unmodified dataset ({spec.layout}).")
+            f"unmodified dataset ({spec.layout})."
+        )
 
 
 # ---- naming the file behind an image that fails to load -------------------------------------------------
@@ -474,10 +814,12 @@ def _image_path(dataset, index) -> str | None:
         if isinstance(dataset, (tvd.Caltech101, tvd.Caltech256)):  # paths rebuilt as torchvision builds them
             label, number = dataset.y[index], dataset.index[index]
             if isinstance(dataset, tvd.Caltech101):
-                return os.path.join(dataset.root, "101_ObjectCategories", dataset.categories[label],
-                                    f"image_{number:04d}.jpg")
-            return os.path.join(dataset.root, "256_ObjectCategories", dataset.categories[label],
-                                f"{label + 1:03d}_{number:04d}.jpg")
+                return os.path.join(
+                    dataset.root, "101_ObjectCategories", dataset.categories[label], f"image_{number:04d}.jpg"
+                )
+            return os.path.join(
+                dataset.root, "256_ObjectCategories", dataset.categories[label], f"{label + 1:03d}_{number:04d}.jpg"
+            )
     except Exception:  # noqa: BLE001  (naming the file must never hide the original error)
         return None
     return None
@@ -516,14 +858,18 @@ class _NameFailingFiles(Dataset):
         if isinstance(err, FileNotFoundError):
             remove = ""
         elif isinstance(self.dataset, (tvd.DatasetFolder, tvd.SUN397)):
-            remove = ("; or delete it (the dataset finds its images by listing its folders, so it then has one "
-                      "image fewer)")
+            remove = (
+                "; or delete it (the dataset finds its images by listing its folders, so it then has one image fewer)"
+            )
         else:
-            remove = ("; deleting it does not help here: the dataset lists its images in its own index or "
-                      "annotation files")
-        return (f"{self.title}: cannot read {what} ({type(err).__name__}: {err}). The file is {cause}, "
-                f"e.g. from an interrupted download or unpacking.\nWhat to do: replace it with an intact copy "
-                f"(re-extract it from the dataset's archive, or download the dataset again){remove}.")
+            remove = (
+                "; deleting it does not help here: the dataset lists its images in its own index or annotation files"
+            )
+        return (
+            f"{self.title}: cannot read {what} ({type(err).__name__}: {err}). The file is {cause}, "
+            f"e.g. from an interrupted download or unpacking.\nWhat to do: replace it with an intact copy "
+            f"(re-extract it from the dataset's archive, or download the dataset again){remove}."
+        )
 
     def __getattr__(self, name):
         # only called for names not found on the wrapper; dunders stay unforwarded (pickling, __getitems__)

@@ -16,6 +16,7 @@ gradient an attack needs in a different way, the four ways Athalye et al. (2018)
 
 None of them adds robustness that survives an attack aimed at it; :mod:`zsr_lab.grader` lets a reader prove it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,14 +65,16 @@ class BitDepthReduction(Defence):
         >>> defended(images).argmax(1)  # predictions on the rounded images
     """
 
-    hint = ("the rounding has a zero gradient almost everywhere: differentiate through the identity instead "
-            "(BPDA: x + (round(x) − x).detach())")
+    hint = (
+        "the rounding has a zero gradient almost everywhere: differentiate through the identity instead "
+        "(BPDA: x + (round(x) − x).detach())"
+    )
 
     def __init__(self, model: ZeroShotCLIP, bits: int = 4):
         super().__init__(model)
         if not 1 <= bits <= 8:
             raise ValueError(f"bits must be between 1 and 8, got {bits}")
-        self.levels = 2 ** bits - 1
+        self.levels = 2**bits - 1
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
         """The rounded images (no useful gradient)."""
@@ -92,8 +95,10 @@ class RandomNoise(Defence):
         generator: the random source (seeded with 0 when not given); the grader reseeds it.
     """
 
-    hint = ("every call draws new noise: average the gradient over many draws (EOT) before each step, and do not "
-            "stop at the first draw you fool")
+    hint = (
+        "every call draws new noise: average the gradient over many draws (EOT) before each step, and do not "
+        "stop at the first draw you fool"
+    )
 
     def __init__(self, model: ZeroShotCLIP, sigma: float = 0.1, generator: torch.Generator | None = None):
         super().__init__(model)
@@ -119,8 +124,10 @@ class SaturatedLogits(Defence):
         scale: the factor on the logits.
     """
 
-    hint = ("the softmax is saturated, so the cross-entropy gradient is exactly zero: use a loss that does not "
-            "saturate (a margin loss on the logits, as CW or DLR do)")
+    hint = (
+        "the softmax is saturated, so the cross-entropy gradient is exactly zero: use a loss that does not "
+        "saturate (a margin loss on the logits, as CW or DLR do)"
+    )
 
     def __init__(self, model: ZeroShotCLIP, scale: float = 1e4):
         super().__init__(model)
@@ -144,11 +151,14 @@ class CounterAttack(Defence):
         steps: signed-gradient steps of size ``eps / steps``.
     """
 
-    hint = ("the defence moves every input before classifying it: attack the whole pipeline, counter-attack "
-            "included (run it inside your objective), or aim past what it can undo (a margin loss with a large κ)")
+    hint = (
+        "the defence moves every input before classifying it: attack the whole pipeline, counter-attack "
+        "included (run it inside your objective), or aim past what it can undo (a margin loss with a large κ)"
+    )
 
-    def __init__(self, model: ZeroShotCLIP, eps: float = 4 / 255, steps: int = 2,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self, model: ZeroShotCLIP, eps: float = 4 / 255, steps: int = 2, generator: torch.Generator | None = None
+    ):
         super().__init__(model)
         self.eps, self.steps = float(eps), int(steps)
         self.generator = generator or torch.Generator().manual_seed(0)
@@ -163,7 +173,7 @@ class CounterAttack(Defence):
             for _ in range(self.steps):
                 delta.requires_grad_(True)
                 distance = (self.model.encode_image(start + delta) - anchor).pow(2).sum()
-                grad, = torch.autograd.grad(distance, delta)
+                (grad,) = torch.autograd.grad(distance, delta)
                 delta = (delta.detach() + self.eps / self.steps * grad.sign()).clamp(-self.eps, self.eps)
                 delta = (start + delta).clamp(0, 1) - start
         return (start + delta).detach()

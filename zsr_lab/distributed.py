@@ -3,6 +3,7 @@
 
 Without torchrun every function here is the one-process case: rank 0 of 1, no process group.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -19,6 +19,7 @@ Under ``torchrun`` the same entry point runs data-parallel (DDP; rank 0 writes c
 process sees its share of the *same* global batches, with the same random starts, so the result does not depend
 on the number of processes (up to float rounding). ``python -m zsr_lab.train --help`` is the command line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,9 +28,9 @@ import itertools
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -39,8 +40,20 @@ from torch.utils.data.distributed import DistributedSampler
 
 from . import datasets, distributed, settings
 from .attacks import build_attack, pgd_linf
-from .checkpoints import (CHECKPOINT_FORMAT, LATEST, LOG_FILE, RESULTS_CSV, WEIGHTS_FILE, append_log,
-                          load_checkpoint, read_log, rng_state, save_checkpoint, set_rng_state, weights_only_state)
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    LATEST,
+    LOG_FILE,
+    RESULTS_CSV,
+    WEIGHTS_FILE,
+    append_log,
+    load_checkpoint,
+    read_log,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    weights_only_state,
+)
 from .classifier import dataset_classifier
 from .evaluate import evaluate_robustness, load_protocol_data, with_mean, write_results_csv, zero_shot_accuracy
 from .methods import Method, build_method
@@ -75,7 +88,7 @@ class ResumableSampler(DistributedSampler):
         self.skip = skip
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.skip:])
+        return iter(list(super().__iter__())[self.skip :])
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
@@ -101,9 +114,20 @@ class TrainStep(nn.Module):
         return self.method(self.model, self.reference, images, adversarial, labels, context)
 
 
-def train_micro_batch(trainer: nn.Module, attacked: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                      noise: torch.Tensor, *, eps: float, step_size: float, steps: int, precision: str,
-                      scaler: torch.amp.GradScaler, loss_weight: float = 1.0):
+def train_micro_batch(
+    trainer: nn.Module,
+    attacked: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    precision: str,
+    scaler: torch.amp.GradScaler,
+    loss_weight: float = 1.0,
+):
     """Attack, loss and backward of one micro-batch: the heart of a training step (the optimizer step is the caller's).
 
     Arguments:
@@ -123,10 +147,16 @@ def train_micro_batch(trainer: nn.Module, attacked: nn.Module, images: torch.Ten
     with torch.no_grad(), autocast(precision, device):
         context = method.prepare(model, reference, images, labels)
     with frozen_parameters(model), autocast(precision, device):  # only δ's gradient: the weights' stay untouched
-        adversarial = pgd_linf(lambda adv: method.attack_objective(attacked, adv, labels, context), images,
-                               eps=eps, step_size=step_size, steps=steps, start=noise,
-                               momentum=method.attack_momentum,
-                               grad_scale=FP16_GRAD_SCALE if precision == "fp16" else 1.0)
+        adversarial = pgd_linf(
+            lambda adv: method.attack_objective(attacked, adv, labels, context),
+            images,
+            eps=eps,
+            step_size=step_size,
+            steps=steps,
+            start=noise,
+            momentum=method.attack_momentum,
+            grad_scale=FP16_GRAD_SCALE if precision == "fp16" else 1.0,
+        )
     model.train()
     with autocast(precision, device):
         loss, terms = trainer(images, adversarial, labels, context)
@@ -201,13 +231,18 @@ class TrainState:
 
     def checkpoint(self) -> dict:
         """What a checkpoint file holds."""
-        return {"state_dict": self.model.clip.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state(self.device), "step": self.step,
-                "data_position": {"epoch": self.step // self.steps_per_epoch,
-                                  "batch": self.step % self.steps_per_epoch},
-                "config": jsonable(asdict(self.config)), "format": CHECKPOINT_FORMAT,
-                "method_revision": method_revision(self.config)}
+        return {
+            "state_dict": self.model.clip.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(self.device),
+            "step": self.step,
+            "data_position": {"epoch": self.step // self.steps_per_epoch, "batch": self.step % self.steps_per_epoch},
+            "config": jsonable(asdict(self.config)),
+            "format": CHECKPOINT_FORMAT,
+            "method_revision": method_revision(self.config),
+        }
 
     def restore(self, checkpoint: dict) -> None:
         """Continue from a checkpoint (of this run: :func:`~zsr_lab.checkpoints.load_checkpoint` checked it)."""
@@ -222,8 +257,13 @@ class TrainState:
     def save(self, name: str | None = None) -> None:
         """Checkpoint the state as ``name`` (``None``: ``epoch_latest.pt`` only); rank 0 writes."""
         if self.is_main:
-            save_checkpoint(self.checkpoint(), self.checkpoints, name, keep=self.config.keep_checkpoints,
-                            steps_per_epoch=self.steps_per_epoch)
+            save_checkpoint(
+                self.checkpoint(),
+                self.checkpoints,
+                name,
+                keep=self.config.keep_checkpoints,
+                steps_per_epoch=self.steps_per_epoch,
+            )
 
 
 def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> TrainResult:
@@ -273,15 +313,22 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
             append_log(state.log_path, {"kind": "text", **record})
         if records:
             state.save()  # a resumed run does not tune the text again
-    bar = progress_bar(total=state.total_steps, initial=state.step, desc=f"{config.method} ({config.scale})",
-                       disable=not (progress and state.is_main))
+    bar = progress_bar(
+        total=state.total_steps,
+        initial=state.step,
+        desc=f"{config.method} ({config.scale})",
+        disable=not (progress and state.is_main),
+    )
     try:
         _train_steps(state, trainer, attacked, train_data, holdout_data, hooks, bar)
     except KeyboardInterrupt:
         state.save()  # between steps the state is consistent: keep it
         if state.is_main:
-            print(f"interrupted: saved step {state.step} to {latest}; run the same command (or fit with the same "
-                  f"config) again to resume", file=sys.stderr)
+            print(
+                f"interrupted: saved step {state.step} to {latest}; run the same command (or fit with the same "
+                f"config) again to resume",
+                file=sys.stderr,
+            )
         raise
     finally:
         bar.close()
@@ -293,26 +340,33 @@ def _check_run_can_start(config: TrainConfig, run_dir: Path) -> None:
     """What only the run folder and the process count can tell, before anything is loaded."""
     world = distributed.rank_and_world()[1]
     if (config.batch_size // config.accumulation_steps) % world:
-        raise ValueError(f"the micro-batch ({config.batch_size} / {config.accumulation_steps} accumulation steps) "
-                         f"must split evenly over {world} processes")
+        raise ValueError(
+            f"the micro-batch ({config.batch_size} / {config.accumulation_steps} accumulation steps) "
+            f"must split evenly over {world} processes"
+        )
     if (run_dir / "checkpoints" / LATEST).exists() and not config.resume:
-        raise FileExistsError(f"{run_dir} already holds a run; pass resume=True to continue it, or choose a new "
-                              f"run_dir (nothing was overwritten)")
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass resume=True to continue it, or choose a new "
+            f"run_dir (nothing was overwritten)"
+        )
 
 
 def training_data(config: TrainConfig, image_size: int) -> tuple[Subset, Subset]:
     """(training subset, holdout subset) of the training set: a fixed split, the same in every process."""
-    data = datasets.load_dataset(config.train_dataset, data_root=config.data_root, image_size=image_size,
-                                 download=config.download, verbose=False)
+    data = datasets.load_dataset(
+        config.train_dataset, data_root=config.data_root, image_size=image_size, download=config.download, verbose=False
+    )
     if len(data) <= config.holdout_examples:
-        raise ValueError(f"{config.train_dataset} has {len(data):,} images and holdout_examples = "
-                         f"{config.holdout_examples:,} holds them all out of training: lower holdout_examples "
-                         f"(0 turns the holdout evaluation off)")
+        raise ValueError(
+            f"{config.train_dataset} has {len(data):,} images and holdout_examples = "
+            f"{config.holdout_examples:,} holds them all out of training: lower holdout_examples "
+            f"(0 turns the holdout evaluation off)"
+        )
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    holdout = order[:config.holdout_examples]
-    train = order[config.holdout_examples:]
+    holdout = order[: config.holdout_examples]
+    train = order[config.holdout_examples :]
     if config.train_examples is not None:
-        train = train[:config.train_examples]
+        train = train[: config.train_examples]
     return Subset(data, sorted(train)), Subset(data, sorted(holdout))
 
 
@@ -325,10 +379,15 @@ def _initial_state(config: TrainConfig, run_dir: Path, n_train: int) -> TrainSta
     method = build_method(config.method, **config.method_options).to(device)
     steps_per_epoch = n_train // config.batch_size
     if steps_per_epoch == 0:
-        limits = (f"train_examples = {config.train_examples}" if config.train_examples is not None
-                  else f"{config.train_dataset} minus holdout_examples = {config.holdout_examples}")
-        raise ValueError(f"the training set has {n_train} images ({limits}), fewer than one batch of "
-                         f"{config.batch_size}: lower batch_size, or raise train_examples or lower holdout_examples")
+        limits = (
+            f"train_examples = {config.train_examples}"
+            if config.train_examples is not None
+            else f"{config.train_dataset} minus holdout_examples = {config.holdout_examples}"
+        )
+        raise ValueError(
+            f"the training set has {n_train} images ({limits}), fewer than one batch of "
+            f"{config.batch_size}: lower batch_size, or raise train_examples or lower holdout_examples"
+        )
     total_steps = config.steps or steps_per_epoch * config.epochs
 
     # the text side: the training classes' embeddings, computed once (and refreshed when a method tunes the text)
@@ -346,15 +405,31 @@ def _initial_state(config: TrainConfig, run_dir: Path, n_train: int) -> TrainSta
         parameter.requires_grad_(True)
     parameters += text_parameters
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+        optimizer = torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     else:
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config.warmup_steps, total_steps))
+        optimizer, lambda step: lr_factor(step, config.warmup_steps, total_steps)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    return TrainState(config, run_dir, device, rank, world, model, method, reference, optimizer, scheduler, scaler,
-                      text_parameters, steps_per_epoch, total_steps)
+    return TrainState(
+        config,
+        run_dir,
+        device,
+        rank,
+        world,
+        model,
+        method,
+        reference,
+        optimizer,
+        scheduler,
+        scaler,
+        text_parameters,
+        steps_per_epoch,
+        total_steps,
+    )
 
 
 def _batches(state: TrainState, data):
@@ -364,12 +439,18 @@ def _batches(state: TrainState, data):
     local_batch = config.batch_size // state.world
     while True:
         epoch, position = divmod(step, state.steps_per_epoch)
-        sampler = ResumableSampler(data, world=state.world, rank=state.rank, seed=config.seed,
-                                   skip=position * local_batch)
+        sampler = ResumableSampler(
+            data, world=state.world, rank=state.rank, seed=config.seed, skip=position * local_batch
+        )
         sampler.set_epoch(epoch)
-        loader = DataLoader(data, batch_size=local_batch, sampler=sampler, drop_last=True,
-                            num_workers=settings.loader_workers(state.device, config.num_workers),
-                            pin_memory=state.device.type == "cuda")
+        loader = DataLoader(
+            data,
+            batch_size=local_batch,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=settings.loader_workers(state.device, config.num_workers),
+            pin_memory=state.device.type == "cuda",
+        )
         yield from itertools.islice(loader, state.steps_per_epoch - position)
         step += state.steps_per_epoch - position
 
@@ -380,11 +461,13 @@ def _trainer(state: TrainState) -> nn.Module:
     if state.world == 1:
         return trainer
     return nn.parallel.DistributedDataParallel(
-        trainer, device_ids=[state.device.index] if state.device.type == "cuda" else None, broadcast_buffers=False)
+        trainer, device_ids=[state.device.index] if state.device.type == "cuda" else None, broadcast_buffers=False
+    )
 
 
-def _train_steps(state: TrainState, trainer: nn.Module, attacked: nn.Module, train_data, holdout_data,
-                 hooks: Sequence, bar) -> None:
+def _train_steps(
+    state: TrainState, trainer: nn.Module, attacked: nn.Module, train_data, holdout_data, hooks: Sequence, bar
+) -> None:
     """Optimizer steps until the schedule's end, with the log, the holdout evaluation and the checkpoints."""
     config, per_epoch = state.config, state.steps_per_epoch
     eval_every = per_epoch if config.eval_every is None else config.eval_every
@@ -402,16 +485,27 @@ def _train_steps(state: TrainState, trainer: nn.Module, attacked: nn.Module, tra
             hook(state.step, state.model)
         step, done = state.step, state.step == state.total_steps
         if state.is_main and (step % config.log_every == 0 or done):
-            record = {"kind": "train", "step": step, "epoch": step / per_epoch,
-                      "lr": state.optimizer.param_groups[0]["lr"],
-                      **{k: float(v) / logged_steps for k, v in sums.items()},
-                      "images_per_s": logged_steps * config.batch_size / train_seconds}
+            record = {
+                "kind": "train",
+                "step": step,
+                "epoch": step / per_epoch,
+                "lr": state.optimizer.param_groups[0]["lr"],
+                **{k: float(v) / logged_steps for k, v in sums.items()},
+                "images_per_s": logged_steps * config.batch_size / train_seconds,
+            }
             append_log(state.log_path, record)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             sums, logged_steps, train_seconds = {}, 0, 0.0
         if eval_every and (step % eval_every == 0 or done) and len(holdout_data) and state.is_main:
-            append_log(state.log_path, {"kind": "holdout", "step": step, "epoch": step / per_epoch,
-                                        **holdout_accuracy(state.model, holdout_data, config, state.device)})
+            append_log(
+                state.log_path,
+                {
+                    "kind": "holdout",
+                    "step": step,
+                    "epoch": step / per_epoch,
+                    **holdout_accuracy(state.model, holdout_data, config, state.device),
+                },
+            )
         if step % per_epoch == 0:
             state.save(f"epoch_{step // per_epoch}.pt")
         elif done:
@@ -420,8 +514,9 @@ def _train_steps(state: TrainState, trainer: nn.Module, attacked: nn.Module, tra
             state.save()
 
 
-def _optimizer_step(state: TrainState, trainer: nn.Module, attacked: nn.Module, images: torch.Tensor,
-                    labels: torch.Tensor, sums: dict) -> torch.Tensor:
+def _optimizer_step(
+    state: TrainState, trainer: nn.Module, attacked: nn.Module, images: torch.Tensor, labels: torch.Tensor, sums: dict
+) -> torch.Tensor:
     """One optimizer step over the global batch (its micro-batches accumulated), the loss terms added to
     ``sums``; returns the step's loss. Raises :class:`TrainingDivergedError` before a non-finite update."""
     config, device, micro_batches = state.config, state.device, state.config.accumulation_steps
@@ -432,10 +527,19 @@ def _optimizer_step(state: TrainState, trainer: nn.Module, attacked: nn.Module, 
     for micro, (x, y, noise) in enumerate(zip(images.chunk(micro_batches), labels.chunk(micro_batches), noises)):
         last = micro == micro_batches - 1
         with contextlib.nullcontext() if last or state.world == 1 else trainer.no_sync():
-            loss, terms = train_micro_batch(trainer, attacked, x, y, noise, eps=config.eps / 255,
-                                            step_size=config.attack_step_size / 255, steps=config.attack_steps,
-                                            precision=config.precision, scaler=state.scaler,
-                                            loss_weight=1 / micro_batches)
+            loss, terms = train_micro_batch(
+                trainer,
+                attacked,
+                x,
+                y,
+                noise,
+                eps=config.eps / 255,
+                step_size=config.attack_step_size / 255,
+                steps=config.attack_steps,
+                precision=config.precision,
+                scaler=state.scaler,
+                loss_weight=1 / micro_batches,
+            )
         step_loss += loss.float() / micro_batches
         for name, value in terms.items():
             sums[name] = sums.get(name, 0) + value.float() / micro_batches
@@ -445,7 +549,8 @@ def _optimizer_step(state: TrainState, trainer: nn.Module, attacked: nn.Module, 
             f"the {config.method} loss became {step_loss.item()} at step {state.step + 1} (epoch "
             f"{state.step // state.steps_per_epoch + 1}); the update was not applied and the last good checkpoint in "
             f"{state.checkpoints} is kept. What to do: lower lr (now {config.lr}), use precision='bf16' or 'fp32' "
-            f"instead of fp16, or check the data")
+            f"instead of fp16, or check the data"
+        )
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.optimizer.zero_grad(set_to_none=True)
@@ -459,8 +564,11 @@ def _optimizer_step(state: TrainState, trainer: nn.Module, attacked: nn.Module, 
 def _finish(state: TrainState, progress: bool) -> TrainResult:
     """The fine-tuned weights alone (``weights.pt``) and the final evaluation, as the run's result."""
     config, run_dir, per_epoch = state.config, state.run_dir, state.steps_per_epoch
-    final = state.checkpoints / (f"epoch_{state.total_steps // per_epoch}.pt" if state.total_steps % per_epoch == 0
-                                 else f"step_{state.total_steps}.pt")
+    final = state.checkpoints / (
+        f"epoch_{state.total_steps // per_epoch}.pt"
+        if state.total_steps % per_epoch == 0
+        else f"step_{state.total_steps}.pt"
+    )
     # a model is evaluated with the input statistics it was trained with (PMG-AFT's repository form: ImageNet's)
     model = freeze(state.model)
     weights = run_dir / WEIGHTS_FILE
@@ -470,14 +578,28 @@ def _finish(state: TrainState, progress: bool) -> TrainResult:
     evaluation = pd.DataFrame()
     if config.eval_datasets:
         evaluation = evaluate_robustness(
-            model, config.protocol, data_root=config.data_root, batch_size=config.eval_batch_size,
-            compile=config.compile, num_workers=config.num_workers, download=config.download,
-            out_dir=run_dir / "evaluation", progress=progress and state.is_main)
+            model,
+            config.protocol,
+            data_root=config.data_root,
+            batch_size=config.eval_batch_size,
+            compile=config.compile,
+            num_workers=config.num_workers,
+            download=config.download,
+            out_dir=run_dir / "evaluation",
+            progress=progress and state.is_main,
+        )
         evaluation.insert(0, "method", config.method)
         if state.is_main:  # what load_run_results and the comparison chapter read, whichever entry point trained it
             write_results_csv(with_mean(evaluation), run_dir / RESULTS_CSV)
-    return TrainResult(model=model, config=config, run_dir=run_dir, checkpoint=final, weights=weights,
-                       history=read_log(run_dir), evaluation=evaluation)
+    return TrainResult(
+        model=model,
+        config=config,
+        run_dir=run_dir,
+        checkpoint=final,
+        weights=weights,
+        history=read_log(run_dir),
+        evaluation=evaluation,
+    )
 
 
 def holdout_accuracy(model: ZeroShotCLIP, holdout, config: TrainConfig, device) -> dict:
@@ -489,16 +611,21 @@ def holdout_accuracy(model: ZeroShotCLIP, holdout, config: TrainConfig, device) 
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), frozen_parameters(model):
         torch.manual_seed(config.seed)
-        attack = build_attack(model, "pgd-10", config.eps, n_classes=model.class_embeddings.shape[0],
-                              precision=config.eval_precision)
+        attack = build_attack(
+            model, "pgd-10", config.eps, n_classes=model.class_embeddings.shape[0], precision=config.eval_precision
+        )
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
             adversarial = attack(images, labels)
             with torch.no_grad(), autocast(config.eval_precision, device):
                 robust += int((model(adversarial).argmax(1) == labels).sum())
     model.train(was_training)
-    return {"clean_accuracy": 100.0 * correct / total, "robust_accuracy": 100.0 * robust / total,
-            "attack": f"PGD-10 at {config.eps:g}/255", "n": total}
+    return {
+        "clean_accuracy": 100.0 * correct / total,
+        "robust_accuracy": 100.0 * robust / total,
+        "attack": f"PGD-10 at {config.eps:g}/255",
+        "n": total,
+    }
 
 
 def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.DataFrame:
@@ -510,8 +637,14 @@ def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.Dat
     device = torch.device(config.device) if config.device else settings.default_device()
     model = load_clip(config.model, config.pretrained, device=device)
     table = evaluate_robustness(
-        model, config.protocol, data_root=config.data_root, batch_size=config.eval_batch_size,
-        num_workers=config.num_workers, download=config.download,
-        out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}", progress=progress)
+        model,
+        config.protocol,
+        data_root=config.data_root,
+        batch_size=config.eval_batch_size,
+        num_workers=config.num_workers,
+        download=config.download,
+        out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}",
+        progress=progress,
+    )
     table.insert(0, "method", "CLIP (zero-shot)")
     return table

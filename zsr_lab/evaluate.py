@@ -6,6 +6,7 @@
   as each dataset finishes, so an interrupted run resumes without recomputing or losing a finished dataset.
 - ``python -m zsr_lab.evaluate ...``: the same from the command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -24,8 +25,8 @@ from . import datasets, distributed, settings
 from .attacks import AttackConfig
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP, frozen_parameters, model_image_size
-from .pretrained import load_clip
 from .precision import autocast
+from .pretrained import load_clip
 from .progress import progress_bar
 from .protocol import Protocol, check_split_sizes
 from .scales import get_scale
@@ -42,17 +43,23 @@ def subset(dataset, n_examples: int | None, seed: int = 0):
     return Subset(dataset, order[:n_examples].sort().values.tolist())
 
 
-def _classifier_and_loader(model: ZeroShotCLIP, spec, data, templates, *, batch_size, num_workers,
-                           cache_dir) -> DataLoader:
+def _classifier_and_loader(
+    model: ZeroShotCLIP, spec, data, templates, *, batch_size, num_workers, cache_dir
+) -> DataLoader:
     """Install the dataset's zero-shot classifier on the model and return a loader over ``data``."""
     model.set_classifier(dataset_classifier(model, spec.name, templates=templates, cache_dir=cache_dir))
-    return DataLoader(data, batch_size=batch_size, num_workers=settings.loader_workers(model.device, num_workers),
-                      pin_memory=model.device.type == "cuda")
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        num_workers=settings.loader_workers(model.device, num_workers),
+        pin_memory=model.device.type == "cuda",
+    )
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model: ZeroShotCLIP, loader: DataLoader, *, precision: str = "fp32", desc: str = "",
-                       progress: bool = True) -> tuple[int, int]:
+def zero_shot_accuracy(
+    model: ZeroShotCLIP, loader: DataLoader, *, precision: str = "fp32", desc: str = "", progress: bool = True
+) -> tuple[int, int]:
     """(correct, total) of the model's current classifier over a loader of [0,1] images."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=model.device)
@@ -66,10 +73,21 @@ def zero_shot_accuracy(model: ZeroShotCLIP, loader: DataLoader, *, precision: st
     return int(correct), total
 
 
-def evaluate_zero_shot(model: ZeroShotCLIP, dataset_names: Sequence[str], *, data_root=None,
-                       batch_size: int = 256, n_examples: int | None = None, seed: int = 0,
-                       precision: str = "fp32", templates: Sequence[str] | None = None, num_workers: int | None = None,
-                       download: bool = False, cache_dir=None, progress: bool = True) -> pd.DataFrame:
+def evaluate_zero_shot(
+    model: ZeroShotCLIP,
+    dataset_names: Sequence[str],
+    *,
+    data_root=None,
+    batch_size: int = 256,
+    n_examples: int | None = None,
+    seed: int = 0,
+    precision: str = "fp32",
+    templates: Sequence[str] | None = None,
+    num_workers: int | None = None,
+    download: bool = False,
+    cache_dir=None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Clean zero-shot top-1 accuracy per dataset, as a tidy table.
 
     Arguments:
@@ -95,16 +113,33 @@ def evaluate_zero_shot(model: ZeroShotCLIP, dataset_names: Sequence[str], *, dat
     for name in dataset_names:
         spec = datasets.get_spec(name)
         used_templates = list(templates) if templates is not None else list(spec.templates)
-        data = datasets.load_dataset(name, data_root=data_root, image_size=model.image_size[0],
-                                     download=download, verbose=progress)
-        loader = _classifier_and_loader(model, spec, subset(data, n_examples, seed), used_templates,
-                                        batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir)
-        correct, total = zero_shot_accuracy(model, loader, precision=precision, desc=spec.title,
-                                            progress=progress)
-        rows.append({"model": model.model_name, "pretrained": str(model.pretrained), "dataset": name,
-                     "split": spec.split, "template": " | ".join(used_templates), "n": total,
-                     "accuracy": 100.0 * correct / total, "attack": "none", "precision": precision,
-                     "seed": seed})
+        data = datasets.load_dataset(
+            name, data_root=data_root, image_size=model.image_size[0], download=download, verbose=progress
+        )
+        loader = _classifier_and_loader(
+            model,
+            spec,
+            subset(data, n_examples, seed),
+            used_templates,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cache_dir=cache_dir,
+        )
+        correct, total = zero_shot_accuracy(model, loader, precision=precision, desc=spec.title, progress=progress)
+        rows.append(
+            {
+                "model": model.model_name,
+                "pretrained": str(model.pretrained),
+                "dataset": name,
+                "split": spec.split,
+                "template": " | ".join(used_templates),
+                "n": total,
+                "accuracy": 100.0 * correct / total,
+                "attack": "none",
+                "precision": precision,
+                "seed": seed,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -116,8 +151,10 @@ def with_mean(table: pd.DataFrame) -> pd.DataFrame:
     means = []
     for _, group in groups:
         # a column with one value in the group (method, model, weights, protocol fields) describes the mean too
-        row = {column: group[column].iloc[0] if column in keys or _constant(group[column]) else ""
-               for column in table.columns}
+        row = {
+            column: group[column].iloc[0] if column in keys or _constant(group[column]) else ""
+            for column in table.columns
+        }
         row.update({"dataset": "mean", "n": int(group["n"].sum()), **{v: group[v].mean() for v in values}})
         means.append(row)
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
@@ -155,8 +192,9 @@ def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
     robust = summary.pivot_table(index="method", columns=["attack", "eps"], values="robust_accuracy", sort=False)
     robust.columns = [f"{attack} @ {eps:g}/255" for attack, eps in robust.columns]
     rows = table[table["dataset"] != "mean"].groupby("method", sort=False)
-    facts = pd.DataFrame({"datasets": rows["dataset"].nunique(),
-                          "clean": summary.groupby("method", sort=False)["clean_accuracy"].mean()})
+    facts = pd.DataFrame(
+        {"datasets": rows["dataset"].nunique(), "clean": summary.groupby("method", sort=False)["clean_accuracy"].mean()}
+    )
     return facts.join(robust).reset_index()
 
 
@@ -164,8 +202,21 @@ def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
 
 RESULTS_FILE = "results.jsonl"
 RESULTS_FORMAT = 2  # rows keyed by the weights' content and the split size (format 1: by the checkpoint's path)
-_KEY_FIELDS = ("model", "weights", "dataset", "split_size", "template", "suite", "members", "eps", "n_examples",
-               "precision", "seed", "stopping", "cascade")
+_KEY_FIELDS = (
+    "model",
+    "weights",
+    "dataset",
+    "split_size",
+    "template",
+    "suite",
+    "members",
+    "eps",
+    "n_examples",
+    "precision",
+    "seed",
+    "stopping",
+    "cascade",
+)
 _MEMBER_RESULTS = ("robust_after", "robust_alone", "iterations_per_image", "max_perturbation", "out_of_box")
 
 
@@ -193,8 +244,10 @@ def load_results(path: Path | None, *, progress: bool = False) -> dict[str, dict
                 continue
             rows[_row_key(row)] = row
     if old and progress:
-        print(f"{path.name}: {old} row(s) of an older format (keyed by the checkpoint's path, not its weights) "
-              f"are kept in the file but not reused; those results are computed again")
+        print(
+            f"{path.name}: {old} row(s) of an older format (keyed by the checkpoint's path, not its weights) "
+            f"are kept in the file but not reused; those results are computed again"
+        )
     return rows
 
 
@@ -228,17 +281,30 @@ def load_protocol_data(protocol: Protocol, image_size: int, *, data_root=None, d
     for name in protocol.datasets:
         for suite in protocol.suites():
             suite.members_for(len(datasets.get_spec(name).classnames))
-    loaded = {name: datasets.load_dataset(name, data_root=data_root, image_size=image_size, download=download,
-                                          verbose=False) for name in protocol.datasets}
+    loaded = {
+        name: datasets.load_dataset(name, data_root=data_root, image_size=image_size, download=download, verbose=False)
+        for name in protocol.datasets
+    }
     check_split_sizes(protocol, {name: len(data) for name, data in loaded.items()})
     return loaded
 
 
-def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] | str,
-                        attacks: Sequence[str | AttackConfig] | None = None, eps: Sequence[float] | None = None, *,
-                        data_root=None, batch_size: int = 256, compile: bool = False,
-                        num_workers: int | None = None, download: bool = False, out_dir=None, cache_dir=None,
-                        progress: bool = True, **protocol_fields) -> pd.DataFrame:
+def evaluate_robustness(
+    model: ZeroShotCLIP,
+    protocol: Protocol | Sequence[str] | str,
+    attacks: Sequence[str | AttackConfig] | None = None,
+    eps: Sequence[float] | None = None,
+    *,
+    data_root=None,
+    batch_size: int = 256,
+    compile: bool = False,
+    num_workers: int | None = None,
+    download: bool = False,
+    out_dir=None,
+    cache_dir=None,
+    progress: bool = True,
+    **protocol_fields,
+) -> pd.DataFrame:
     """Clean and worst-case robust zero-shot accuracy of ``model`` on every dataset × suite × ε, as a tidy table.
 
     Arguments:
@@ -290,27 +356,53 @@ def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] 
     for spec in specs:
         used_templates = list(protocol.templates) if protocol.templates is not None else list(spec.templates)
         n_classes = len(spec.classnames)
-        base = {"format": RESULTS_FORMAT, "model": model.model_name, "pretrained": str(model.pretrained),
-                "weights": weights, "dataset": spec.name, "split": spec.split, "split_size": len(loaded[spec.name]),
-                "template": " | ".join(used_templates), "precision": protocol.precision, "seed": protocol.seed,
-                "n_examples": protocol.examples_for(spec.name), "stopping": protocol.stopping,
-                "cascade": protocol.cascade}  # compile changes speed, not results: not in the key
-        planned = [(suite, value, {**base, **_suite_protocol(suite, value, n_classes)})
-                   for suite in suites for value in protocol.eps]
+        base = {
+            "format": RESULTS_FORMAT,
+            "model": model.model_name,
+            "pretrained": str(model.pretrained),
+            "weights": weights,
+            "dataset": spec.name,
+            "split": spec.split,
+            "split_size": len(loaded[spec.name]),
+            "template": " | ".join(used_templates),
+            "precision": protocol.precision,
+            "seed": protocol.seed,
+            "n_examples": protocol.examples_for(spec.name),
+            "stopping": protocol.stopping,
+            "cascade": protocol.cascade,
+        }  # compile changes speed, not results: not in the key
+        planned = [
+            (suite, value, {**base, **_suite_protocol(suite, value, n_classes)})
+            for suite in suites
+            for value in protocol.eps
+        ]
         pending = [(suite, e, row) for suite, e, row in planned if _row_key(row) not in done]
         if pending:
-            data = distributed.shard(subset(loaded[spec.name], protocol.examples_for(spec.name), protocol.seed), rank, world)
+            data = distributed.shard(
+                subset(loaded[spec.name], protocol.examples_for(spec.name), protocol.seed), rank, world
+            )
             cuda = [model.device] if model.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):  # per-batch attack seeds leave the caller's RNG alone
-                rows = _attack_dataset(model, target, spec, data, used_templates, pending, protocol,
-                                       batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
-                                       progress=progress and rank == 0)
+                rows = _attack_dataset(
+                    model,
+                    target,
+                    spec,
+                    data,
+                    used_templates,
+                    pending,
+                    protocol,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    cache_dir=cache_dir,
+                    progress=progress and rank == 0,
+                )
             if rank == 0:
                 append_results(results_path, rows)
             done.update({_row_key(row): row for row in rows})
         elif progress and rank == 0:
-            print(f"{spec.title}: {len(planned)} result(s) already in {Path(out_dir).name}/{RESULTS_FILE}, "
-                  f"not recomputed")
+            print(
+                f"{spec.title}: {len(planned)} result(s) already in {Path(out_dir).name}/{RESULTS_FILE}, not recomputed"
+            )
         table += [done[_row_key(row)] for _, _, row in planned]
     return pd.DataFrame(table).drop(columns="format")
 
@@ -318,17 +410,25 @@ def evaluate_robustness(model: ZeroShotCLIP, protocol: Protocol | Sequence[str] 
 def _suite_protocol(suite: Suite, eps: float, n_classes: int) -> dict:
     eps = float(eps)  # 1 from Python and 1.0 from the command line are the same result
     members = suite.members_for(n_classes)
-    row = {"attack": suite.label, "suite": suite.text, "norm": suite.norm, "eps": eps,
-           "eps_pixels": members[0].pixel_eps(eps), "members": [m.protocol(eps) for m in members]}
+    row = {
+        "attack": suite.label,
+        "suite": suite.text,
+        "norm": suite.norm,
+        "eps": eps,
+        "eps_pixels": members[0].pixel_eps(eps),
+        "members": [m.protocol(eps) for m in members],
+    }
     if len(suite.members) == 1:  # one attack: its settings as columns, as tables of single attacks show them
         row.update({k: row["members"][0][k] for k in ("steps", "step_size", "restarts")})
     return row
 
 
-def _attack_dataset(model, target, spec, data, templates, pending, protocol: Protocol, *, batch_size,
-                    num_workers, cache_dir, progress) -> list[dict]:
-    loader = _classifier_and_loader(model, spec, data, templates, batch_size=batch_size, num_workers=num_workers,
-                                    cache_dir=cache_dir)
+def _attack_dataset(
+    model, target, spec, data, templates, pending, protocol: Protocol, *, batch_size, num_workers, cache_dir, progress
+) -> list[dict]:
+    loader = _classifier_and_loader(
+        model, spec, data, templates, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
+    )
     n_classes = model.class_embeddings.shape[0]
     device = model.device
     members = [suite.members_for(n_classes) for suite, _, _ in pending]
@@ -352,9 +452,18 @@ def _attack_dataset(model, target, spec, data, templates, pending, protocol: Pro
                 continue
             for i, (suite, eps, _) in enumerate(pending):
                 outcome = run_suite(
-                    target, members[i], x, y, eps, n_classes=n_classes, precision=protocol.precision,
-                    stopping=protocol.stopping, cascade=protocol.cascade,
-                    member_seed=lambda m: derived_seed(protocol.seed, spec.name, suite.text, m.label, eps, batch))
+                    target,
+                    members[i],
+                    x,
+                    y,
+                    eps,
+                    n_classes=n_classes,
+                    precision=protocol.precision,
+                    stopping=protocol.stopping,
+                    cascade=protocol.cascade,
+                    # the seeds of this batch's members (called within this iteration)
+                    member_seed=lambda m: derived_seed(protocol.seed, spec.name, suite.text, m.label, eps, batch),  # noqa: B023
+                )
                 for k in range(len(members[i])):
                     counts[i][0, k] += outcome.robust_after[k].sum()
                     if outcome.robust_alone is not None:
@@ -368,13 +477,28 @@ def _attack_dataset(model, target, spec, data, templates, pending, protocol: Pro
     rows = []
     for i, (_, _, row) in enumerate(pending):
         after, alone, passes = (counts[i][j].tolist() for j in range(3))
-        described = [{**member, "robust_after": 100.0 * after[k] / n,
-                      "robust_alone": None if protocol.cascade else 100.0 * alone[k] / n,
-                      "iterations_per_image": passes[k] / n, "max_perturbation": max_delta[i][k],
-                      "out_of_box": out_of_box[i][k]} for k, member in enumerate(row["members"])]
-        rows.append({**row, "members": described, "n": n, "clean_accuracy": 100.0 * int(clean) / n,
-                     "robust_accuracy": described[-1]["robust_after"],
-                     "max_perturbation": max(max_delta[i]), "out_of_box": max(out_of_box[i])})
+        described = [
+            {
+                **member,
+                "robust_after": 100.0 * after[k] / n,
+                "robust_alone": None if protocol.cascade else 100.0 * alone[k] / n,
+                "iterations_per_image": passes[k] / n,
+                "max_perturbation": max_delta[i][k],
+                "out_of_box": out_of_box[i][k],
+            }
+            for k, member in enumerate(row["members"])
+        ]
+        rows.append(
+            {
+                **row,
+                "members": described,
+                "n": n,
+                "clean_accuracy": 100.0 * int(clean) / n,
+                "robust_accuracy": described[-1]["robust_after"],
+                "max_perturbation": max(max_delta[i]),
+                "out_of_box": max(out_of_box[i]),
+            }
+        )
     return rows
 
 
@@ -393,51 +517,86 @@ def member_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per result row × suite member: the member's label, its robust accuracy after the cascade up to
     it (``robust_after``), its own (``robust_alone``, without the cascade) and its iterations per image, beside the
     row's dataset, suite, ε and worst case."""
-    keep = [c for c in ("method", "dataset", "attack", "suite", "eps", "n", "clean_accuracy", "robust_accuracy")
-            if c in table.columns]
+    keep = [
+        c
+        for c in ("method", "dataset", "attack", "suite", "eps", "n", "clean_accuracy", "robust_accuracy")
+        if c in table.columns
+    ]
     rows = []
     for _, row in table.iterrows():
         for position, member in enumerate(row["members"]):
-            rows.append({**{c: row[c] for c in keep}, "position": position + 1, "member": member["attack"],
-                         "robust_after": member["robust_after"], "robust_alone": member["robust_alone"],
-                         "iterations_per_image": member["iterations_per_image"]})
+            rows.append(
+                {
+                    **{c: row[c] for c in keep},
+                    "position": position + 1,
+                    "member": member["attack"],
+                    "robust_after": member["robust_after"],
+                    "robust_alone": member["robust_alone"],
+                    "iterations_per_image": member["iterations_per_image"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ---- command line ------------------------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsr_lab.evaluate",
         description="Zero-shot robustness of a CLIP model: datasets × attack suites × ε → results.jsonl and a "
-                    "table; robust accuracy is the per-image worst case over each suite.",
+        "table; robust accuracy is the per-image worst case over each suite.",
         epilog="example: python -m zsr_lab.evaluate --scale full --data-root /data --attacks aa pgd-100 "
-               "--eps 1 2 4 --n-examples 1000 --out runs/clip_eval")
-    parser.add_argument("--scale", choices=["classroom", "scenes", "full"], default="classroom",
-                        help="model, dataset and protocol defaults (default: classroom)")
+        "--eps 1 2 4 --n-examples 1000 --out runs/clip_eval",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=["classroom", "scenes", "full"],
+        default="classroom",
+        help="model, dataset and protocol defaults (default: classroom)",
+    )
     parser.add_argument("--model", help="open_clip architecture (default: the scale's)")
     parser.add_argument("--pretrained", help="pretrained tag or checkpoint file (default: the scale's)")
     parser.add_argument("--datasets", nargs="+", help="registry names (default: the scale's evaluation sets)")
-    parser.add_argument("--attacks", nargs="+", help="suites, each evaluated separately: aa, aa-standard, "
-                                                     "papers-aa, pgd-100, pgd-100+cw-100+aa, ... (default: the "
-                                                     "scale's)")
+    parser.add_argument(
+        "--attacks",
+        nargs="+",
+        help="suites, each evaluated separately: aa, aa-standard, "
+        "papers-aa, pgd-100, pgd-100+cw-100+aa, ... (default: the "
+        "scale's)",
+    )
     parser.add_argument("--eps", nargs="+", type=float, help="ℓ∞ budgets in units of 1/255 (default: the scale's)")
-    parser.add_argument("--n-examples", type=int, help="images per dataset, drawn with --seed (default: the "
-                                                       "scale's; 0: the whole split)")
-    parser.add_argument("--stopping", choices=["any", "last"], help="PGD/CW: first misclassified iterate (any, "
-                                                                     "default) or last iterate (the papers')")
-    parser.add_argument("--no-cascade", action="store_true",
-                        help="every suite member attacks every image (reports each member's own accuracy)")
+    parser.add_argument(
+        "--n-examples",
+        type=int,
+        help="images per dataset, drawn with --seed (default: the scale's; 0: the whole split)",
+    )
+    parser.add_argument(
+        "--stopping",
+        choices=["any", "last"],
+        help="PGD/CW: first misclassified iterate (any, default) or last iterate (the papers')",
+    )
+    parser.add_argument(
+        "--no-cascade",
+        action="store_true",
+        help="every suite member attacks every image (reports each member's own accuracy)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="images per attacked batch (default: 256)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays on GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", help="folder holding the datasets (default: $ZSR_LAB_DATA)")
     parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
-    parser.add_argument("--out", required=True, help="run folder: results.jsonl is written and resumed here, and "
-                                                     "results.csv when every dataset is done")
-    parser.add_argument("--label", help="the method column of results.csv, which the comparison chapter reads "
-                                        "(default: the pretrained tag or the checkpoint's file name)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="run folder: results.jsonl is written and resumed here, and results.csv when every dataset is done",
+    )
+    parser.add_argument(
+        "--label",
+        help="the method column of results.csv, which the comparison chapter reads "
+        "(default: the pretrained tag or the checkpoint's file name)",
+    )
     parser.add_argument("--device", help="default: cuda if available")
     return parser
 
@@ -448,8 +607,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     setup = get_scale(args.scale)
     try:
-        changes = {"datasets": args.datasets, "attacks": args.attacks, "eps": args.eps, "stopping": args.stopping,
-                   "precision": args.precision, "seed": args.seed}
+        changes = {
+            "datasets": args.datasets,
+            "attacks": args.attacks,
+            "eps": args.eps,
+            "stopping": args.stopping,
+            "precision": args.precision,
+            "seed": args.seed,
+        }
         changes = {k: v for k, v in changes.items() if v is not None}
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -461,8 +626,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             changes["cascade"] = False
         protocol = setup.protocol.replace(**changes)
         if args.data_root is not None and not Path(args.data_root).is_dir():
-            raise FileNotFoundError(f"--data-root {args.data_root} does not exist; create it (with --download "
-                                    f"torchvision fills it) or point it at the folder holding the datasets")
+            raise FileNotFoundError(
+                f"--data-root {args.data_root} does not exist; create it (with --download "
+                f"torchvision fills it) or point it at the folder holding the datasets"
+            )
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
     with distributed.process_group() as is_main:
@@ -484,15 +651,25 @@ def _evaluate_command(args: argparse.Namespace, setup, protocol: Protocol, is_ma
         # every dataset is checked before the model is loaded (a download) or anything is attacked
         load_protocol_data(protocol, model_image_size(model_name), data_root=args.data_root, download=args.download)
         model = load_clip(model_name, pretrained, device=device)
-        table = evaluate_robustness(model, protocol, data_root=args.data_root, batch_size=args.batch_size,
-                                    compile=args.compile, download=args.download, out_dir=args.out)
+        table = evaluate_robustness(
+            model,
+            protocol,
+            data_root=args.data_root,
+            batch_size=args.batch_size,
+            compile=args.compile,
+            download=args.download,
+            out_dir=args.out,
+        )
     except (ValueError, OSError, RuntimeError) as err:  # missing data or weights, n_examples > a split, ...
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     except KeyboardInterrupt:
         if is_main:
-            print(f"interrupted: the datasets already finished are kept in {Path(args.out) / RESULTS_FILE}; run the "
-                  f"same command again to resume", file=sys.stderr)
+            print(
+                f"interrupted: the datasets already finished are kept in {Path(args.out) / RESULTS_FILE}; run the "
+                f"same command again to resume",
+                file=sys.stderr,
+            )
         raise SystemExit(130) from None
     return table
 

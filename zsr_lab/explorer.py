@@ -3,9 +3,10 @@
 :class:`AttentionExplorer` draws one figure per choice (:meth:`~AttentionExplorer.show`, usable without widgets,
 so a static book page shows it too) and wraps it in ipywidgets controls (:meth:`~AttentionExplorer.widget`).
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import torch
@@ -45,8 +46,17 @@ class AttentionExplorer:
         >>> explorer.widget()                                 # the same, with controls (in Jupyter)
     """
 
-    def __init__(self, models: Mapping[str, ZeroShotCLIP], dataset: str, *, n_images: int = 24,
-                 eps_choices: tuple[float, ...] = (0, 1, 2, 4, 8), steps: int = 10, data_root=None, seed: int = 0):
+    def __init__(
+        self,
+        models: Mapping[str, ZeroShotCLIP],
+        dataset: str,
+        *,
+        n_images: int = 24,
+        eps_choices: tuple[float, ...] = (0, 1, 2, 4, 8),
+        steps: int = 10,
+        data_root=None,
+        seed: int = 0,
+    ):
         if not models:
             raise ValueError("models must name at least one model, e.g. {'CLIP (zero-shot)': clip}")
         self.models = dict(models)
@@ -68,15 +78,21 @@ class AttentionExplorer:
         """The PGD image (``[1, C, h, w]``) of image ``image`` against ``model`` at ``eps``/255 (cached)."""
         key = (model, image, float(eps))
         if key not in self._adversarial:
-            clip, x = self.models[model], self.images[image:image + 1].to(self.models[model].device)
+            clip, x = self.models[model], self.images[image : image + 1].to(self.models[model].device)
             if eps == 0:
                 self._adversarial[key] = x.cpu()
             else:
-                y = self.labels[image:image + 1].to(clip.device)
+                y = self.labels[image : image + 1].to(clip.device)
                 generator = torch.Generator().manual_seed(self.seed + image)
                 start = torch.rand(x.shape, generator=generator).to(clip.device)
-                adv = pgd_linf(lambda a: F.cross_entropy(clip(a), y), x, eps=eps / 255, step_size=eps / 4 / 255,
-                               steps=self.steps, start=start)
+                adv = pgd_linf(
+                    lambda a: F.cross_entropy(clip(a), y),
+                    x,
+                    eps=eps / 255,
+                    step_size=eps / 4 / 255,
+                    steps=self.steps,
+                    start=start,
+                )
                 self._adversarial[key] = adv.detach().cpu()
         return self._adversarial[key]
 
@@ -92,8 +108,9 @@ class AttentionExplorer:
             return attention_maps(clip, images, non_class_text)
         return attention_maps(clip, images, class_text, non_class_text=non_class_text)
 
-    def show(self, image: int = 0, prompt: str = TRUE_CLASS, eps: float = 4, model: str | None = None,
-             kind: str = "class"):
+    def show(
+        self, image: int = 0, prompt: str = TRUE_CLASS, eps: float = 4, model: str | None = None, kind: str = "class"
+    ):
         """Clean image with its map, adversarial image with its map, and where the map moved."""
         model = model or next(iter(self.models))
         if model not in self.models:
@@ -102,28 +119,35 @@ class AttentionExplorer:
             raise ValueError(f"image must be between 0 and {len(self.images) - 1}, got {image}")
         label = int(self.labels[image])
         prompt_class = label if prompt == TRUE_CLASS else self.classnames.index(prompt)
-        clean, adversarial = self.images[image:image + 1], self.adversarial(model, image, eps)
+        clean, adversarial = self.images[image : image + 1], self.adversarial(model, image, eps)
         clean_map, adv_map = (self.maps(model, x, prompt_class, kind) for x in (clean, adversarial))
         with torch.no_grad():
             clip = self.models[model]
             clean_pred, adv_pred = (int(clip(x.to(clip.device)).argmax(1)) for x in (clean, adversarial))
         fig, axes = plt.subplots(1, 3, figsize=(COLUMN_INCHES, 3.0))
-        for ax, x, m, pred, what in ((axes[0], clean, clean_map, clean_pred, "clean"),
-                                     (axes[1], adversarial, adv_map, adv_pred, f"PGD-{self.steps}, ε = {eps:g}/255")):
+        for ax, x, m, pred, what in (
+            (axes[0], clean, clean_map, clean_pred, "clean"),
+            (axes[1], adversarial, adv_map, adv_pred, f"PGD-{self.steps}, ε = {eps:g}/255"),
+        ):
             overlay_attention(ax, x[0], m[0])
-            ax.set_title(f"{what}\npredicted: {self.classnames[pred][:18]}", fontsize=FONT_POINTS,
-                         color="tab:green" if pred == label else "tab:red")
+            ax.set_title(
+                f"{what}\npredicted: {self.classnames[pred][:18]}",
+                fontsize=FONT_POINTS,
+                color="tab:green" if pred == label else "tab:red",
+            )
         shift = (adv_map[0] - clean_map[0]).numpy()
         limit = max(0.1, float(abs(shift).max()))  # small shifts stay visible
         image_artist = axes[2].imshow(shift, cmap="coolwarm", vmin=-limit, vmax=limit)
         fig.colorbar(image_artist, ax=axes[2], fraction=0.046)
-        axes[2].set_title(f"adversarial − clean map\ndrift {float(attention_drift(adv_map, clean_map)[0]):.3f}",
-                          fontsize=FONT_POINTS)
+        axes[2].set_title(
+            f"adversarial − clean map\ndrift {float(attention_drift(adv_map, clean_map)[0]):.3f}", fontsize=FONT_POINTS
+        )
         for ax in axes:
             ax.axis("off")
         prompt_name = self.classnames[prompt_class]
-        suptitle(fig, f"{model}: {kind.replace('_', '-')} map for \"{prompt_name}\" "
-                     f"(true class: {self.classnames[label]})")
+        suptitle(
+            fig, f'{model}: {kind.replace("_", "-")} map for "{prompt_name}" (true class: {self.classnames[label]})'
+        )
         return fig
 
     def widget(self):
@@ -133,8 +157,9 @@ class AttentionExplorer:
         controls = {
             "image": widgets.IntSlider(value=0, min=0, max=len(self.images) - 1, description="image"),
             "prompt": widgets.Dropdown(options=[TRUE_CLASS, *self.classnames], description="prompt"),
-            "eps": widgets.SelectionSlider(options=list(self.eps_choices),
-                                           value=max(self.eps_choices), description="ε × 255"),
+            "eps": widgets.SelectionSlider(
+                options=list(self.eps_choices), value=max(self.eps_choices), description="ε × 255"
+            ),
             "model": widgets.Dropdown(options=list(self.models), description="model"),
             "kind": widgets.ToggleButtons(options=list(MAP_KINDS), description="map"),
         }
@@ -144,5 +169,11 @@ class AttentionExplorer:
             plt.show()
 
         output = widgets.interactive_output(draw, controls)
-        return widgets.VBox([widgets.HBox([controls["image"], controls["eps"]]),
-                             widgets.HBox([controls["model"], controls["prompt"]]), controls["kind"], output])
+        return widgets.VBox(
+            [
+                widgets.HBox([controls["image"], controls["eps"]]),
+                widgets.HBox([controls["model"], controls["prompt"]]),
+                controls["kind"],
+                output,
+            ]
+        )

@@ -12,6 +12,7 @@ Both formats hold the whole open_clip CLIP model (text tower included: TIMA may 
 Nothing is published half-written: everything is written to temporary names, loaded back with open_clip and
 checked against the model (``verify``), and only then renamed into place.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,11 +29,11 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from .engine import TrainResult
 from .evaluate import summarize
 from .methods import METHODS
 from .models import CLASSROOM_MODELS, ZeroShotCLIP
 from .protocol import Protocol
-from .engine import TrainResult
 from .recipes import TrainConfig
 
 FORMATS = ("state_dict", "hub")
@@ -40,17 +41,26 @@ STATE_DICT_FILE = "open_clip_model.pt"
 HUB_DIR = "hub"
 HUB_CONFIG_FILE = "open_clip_config.json"  # open_clip.constants.HF_CONFIG_NAME
 HUB_WEIGHTS_FILE = "open_clip_model.safetensors"  # open_clip.constants.HF_SAFE_WEIGHTS_NAME: tried first by both
-CARD_FILE = "README.md"                            # the local-dir: and the hf-hub: loaders
+CARD_FILE = "README.md"  # the local-dir: and the hf-hub: loaders
 # Licences zsr_lab knows for a base checkpoint (open_clip pretrained tag); others are left to the caller.
 KNOWN_LICENSES = {"openai": "mit"}  # github.com/openai/CLIP is released under the MIT licence
 _CHECK_TEXTS = ("a photo of a cat", "This is not a photo of a dog")
 
 
-def export_encoder(source: TrainResult | ZeroShotCLIP, out_dir: str | os.PathLike, *,
-                   formats: str | Iterable[str] = FORMATS, config: TrainConfig | None = None,
-                   evaluation: pd.DataFrame | None = None, protocol: Protocol | None = None,
-                   name: str | None = None, repo_id: str | None = None, license: str | None = None,
-                   overwrite: bool = False, verify: bool = True) -> dict[str, Path]:
+def export_encoder(
+    source: TrainResult | ZeroShotCLIP,
+    out_dir: str | os.PathLike,
+    *,
+    formats: str | Iterable[str] = FORMATS,
+    config: TrainConfig | None = None,
+    evaluation: pd.DataFrame | None = None,
+    protocol: Protocol | None = None,
+    name: str | None = None,
+    repo_id: str | None = None,
+    license: str | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> dict[str, Path]:
     r"""Write a fine-tuned CLIP in files open_clip loads: a plain state dict and a Hugging Face hub folder.
 
     Arguments:
@@ -99,8 +109,10 @@ def export_encoder(source: TrainResult | ZeroShotCLIP, out_dir: str | os.PathLik
     _check_targets(out_dir, {f: targets[f] for f in wanted}, overwrite)
     model_cfg = _model_config(model)
     name = name or _default_name(model, config)
-    state = {key: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype).contiguous()
-             for key, value in _unwrap(model.clip).state_dict().items()}
+    state = {
+        key: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype).contiguous()
+        for key, value in _unwrap(model.clip).state_dict().items()
+    }
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}.tmp"
@@ -113,23 +125,40 @@ def export_encoder(source: TrainResult | ZeroShotCLIP, out_dir: str | os.PathLik
             staged["hub"] = folder = out_dir / f".{HUB_DIR}.{tag}"
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
-            (folder / HUB_CONFIG_FILE).write_text(json.dumps(
-                {"model_cfg": model_cfg, "preprocess_cfg": _preprocess_cfg(model)}, indent=2) + "\n")
+            (folder / HUB_CONFIG_FILE).write_text(
+                json.dumps({"model_cfg": model_cfg, "preprocess_cfg": _preprocess_cfg(model)}, indent=2) + "\n"
+            )
             save_file(state, str(folder / HUB_WEIGHTS_FILE), metadata={"format": "pt"})
             shutil.copymode(folder / HUB_CONFIG_FILE, folder / HUB_WEIGHTS_FILE)  # safetensors writes it 0600
             if model_cfg.get("text_cfg", {}).get("hf_tokenizer_name") and hasattr(model.tokenizer, "save_pretrained"):
                 model.tokenizer.save_pretrained(str(folder))  # local-dir: reads an HF tokenizer from the folder
-            card = model_card(model, config=config, evaluation=evaluation, protocol=protocol, name=name,
-                              repo_id=repo_id, license=license, hub_dir=targets["hub"],
-                              state_dict_file=targets["state_dict"] if "state_dict" in wanted else None)
+            card = model_card(
+                model,
+                config=config,
+                evaluation=evaluation,
+                protocol=protocol,
+                name=name,
+                repo_id=repo_id,
+                license=license,
+                hub_dir=targets["hub"],
+                state_dict_file=targets["state_dict"] if "state_dict" in wanted else None,
+            )
             (folder / CARD_FILE).write_text(card, encoding="utf-8")
         if verify:
             if "state_dict" in staged:
-                _check_loaded(open_clip.create_model(model.model_name, pretrained=str(staged["state_dict"])),
-                              model, f"the state dict ({STATE_DICT_FILE})", check_preprocess=False)
+                _check_loaded(
+                    open_clip.create_model(model.model_name, pretrained=str(staged["state_dict"])),
+                    model,
+                    f"the state dict ({STATE_DICT_FILE})",
+                    check_preprocess=False,
+                )
             if "hub" in staged:
-                _check_loaded(open_clip.create_model(f"local-dir:{staged['hub']}"), model,
-                              f"the hub folder ({HUB_DIR}/)", check_preprocess=True)
+                _check_loaded(
+                    open_clip.create_model(f"local-dir:{staged['hub']}"),
+                    model,
+                    f"the hub folder ({HUB_DIR}/)",
+                    check_preprocess=True,
+                )
         for fmt, path in staged.items():  # publish: every format checked, now rename into place
             _replace(path, targets[fmt])
     finally:
@@ -141,10 +170,18 @@ def export_encoder(source: TrainResult | ZeroShotCLIP, out_dir: str | os.PathLik
     return {fmt: targets[fmt] for fmt in wanted}
 
 
-def model_card(model: ZeroShotCLIP, *, config: TrainConfig | None = None, evaluation: pd.DataFrame | None = None,
-               protocol: Protocol | None = None, name: str | None = None, repo_id: str | None = None,
-               license: str | None = None, hub_dir: str | os.PathLike | None = None,
-               state_dict_file: str | os.PathLike | None = None) -> str:
+def model_card(
+    model: ZeroShotCLIP,
+    *,
+    config: TrainConfig | None = None,
+    evaluation: pd.DataFrame | None = None,
+    protocol: Protocol | None = None,
+    name: str | None = None,
+    repo_id: str | None = None,
+    license: str | None = None,
+    hub_dir: str | os.PathLike | None = None,
+    state_dict_file: str | os.PathLike | None = None,
+) -> str:
     """The model card (``README.md`` of the hub folder) of a fine-tuned model, as markdown with YAML metadata.
 
     Arguments are those of :func:`export_encoder`; ``hub_dir`` and ``state_dict_file`` are the paths the loading
@@ -175,17 +212,23 @@ def model_card(model: ZeroShotCLIP, *, config: TrainConfig | None = None, evalua
     def para(*texts: str) -> None:
         lines.extend([*texts, ""])
 
-    para(f"Adversarially fine-tuned CLIP image encoder (open_clip `{model.model_name}`, started from `{base}`), "
-         f"exported by zsr_lab {_version()} with open_clip {open_clip.__version__}. The files hold the whole CLIP "
-         f"model (image and text towers) in float32.")
+    para(
+        f"Adversarially fine-tuned CLIP image encoder (open_clip `{model.model_name}`, started from `{base}`), "
+        f"exported by zsr_lab {_version()} with open_clip {open_clip.__version__}. The files hold the whole CLIP "
+        f"model (image and text towers) in float32."
+    )
     if classroom:
-        para("> **Classroom model.** `zsr-classroom-vit` is a small CLIP that zsr_lab pre-trains itself on 28×28 "
-             "grey images (Fashion-MNIST, scikit-learn digits, scikit-image textures and faces) so that the book's "
-             "experiments run on a CPU in minutes. Its numbers are classroom numbers: they show the phenomena, they "
-             "are not reproductions of any paper's results, and the model is not meant for real photos.")
+        para(
+            "> **Classroom model.** `zsr-classroom-vit` is a small CLIP that zsr_lab pre-trains itself on 28×28 "
+            "grey images (Fashion-MNIST, scikit-learn digits, scikit-image textures and faces) so that the book's "
+            "experiments run on a CPU in minutes. Its numbers are classroom numbers: they show the phenomena, they "
+            "are not reproductions of any paper's results, and the model is not meant for real photos."
+        )
     if str(base) == "none":
-        para("> The run started from **random weights** (`pretrained = \"none\"`): a benchmark or test run, not a "
-             "fine-tuned pre-trained CLIP.")
+        para(
+            '> The run started from **random weights** (`pretrained = "none"`): a benchmark or test run, not a '
+            "fine-tuned pre-trained CLIP."
+        )
 
     para("## Method")
     if method:
@@ -193,28 +236,37 @@ def model_card(model: ZeroShotCLIP, *, config: TrainConfig | None = None, evalua
         para(_method_summary(method))
         para(f"- method: `{method}`", f"- options: {options or 'none'}")
     else:
-        para("Unknown: exported from a bare `ZeroShotCLIP`. Export the `TrainResult` of `zsr_lab.fit` (or pass "
-             "`config=`) to record the method.")
+        para(
+            "Unknown: exported from a bare `ZeroShotCLIP`. Export the `TrainResult` of `zsr_lab.fit` (or pass "
+            "`config=`) to record the method."
+        )
 
     para("## Training recipe")
     if config is not None:
         fields = dataclasses.asdict(config)
         shaping = [f for f in getattr(TrainConfig, "SHAPING", ()) if f in fields]
-        para("Every field of the `zsr_lab.TrainConfig` of the run (`zsr_lab.TrainConfig(**fields)` rebuilds it). "
-             "These shape the weights:")
+        para(
+            "Every field of the `zsr_lab.TrainConfig` of the run (`zsr_lab.TrainConfig(**fields)` rebuilds it). "
+            "These shape the weights:"
+        )
         para(*_markdown([("Field", "Value")] + [(f"`{f}`", f"`{_value(fields[f])}`") for f in shaping]))
         para("Evaluation and run settings (no effect on the weights):")
-        para(*_markdown([("Field", "Value")] + [(f"`{f}`", f"`{_value(v)}`") for f, v in fields.items()
-                                                if f not in shaping]))
+        para(
+            *_markdown(
+                [("Field", "Value")] + [(f"`{f}`", f"`{_value(v)}`") for f, v in fields.items() if f not in shaping]
+            )
+        )
     else:
         para("Unknown: no training config was given.")
 
     para("## Evaluation protocol")
     if protocol is not None:
         para(protocol.describe())
-        para(f"Datasets: {', '.join(f'`{d}`' for d in protocol.datasets)}. Robust accuracy is the per-image worst "
-             f"case over the attacks of a suite (ℓ∞, ε in units of 1/255, on [0, 1] pixels); only clean-correct "
-             f"images are attacked. Zero-shot classifiers from each dataset's prompt templates.")
+        para(
+            f"Datasets: {', '.join(f'`{d}`' for d in protocol.datasets)}. Robust accuracy is the per-image worst "
+            f"case over the attacks of a suite (ℓ∞, ε in units of 1/255, on [0, 1] pixels); only clean-correct "
+            f"images are attacked. Zero-shot classifiers from each dataset's prompt templates."
+        )
     else:
         para("Unknown: no protocol was given.")
 
@@ -224,43 +276,62 @@ def model_card(model: ZeroShotCLIP, *, config: TrainConfig | None = None, evalua
         if classroom:
             para("Classroom numbers (see the note at the top), not a paper's.")
     else:
-        para("No evaluation was recorded with this export: evaluate the model with `zsr_lab.evaluate_robustness` "
-             "and export again with `evaluation=`.")
+        para(
+            "No evaluation was recorded with this export: evaluate the model with `zsr_lab.evaluate_robustness` "
+            "and export again with `evaluation=`."
+        )
 
     preprocess = _preprocess_cfg(model)
     hub_path = str(hub_dir) if hub_dir is not None else "PATH/TO/THIS/FOLDER"
     para("## How to load")
     para("With open_clip, from this folder on disk or, once uploaded, from the Hub:")
-    para("```python", "import open_clip", "",
-         f"model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:{hub_path}\")",
-         f"tokenizer = open_clip.get_tokenizer(\"local-dir:{hub_path}\")",
-         f"# after uploading this folder as {repo}:",
-         f"model, _, preprocess = open_clip.create_model_and_transforms(\"hf-hub:{repo}\")", "```")
+    para(
+        "```python",
+        "import open_clip",
+        "",
+        f'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:{hub_path}")',
+        f'tokenizer = open_clip.get_tokenizer("local-dir:{hub_path}")',
+        f"# after uploading this folder as {repo}:",
+        f'model, _, preprocess = open_clip.create_model_and_transforms("hf-hub:{repo}")',
+        "```",
+    )
     if state_dict_file is not None:
         register = ["import zsr_lab  # registers the classroom architecture with open_clip"] if classroom else []
         para("The same weights as a plain state dict:")
-        para("```python", "import open_clip", *register, "",
-             f"model = open_clip.create_model(\"{model.model_name}\", pretrained=\"{state_dict_file}\")", "```")
+        para(
+            "```python",
+            "import open_clip",
+            *register,
+            "",
+            f'model = open_clip.create_model("{model.model_name}", pretrained="{state_dict_file}")',
+            "```",
+        )
     para("## Preprocessing")
-    para(f"The model was trained and evaluated on images in [0, 1] normalised with mean `{preprocess['mean']}` and "
-         f"std `{preprocess['std']}` (`preprocess_cfg` of `{HUB_CONFIG_FILE}`, so open_clip's `preprocess` applies "
-         f"them) at {model.image_size[0]}×{model.image_size[1]} pixels. zsr_lab resized inside the model with torch "
-         f"`{model.resize_mode}` interpolation after each dataset's own resize or crop; open_clip's transform "
-         f"resizes with PIL, so images that need resizing can give slightly different numbers. Attacks and ε live "
-         f"in [0, 1] pixel space, before the normalisation.")
+    para(
+        f"The model was trained and evaluated on images in [0, 1] normalised with mean `{preprocess['mean']}` and "
+        f"std `{preprocess['std']}` (`preprocess_cfg` of `{HUB_CONFIG_FILE}`, so open_clip's `preprocess` applies "
+        f"them) at {model.image_size[0]}×{model.image_size[1]} pixels. zsr_lab resized inside the model with torch "
+        f"`{model.resize_mode}` interpolation after each dataset's own resize or crop; open_clip's transform "
+        f"resizes with PIL, so images that need resizing can give slightly different numbers. Attacks and ε live "
+        f"in [0, 1] pixel space, before the normalisation."
+    )
     para("## Provenance")
     fingerprint = model.weights_fingerprint()
     provenance = [f"- zsr_lab weights fingerprint: `{fingerprint}` (the `weights` column of its evaluation tables)"]
     if config is not None and config.run_dir:
         provenance.append(f"- run folder: `{Path(config.run_dir).name}`")
-    provenance.append(f"- licence: {license}" if license else
-                      "- licence: not declared (zsr_lab does not know the base checkpoint's; pass `license=` to "
-                      "`export_encoder`)")
+    provenance.append(
+        f"- licence: {license}"
+        if license
+        else "- licence: not declared (zsr_lab does not know the base checkpoint's; pass `license=` to "
+        "`export_encoder`)"
+    )
     para(*provenance)
     return "\n".join(meta + lines)
 
 
 # ---- pieces ---------------------------------------------------------------------------------------------------
+
 
 def _check_formats(formats) -> tuple[str, ...]:
     wanted = (formats,) if isinstance(formats, str) else tuple(formats)
@@ -281,8 +352,9 @@ def _unpack(source, config, evaluation, protocol):
     elif isinstance(source, ZeroShotCLIP):
         model = source
     else:
-        raise TypeError(f"source must be what zsr_lab.fit returns (a TrainResult) or a ZeroShotCLIP, "
-                        f"got {type(source).__name__}")
+        raise TypeError(
+            f"source must be what zsr_lab.fit returns (a TrainResult) or a ZeroShotCLIP, got {type(source).__name__}"
+        )
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a zsr_lab.TrainConfig, got {type(config).__name__}")
     if evaluation is not None and not isinstance(evaluation, pd.DataFrame):
@@ -291,10 +363,12 @@ def _unpack(source, config, evaluation, protocol):
         measured = set(evaluation["weights"].dropna().astype(str))
         current = model.weights_fingerprint()
         if measured and measured != {current}:
-            raise ValueError(f"the evaluation table was measured on other weights ({', '.join(sorted(measured))}) "
-                             f"than the model's ({current}): evaluate this model (zsr_lab.evaluate_robustness) and "
-                             f"pass that table as evaluation=, or pass evaluation=pd.DataFrame() to export without "
-                             f"results")
+            raise ValueError(
+                f"the evaluation table was measured on other weights ({', '.join(sorted(measured))}) "
+                f"than the model's ({current}): evaluate this model (zsr_lab.evaluate_robustness) and "
+                f"pass that table as evaluation=, or pass evaluation=pd.DataFrame() to export without "
+                f"results"
+            )
     if protocol is None and config is not None:
         protocol = _protocol_of(config)
     return model, config, evaluation, protocol
@@ -316,18 +390,23 @@ def _check_targets(out_dir: Path, targets: dict[str, Path], overwrite: bool) -> 
     for fmt, path in targets.items():
         if fmt == "hub":
             if path.exists() and not path.is_dir():
-                raise FileExistsError(f"{path} is a file, where the hub folder goes: remove it or choose another "
-                                      f"out_dir")
+                raise FileExistsError(
+                    f"{path} is a file, where the hub folder goes: remove it or choose another out_dir"
+                )
             if path.is_dir() and any(path.iterdir()) and not overwrite:
-                raise FileExistsError(f"the hub folder {path} is not empty: pass overwrite=True to replace it, or "
-                                      f"choose another out_dir (nothing was written)")
+                raise FileExistsError(
+                    f"the hub folder {path} is not empty: pass overwrite=True to replace it, or "
+                    f"choose another out_dir (nothing was written)"
+                )
         elif path.exists():
             if path.is_dir():
-                raise FileExistsError(f"{path} is a folder, where the state dict file goes: remove it or choose "
-                                      f"another out_dir")
+                raise FileExistsError(
+                    f"{path} is a folder, where the state dict file goes: remove it or choose another out_dir"
+                )
             if not overwrite:
-                raise FileExistsError(f"{path} exists: pass overwrite=True to replace it, or choose another out_dir "
-                                      f"(nothing was written)")
+                raise FileExistsError(
+                    f"{path} exists: pass overwrite=True to replace it, or choose another out_dir (nothing was written)"
+                )
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -338,8 +417,10 @@ def _model_config(model: ZeroShotCLIP) -> dict:
     """open_clip's architecture config of the model, corrected to what the model object actually is."""
     cfg = open_clip.get_model_config(model.model_name)
     if cfg is None:
-        raise ValueError(f"open_clip has no architecture config for {model.model_name!r}: register it with "
-                         f"open_clip.add_model_config(...) before exporting")
+        raise ValueError(
+            f"open_clip has no architecture config for {model.model_name!r}: register it with "
+            f"open_clip.add_model_config(...) before exporting"
+        )
     clip = _unwrap(model.clip)
     quick_gelu = any(isinstance(m, open_clip.transformer.QuickGELU) for m in clip.modules())
     if quick_gelu != bool(cfg.get("quick_gelu", False)):
@@ -362,18 +443,23 @@ def _preprocess_cfg(model: ZeroShotCLIP) -> dict:
     def stats(key: str, buffer: torch.Tensor) -> list[float]:
         used = buffer.detach().flatten().cpu().double()
         known = base.get(key)  # the base model's constants, when the float32 buffer holds them
-        if known is not None and len(known) == len(used) and torch.allclose(torch.tensor(known).double(), used,
-                                                                             rtol=0, atol=1e-6):
+        if (
+            known is not None
+            and len(known) == len(used)
+            and torch.allclose(torch.tensor(known).double(), used, rtol=0, atol=1e-6)
+        ):
             return [float(v) for v in known]
         return [float(v) for v in used.tolist()]
 
-    return {"size": size[0] if size[0] == size[1] else list(size),
-            "mode": base.get("mode", "RGB"),
-            "mean": stats("mean", model.pixel_mean),
-            "std": stats("std", model.pixel_std),
-            "interpolation": base.get("interpolation", "bicubic"),
-            "resize_mode": base.get("resize_mode", "shortest"),
-            "fill_color": base.get("fill_color", 0)}
+    return {
+        "size": size[0] if size[0] == size[1] else list(size),
+        "mode": base.get("mode", "RGB"),
+        "mean": stats("mean", model.pixel_mean),
+        "std": stats("std", model.pixel_std),
+        "interpolation": base.get("interpolation", "bicubic"),
+        "resize_mode": base.get("resize_mode", "shortest"),
+        "fill_color": base.get("fill_color", 0),
+    }
 
 
 def _replace(staged: Path, target: Path) -> None:
@@ -409,15 +495,19 @@ def _check_loaded(loaded: torch.nn.Module, model: ZeroShotCLIP, what: str, *, ch
     for kind, a, b in zip(("image", "text"), expected, got):
         if a.shape != b.shape or not torch.allclose(a, b, rtol=tolerance, atol=tolerance):
             difference = (a - b).abs().max().item() if a.shape == b.shape else f"shapes {a.shape} vs {b.shape}"
-            raise RuntimeError(f"open_clip's model from {what} gives other {kind} features than the exported model "
-                               f"(max difference {difference}); nothing was written. Is the open_clip config of "
-                               f"{model.model_name!r} the architecture the model was built with?")
+            raise RuntimeError(
+                f"open_clip's model from {what} gives other {kind} features than the exported model "
+                f"(max difference {difference}); nothing was written. Is the open_clip config of "
+                f"{model.model_name!r} the architecture the model was built with?"
+            )
     if check_preprocess:
         cfg = loaded.visual.preprocess_cfg
         for stat, buffer in (("mean", model.pixel_mean), ("std", model.pixel_std)):
             if not torch.allclose(torch.tensor(cfg[stat], dtype=torch.float32), buffer.flatten().cpu().float()):
-                raise RuntimeError(f"open_clip reads preprocessing {stat} {cfg[stat]} from {what}, but the model "
-                                   f"normalises with {buffer.flatten().tolist()}; nothing was written")
+                raise RuntimeError(
+                    f"open_clip reads preprocessing {stat} {cfg[stat]} from {what}, but the model "
+                    f"normalises with {buffer.flatten().tolist()}; nothing was written"
+                )
 
 
 def _default_name(model: ZeroShotCLIP, config: TrainConfig | None) -> str:
@@ -439,6 +529,7 @@ def _method_label(method: str) -> str:
 
 def _version() -> str:
     from . import __version__
+
     return __version__
 
 
@@ -452,10 +543,12 @@ def _yaml(text: str) -> str:
 
 
 def _markdown(rows: list[tuple]) -> list[str]:
-    header, *body = [[str(cell).replace("|", "\\|") if i else str(cell) for i, cell in enumerate(row)]
-                     for row in rows]
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|",
-            *("| " + " | ".join(row) + " |" for row in body)]
+    header, *body = [[str(cell).replace("|", "\\|") if i else str(cell) for i, cell in enumerate(row)] for row in rows]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(" --- " for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in body),
+    ]
 
 
 def _pct(value) -> str:
@@ -469,17 +562,34 @@ def _results(evaluation: pd.DataFrame) -> list[str]:
         summary = summarize(table, by=("attack", "eps"))
         datasets = table["dataset"].nunique()
         lines += [f"Mean over the {datasets} evaluation dataset(s), accuracy in %:", ""]
-        lines += _markdown([("Attack", "ε (/255)", "Clean", "Robust")] + [
-            (row.attack, f"{row.eps:g}", _pct(row.clean_accuracy), _pct(row.robust_accuracy))
-            for row in summary.itertuples()])
+        lines += _markdown(
+            [("Attack", "ε (/255)", "Clean", "Robust")]
+            + [
+                (row.attack, f"{row.eps:g}", _pct(row.clean_accuracy), _pct(row.robust_accuracy))
+                for row in summary.itertuples()
+            ]
+        )
         lines += ["", "Per dataset:", ""]
-        lines += _markdown([("Dataset", "Attack", "ε (/255)", "Images", "Clean", "Robust")] + [
-            (row.dataset, row.attack, f"{row.eps:g}", str(int(row.n)), _pct(row.clean_accuracy),
-             _pct(row.robust_accuracy)) for row in table.itertuples()])
+        lines += _markdown(
+            [("Dataset", "Attack", "ε (/255)", "Images", "Clean", "Robust")]
+            + [
+                (
+                    row.dataset,
+                    row.attack,
+                    f"{row.eps:g}",
+                    str(int(row.n)),
+                    _pct(row.clean_accuracy),
+                    _pct(row.robust_accuracy),
+                )
+                for row in table.itertuples()
+            ]
+        )
     elif "accuracy" in table.columns:  # a clean zero-shot table (evaluate_zero_shot)
         lines += ["Clean zero-shot accuracy in % (no attack was evaluated):", ""]
-        lines += _markdown([("Dataset", "Images", "Accuracy")] + [
-            (row.dataset, str(int(row.n)), _pct(row.accuracy)) for row in table.itertuples()])
+        lines += _markdown(
+            [("Dataset", "Images", "Accuracy")]
+            + [(row.dataset, str(int(row.n)), _pct(row.accuracy)) for row in table.itertuples()]
+        )
         lines += ["", f"Mean: {_pct(table['accuracy'].mean())}"]
     else:
         lines += ["The evaluation table has no accuracy columns."]

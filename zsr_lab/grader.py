@@ -6,10 +6,11 @@ passes the attack when the defence's robust accuracy falls to within ``margin`` 
 model keeps under a plain PGD-50 on the same images: a defence that adds no robustness is broken once it is no
 better than no defence. Everything is seeded, so a grade repeats exactly.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -64,8 +65,13 @@ def graded_images(model, scale: str = "classroom", *, data_root=None, download: 
     if scale not in GRADED_SETS:
         raise ValueError(f"unknown scale {scale!r}; the grader knows {', '.join(GRADED_SETS)}")
     name, eps, n = GRADED_SETS[scale]
-    data = subset(datasets.load_dataset(name, data_root=data_root, image_size=model.image_size[0], download=download,
-                                        verbose=False), n, seed)
+    data = subset(
+        datasets.load_dataset(
+            name, data_root=data_root, image_size=model.image_size[0], download=download, verbose=False
+        ),
+        n,
+        seed,
+    )
     images, labels = zip(*(data[i] for i in range(len(data))))
     model.set_classifier(dataset_classifier(model, name))
     return torch.stack(images).to(model.device), torch.tensor(labels).to(model.device), name, eps
@@ -77,15 +83,25 @@ def _reseed(defence: Defence, seed: int) -> None:
         defence.generator.manual_seed(seed)
 
 
-def _check(adversarial, images: torch.Tensor, labels: torch.Tensor, kept_images: torch.Tensor,
-           kept_labels: torch.Tensor, eps: float) -> torch.Tensor:
+def _check(
+    adversarial,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    kept_images: torch.Tensor,
+    kept_labels: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
     """The attack's output as a tensor on the images' device, or :class:`InvalidAttack` saying what is wrong."""
     if not isinstance(adversarial, torch.Tensor):
-        raise InvalidAttack(f"the attack returned a {type(adversarial).__name__}; it must return the adversarial "
-                            f"images as one tensor shaped like its input {tuple(images.shape)}")
+        raise InvalidAttack(
+            f"the attack returned a {type(adversarial).__name__}; it must return the adversarial "
+            f"images as one tensor shaped like its input {tuple(images.shape)}"
+        )
     if tuple(adversarial.shape) != tuple(images.shape):
-        raise InvalidAttack(f"the attack returned shape {tuple(adversarial.shape)}; it must return one adversarial "
-                            f"image per input image, shaped {tuple(images.shape)}")
+        raise InvalidAttack(
+            f"the attack returned shape {tuple(adversarial.shape)}; it must return one adversarial "
+            f"image per input image, shaped {tuple(images.shape)}"
+        )
     if not torch.equal(labels, kept_labels):
         raise InvalidAttack("the attack changed the labels it was given: it may read them, not change them")
     if not torch.equal(images, kept_images):
@@ -95,25 +111,39 @@ def _check(adversarial, images: torch.Tensor, labels: torch.Tensor, kept_images:
         raise InvalidAttack("the adversarial images contain NaN or infinite values")
     low, high = float(adversarial.min()), float(adversarial.max())
     if low < -1e-6 or high > 1 + 1e-6:
-        raise InvalidAttack(f"pixel values from {low:.4f} to {high:.4f} leave the [0, 1] box: clamp the adversarial "
-                            "images to [0, 1] after every step")
+        raise InvalidAttack(
+            f"pixel values from {low:.4f} to {high:.4f} leave the [0, 1] box: clamp the adversarial "
+            "images to [0, 1] after every step"
+        )
     moved = (adversarial - images).abs().flatten(1).amax(1)
     outside = (moved > eps / 255 + 1e-6).nonzero().flatten()
     if len(outside):
         first = int(outside[0])
-        distance = (adversarial[first:first + 1] - images).abs().flatten(1).amax(1)
+        distance = (adversarial[first : first + 1] - images).abs().flatten(1).amax(1)
         nearest = int(distance.argmin())
         if nearest != first and float(distance[nearest]) <= eps / 255 + 1e-6:
-            raise InvalidAttack(f"adversarial image {first} is a perturbation of clean image {nearest}: return the "
-                                "adversarial images in the order of the clean ones")
-        raise InvalidAttack(f"perturbations leave the ε-ball: {len(outside)} image(s) moved by up to "
-                            f"{255 * float(moved.max()):.2f}/255 > ε = {eps:g}/255; project onto the ball "
-                            "(clamp δ to [−ε, ε]) after every step")
+            raise InvalidAttack(
+                f"adversarial image {first} is a perturbation of clean image {nearest}: return the "
+                "adversarial images in the order of the clean ones"
+            )
+        raise InvalidAttack(
+            f"perturbations leave the ε-ball: {len(outside)} image(s) moved by up to "
+            f"{255 * float(moved.max()):.2f}/255 > ε = {eps:g}/255; project onto the ball "
+            "(clamp δ to [−ε, ε]) after every step"
+        )
     return adversarial
 
 
-def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margin: float = 15.0, data_root=None,
-          download: bool = False, seed: int = 0) -> Grade:
+def grade(
+    defence: Defence,
+    attack: Callable,
+    *,
+    scale: str = "classroom",
+    margin: float = 15.0,
+    data_root=None,
+    download: bool = False,
+    seed: int = 0,
+) -> Grade:
     """Run ``attack`` against ``defence`` on the grader's images and say whether it broke the defence.
 
     Arguments:
@@ -134,8 +164,7 @@ def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margi
         >>> cw = lambda d, x, y: zl.attacks.build_attack(d, "cw-10", 8, n_classes=10)(x, y)
         >>> print(zl.grader.grade(SaturatedLogits(clip), cw))
     """
-    images, labels, name, eps = graded_images(defence.model, scale, data_root=data_root, download=download,
-                                              seed=seed)
+    images, labels, name, eps = graded_images(defence.model, scale, data_root=data_root, download=download, seed=seed)
     n_classes = len(datasets.get_spec(name).classnames)
     kept_images, kept_labels = images.clone(), labels.clone()
     _reseed(defence, seed)
@@ -152,13 +181,15 @@ def grade(defence: Defence, attack: Callable, *, scale: str = "classroom", margi
     passed = robust <= threshold
     what = f"{type(defence).__name__} on {len(images)} {name} images at ε = {eps:g}/255"
     if passed:
-        message = (f"Broken: {what}, robust accuracy {robust:.1f} % (clean {clean:.1f} %), within {margin:g} "
-                   f"points of the undefended model under PGD-50 ({undefended:.1f} %).")
+        message = (
+            f"Broken: {what}, robust accuracy {robust:.1f} % (clean {clean:.1f} %), within {margin:g} "
+            f"points of the undefended model under PGD-50 ({undefended:.1f} %)."
+        )
     else:
-        first = ("your attack changed almost no prediction: look at the gradient first. " if robust >= clean - 2
-                 else "")
-        message = (f"Not broken yet: {what}, robust accuracy is still {robust:.1f} % (clean {clean:.1f} %; pass at "
-                   f"or below {threshold:.1f} %, the undefended model's {undefended:.1f} % under PGD-50 plus "
-                   f"{margin:g}). {first.capitalize()}Hint: {defence.hint}.")
-    return Grade(passed, robust, clean, undefended, threshold, type(defence).__name__, name, eps, len(images),
-                 message)
+        first = "your attack changed almost no prediction: look at the gradient first. " if robust >= clean - 2 else ""
+        message = (
+            f"Not broken yet: {what}, robust accuracy is still {robust:.1f} % (clean {clean:.1f} %; pass at "
+            f"or below {threshold:.1f} %, the undefended model's {undefended:.1f} % under PGD-50 plus "
+            f"{margin:g}). {first.capitalize()}Hint: {defence.hint}."
+        )
+    return Grade(passed, robust, clean, undefended, threshold, type(defence).__name__, name, eps, len(images), message)

@@ -12,6 +12,7 @@ Notation as in the book: ``s_θ(x) = 100 · norm(f_θ(N(x))) · Tᵀ`` with ``T`
 training classes, ``f_0`` the frozen pre-trained image tower. Register a new method with ``@METHODS.register``
 (a :class:`~zsr_lab.registry.Registry`).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -22,18 +23,33 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .attention import (NORMALIZATIONS, attention_distance, complementary_attention, non_class_classifier,
-                        text_guided_attention)
+from .attention import (
+    NORMALIZATIONS,
+    attention_distance,
+    complementary_attention,
+    non_class_classifier,
+    text_guided_attention,
+)
 from .models import ZeroShotCLIP
 from .registry import Registry
-from .tima import (MARGIN_FUNCTIONS, TEXT_PARAMETERS, ClassText, image_distillation, margin_cross_entropy,
-                   mhe_energy, probe_distillation, text_margins, text_parameters, tune_text)
+from .tima import (
+    MARGIN_FUNCTIONS,
+    TEXT_PARAMETERS,
+    ClassText,
+    image_distillation,
+    margin_cross_entropy,
+    mhe_energy,
+    probe_distillation,
+    text_margins,
+    text_parameters,
+    tune_text,
+)
 from .weights import IMAGENET_NORMALIZATION
 
-METHODS: Registry[type["Method"]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method")
 
 
-def build_method(name: str, **options) -> "Method":
+def build_method(name: str, **options) -> Method:
     """The method registered as ``name``, with its options (e.g. ``build_method("pmg_aft", form="repository")``)."""
     cls = METHODS[name]
     try:
@@ -65,8 +81,11 @@ class Method(nn.Module):
     def options(self) -> dict:
         """The constructor's options with the values in use, defaults included (stored as same-named attributes)."""
         parameters = inspect.signature(type(self).__init__).parameters.values()
-        return {p.name: getattr(self, p.name) for p in parameters
-                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}  # nn.Module's *args
+        return {
+            p.name: getattr(self, p.name)
+            for p in parameters
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }  # nn.Module's *args
 
     def setup(self, model: ZeroShotCLIP, classnames: list[str], templates: list[str]) -> None:
         """Called once by the engine after the training classifier (these class names and prompt templates) is
@@ -84,19 +103,27 @@ class Method(nn.Module):
     def refresh_classifier(self, model: ZeroShotCLIP) -> None:
         """Reinstall the class embeddings after the text side may have changed (loaded or tuned weights)."""
 
-    def prepare(self, model: ZeroShotCLIP, reference: ZeroShotCLIP | None, images: torch.Tensor,
-                labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(
+        self, model: ZeroShotCLIP, reference: ZeroShotCLIP | None, images: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Targets that do not depend on the trained weights, computed once per step without gradient."""
         return {}
 
-    def attack_objective(self, model: ZeroShotCLIP, adversarial: torch.Tensor, labels: torch.Tensor,
-                         context: dict[str, torch.Tensor]) -> torch.Tensor:
+    def attack_objective(
+        self, model: ZeroShotCLIP, adversarial: torch.Tensor, labels: torch.Tensor, context: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """What the training attack maximises: by default ``CE(s_θ(x + δ), y)``."""
         return F.cross_entropy(model(adversarial).float(), labels)
 
-    def forward(self, model: ZeroShotCLIP, reference: ZeroShotCLIP | None, images: torch.Tensor,
-                adversarial: torch.Tensor, labels: torch.Tensor,
-                context: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        model: ZeroShotCLIP,
+        reference: ZeroShotCLIP | None,
+        images: torch.Tensor,
+        adversarial: torch.Tensor,
+        labels: torch.Tensor,
+        context: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(loss, terms)``: the scalar training loss and its named parts (detached, for the log)."""
         raise NotImplementedError
 
@@ -178,8 +205,7 @@ class PMGAFT(Method):
     def _kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """``KL(p(teacher) ‖ p(student))`` in PyTorch's form ``kl_div(log_softmax(student), softmax(teacher))``."""
         reduction = "batchmean" if self.form == "paper" else "sum"
-        return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1),
-                        reduction=reduction)
+        return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction=reduction)
 
     def attack_objective(self, model, adversarial, labels, context):
         return F.cross_entropy(self._logits(model, model.encode_image(adversarial)).float(), labels)
@@ -195,8 +221,12 @@ class PMGAFT(Method):
         kl_reference = self._kl(adv_logits, self._logits(model, reference_emb))
         kl_clean = self._kl(adv_logits, self._logits(model, clean_emb))
         loss = ce + self.alpha * kl_reference + self.beta * kl_clean
-        return loss, {"ce": ce.detach(), "kl_reference": kl_reference.detach(), "kl_clean": kl_clean.detach(),
-                      "adv_accuracy": adversarial_accuracy(adv_logits, labels)}
+        return loss, {
+            "ce": ce.detach(),
+            "kl_reference": kl_reference.detach(),
+            "kl_clean": kl_clean.detach(),
+            "adv_accuracy": adversarial_accuracy(adv_logits, labels),
+        }
 
 
 @METHODS.register
@@ -264,14 +294,14 @@ class TGAZSR(Method):
     def __init__(self, alpha: float = 0.08, beta: float = 0.05, normalize: str = "tokens"):
         super().__init__()
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be 'tokens' (the official computation) or 'per_token', "
-                             f"got {normalize!r}")
+            raise ValueError(f"normalize must be 'tokens' (the official computation) or 'per_token', got {normalize!r}")
         self.alpha, self.beta, self.normalize = float(alpha), float(beta), normalize
 
     def attention(self, model: ZeroShotCLIP, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The maps of the ground-truth classes for these tokens."""
-        return text_guided_attention(tokens.float(), model.class_embeddings[labels], image_size=model.image_size,
-                                     normalize=self.normalize)
+        return text_guided_attention(
+            tokens.float(), model.class_embeddings[labels], image_size=model.image_size, normalize=self.normalize
+        )
 
     def prepare(self, model, reference, images, labels):
         return {"target": self.attention(reference, reference.encode_image_tokens(images).tokens, labels)}
@@ -285,8 +315,12 @@ class TGAZSR(Method):
         larm = attention_distance(adv_maps, context["target"])
         gacm = attention_distance(clean_maps, context["target"])
         loss = ce + self.alpha * larm + self.beta * gacm
-        return loss, {"ce": ce.detach(), "larm": larm.detach(), "gacm": gacm.detach(),
-                      "adv_accuracy": adversarial_accuracy(logits, labels)}
+        return loss, {
+            "ce": ce.detach(),
+            "larm": larm.detach(),
+            "gacm": gacm.detach(),
+            "adv_accuracy": adversarial_accuracy(logits, labels),
+        }
 
 
 @METHODS.register
@@ -313,10 +347,12 @@ class CompTGA(TGAZSR):
         if self.non_class_embeddings.numel() == 0:
             raise RuntimeError("Comp-TGA needs its non-class prompts: call setup(model, classnames) first")
         size, tokens = model.image_size, tokens.float()
-        class_maps = text_guided_attention(tokens, model.class_embeddings[labels], image_size=size,
-                                           normalize=self.normalize)
-        non_class_maps = text_guided_attention(tokens, self.non_class_embeddings[labels].to(tokens.device),
-                                               image_size=size, normalize=self.normalize)
+        class_maps = text_guided_attention(
+            tokens, model.class_embeddings[labels], image_size=size, normalize=self.normalize
+        )
+        non_class_maps = text_guided_attention(
+            tokens, self.non_class_embeddings[labels].to(tokens.device), image_size=size, normalize=self.normalize
+        )
         return complementary_attention(class_maps, non_class_maps)
 
 
@@ -352,13 +388,26 @@ class TIMA(Method):
     needs_reference = True
     SCHEDULES = ("staged", "joint")
 
-    def __init__(self, gamma: float = 0.05, margin: str = "cosine", tau: float = 0.01, takd_weight: float = 1.0,
-                 mhe_weight: float = 1.0, iakd_weight: float = 1.0, text_params: str = "projection",
-                 schedule: str = "staged", text_steps: int = 200, text_lr: float = 1e-3,
-                 probe_examples: int = 10_000):
+    def __init__(
+        self,
+        gamma: float = 0.05,
+        margin: str = "cosine",
+        tau: float = 0.01,
+        takd_weight: float = 1.0,
+        mhe_weight: float = 1.0,
+        iakd_weight: float = 1.0,
+        text_params: str = "projection",
+        schedule: str = "staged",
+        text_steps: int = 200,
+        text_lr: float = 1e-3,
+        probe_examples: int = 10_000,
+    ):
         super().__init__()
-        checks = (("margin", margin, MARGIN_FUNCTIONS), ("text_params", text_params, TEXT_PARAMETERS),
-                  ("schedule", schedule, self.SCHEDULES))
+        checks = (
+            ("margin", margin, MARGIN_FUNCTIONS),
+            ("text_params", text_params, TEXT_PARAMETERS),
+            ("schedule", schedule, self.SCHEDULES),
+        )
         for option, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
@@ -393,9 +442,17 @@ class TIMA(Method):
     def before_training(self, model, reference, train_data):
         if self.schedule != "staged" or self.text_steps == 0:
             return []
-        history = tune_text(model, self.class_text, self._probes(reference, train_data), which=self.text_params,
-                            steps=self.text_steps, lr=self.text_lr, mhe_weight=self.mhe_weight,
-                            iakd_weight=self.iakd_weight, tau=self.tau)
+        history = tune_text(
+            model,
+            self.class_text,
+            self._probes(reference, train_data),
+            which=self.text_params,
+            steps=self.text_steps,
+            lr=self.text_lr,
+            mhe_weight=self.mhe_weight,
+            iakd_weight=self.iakd_weight,
+            tau=self.tau,
+        )
         self.refresh_classifier(model)
         return history
 

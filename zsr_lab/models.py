@@ -4,22 +4,26 @@ Every method in zsr_lab talks to CLIP through :class:`ZeroShotCLIP`: it takes im
 (where attacks and ε live), resizes and normalises *inside*, and returns the image embedding, the
 100-scaled zero-shot logits against a class-embedding matrix, and all last-layer tokens projected into the
 joint space (what the text-guided attention methods need), all from one forward pass of the image tower.
+
+Loading a model with its weights is :mod:`zsr_lab.pretrained`'s (``load_clip``); this module also holds what
+freezes weights: :func:`freeze`, :func:`frozen_copy` (the reference ``f_0``), :func:`frozen_parameters` (during an
+attack) and :func:`train_image_tower_only`.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
 DEFAULT_PRETRAINED = "openai"
@@ -70,8 +74,17 @@ class ZeroShotCLIP(nn.Module):
         >>> clip(images).argmax(1)
     """
 
-    def __init__(self, clip: nn.Module, tokenizer, *, model_name: str, pretrained: str | None,
-                 mean: Sequence[float], std: Sequence[float], resize_mode: str = "bicubic"):
+    def __init__(
+        self,
+        clip: nn.Module,
+        tokenizer,
+        *,
+        model_name: str,
+        pretrained: str | None,
+        mean: Sequence[float],
+        std: Sequence[float],
+        resize_mode: str = "bicubic",
+    ):
         super().__init__()
         self.clip = clip
         self.clip.visual.output_tokens = True  # one pass returns pooled embedding and patch tokens
@@ -102,8 +115,9 @@ class ZeroShotCLIP(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[0,1] images → resized, normalised model input (differentiable, so attacks see through it)."""
         if images.dim() != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected images of shape [B, 3, H, W] (or [B, 1, H, W]) in [0, 1], "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images of shape [B, 3, H, W] (or [B, 1, H, W]) in [0, 1], got {tuple(images.shape)}"
+            )
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         if tuple(images.shape[-2:]) != self.image_size:
@@ -128,11 +142,12 @@ class ZeroShotCLIP(nn.Module):
         embedding = self.clip.encode_text(tokens)
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
-    def set_classifier(self, class_embeddings: torch.Tensor) -> "ZeroShotCLIP":
+    def set_classifier(self, class_embeddings: torch.Tensor) -> ZeroShotCLIP:
         """Use these L2-normalised class embeddings (``[C, d]``) as the zero-shot classifier."""
         if class_embeddings.dim() != 2 or class_embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"class embeddings must have shape [C, {self.embed_dim}], "
-                             f"got {tuple(class_embeddings.shape)}")
+            raise ValueError(
+                f"class embeddings must have shape [C, {self.embed_dim}], got {tuple(class_embeddings.shape)}"
+            )
         self.class_embeddings = class_embeddings.detach().to(self.device, torch.float32)
         return self
 

@@ -1,4 +1,5 @@
 """Figures the chapters draw (seaborn/matplotlib); every figure that shows numbers names its scale."""
+
 from __future__ import annotations
 
 import math
@@ -93,11 +94,12 @@ def _legend_outside(ax, **kwargs) -> None:
 
 
 def _short(name: str, characters: int) -> str:
-    return name if len(name) <= characters else name[:characters - 1] + "…"
+    return name if len(name) <= characters else name[: characters - 1] + "…"
 
 
-def show_examples(dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224,
-                  data_root=None, seed: int = 0):
+def show_examples(
+    dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224, data_root=None, seed: int = 0
+):
     """A grid of random test images, one row per dataset, titled with their class names."""
     rng = np.random.default_rng(seed)
     tile = COLUMN_INCHES / per_dataset
@@ -118,15 +120,27 @@ def plot_class_similarity(class_embeddings: torch.Tensor, classnames: Sequence[s
     """Heatmap of cosine similarities between the class text embeddings of a zero-shot classifier."""
     similarity = (class_embeddings @ class_embeddings.T).cpu().numpy()
     ax = ax or plt.subplots(figsize=(COLUMN_INCHES * 0.85, 5.6))[1]
-    sns.heatmap(pd.DataFrame(similarity, index=classnames, columns=classnames), ax=ax, cmap="viridis",
-                square=True, cbar_kws={"label": "cosine similarity"})
+    sns.heatmap(
+        pd.DataFrame(similarity, index=classnames, columns=classnames),
+        ax=ax,
+        cmap="viridis",
+        square=True,
+        cbar_kws={"label": "cosine similarity"},
+    )
     ax.set_title(_wrapped(title, ax))
     return ax
 
 
 @torch.no_grad()
-def show_predictions(model: ZeroShotCLIP, images: torch.Tensor, labels: Sequence[int],
-                     classnames: Sequence[str], *, k: int = 3, per_row: int = 3):
+def show_predictions(
+    model: ZeroShotCLIP,
+    images: torch.Tensor,
+    labels: Sequence[int],
+    classnames: Sequence[str],
+    *,
+    k: int = 3,
+    per_row: int = 3,
+):
     """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green),
     ``per_row`` images to a row."""
     probabilities = model(images.to(model.device)).softmax(dim=-1).cpu()
@@ -144,13 +158,21 @@ def show_predictions(model: ZeroShotCLIP, images: torch.Tensor, labels: Sequence
         bars.set_yticks(range(len(top.values)), [_short(classnames[int(i)], 14) for i in top.indices][::-1])
         bars.set_xlim(0, 1)
         bars.set_xlabel("probability")
-    for ax in axes.flat[2 * len(images):]:  # cells past the last image in a wrapped row
+    for ax in axes.flat[2 * len(images) :]:  # cells past the last image in a wrapped row
         ax.remove()
     return fig
 
 
-def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, value: str = "accuracy",
-                  title: str = "Zero-shot accuracy", attack: str | None = None, ax=None):
+def plot_accuracy(
+    table: pd.DataFrame,
+    *,
+    scale: str,
+    hue: str | None = None,
+    value: str = "accuracy",
+    title: str = "Zero-shot accuracy",
+    attack: str | None = None,
+    ax=None,
+):
     """Bar chart of accuracy per dataset (with the plain mean in the title), labelled with the scale; robust
     accuracy is shown under one attack (default: the table's first, the protocol's worst case). Bars carry
     their values when there is room for them."""
@@ -176,8 +198,16 @@ def plot_accuracy(table: pd.DataFrame, *, scale: str, hue: str | None = None, va
     return ax
 
 
-def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred: Sequence[int],
-                     adv_pred: Sequence[int], labels: Sequence[int], classnames: Sequence[str], *, eps_label: str):
+def show_adversarial(
+    clean: torch.Tensor,
+    adversarial: torch.Tensor,
+    clean_pred: Sequence[int],
+    adv_pred: Sequence[int],
+    labels: Sequence[int],
+    classnames: Sequence[str],
+    *,
+    eps_label: str,
+):
     """Clean images, their perturbations (amplified to be visible) and the adversarial images, with predictions."""
     n = len(clean)
     tile = min(1.6, (COLUMN_INCHES - 0.4) / n)
@@ -185,14 +215,19 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
     delta = adversarial - clean
     scale = delta.abs().max().clamp_min(1e-12)
     for i in range(n):
-        tiles = [(clean[i], classnames[clean_pred[i]], clean_pred[i] == labels[i]),
-                 (0.5 + 0.5 * delta[i] / scale, "δ (amplified)", None),
-                 (adversarial[i], classnames[adv_pred[i]], adv_pred[i] == labels[i])]
+        tiles = [
+            (clean[i], classnames[clean_pred[i]], clean_pred[i] == labels[i]),
+            (0.5 + 0.5 * delta[i] / scale, "δ (amplified)", None),
+            (adversarial[i], classnames[adv_pred[i]], adv_pred[i] == labels[i]),
+        ]
         for row, (image, title, right) in enumerate(tiles):
             ax = axes[row, i]
             ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-            ax.set_title(_short(title, int(tile * 13)), fontsize=FONT_POINTS,
-                         color={True: "tab:green", False: "tab:red", None: "black"}[right])
+            ax.set_title(
+                _short(title, int(tile * 13)),
+                fontsize=FONT_POINTS,
+                color={True: "tab:green", False: "tab:red", None: "black"}[right],
+            )
             _image_cell(ax)
     axes[0, 0].set_ylabel("clean")
     axes[2, 0].set_ylabel(f"adversarial\n{eps_label}")
@@ -200,8 +235,16 @@ def show_adversarial(clean: torch.Tensor, adversarial: torch.Tensor, clean_pred:
 
 
 @torch.no_grad()
-def show_budget_series(model: ZeroShotCLIP, image: torch.Tensor, label: torch.Tensor, classnames: Sequence[str], *,
-                       budgets: Sequence[float] = (0, 1, 2, 4, 8, 16), steps: int = 10, seed: int = 0):
+def show_budget_series(
+    model: ZeroShotCLIP,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    classnames: Sequence[str],
+    *,
+    budgets: Sequence[float] = (0, 1, 2, 4, 8, 16),
+    steps: int = 10,
+    seed: int = 0,
+):
     """One image attacked with PGD at growing budgets, side by side, each titled with the predicted class and its
     probability (green: right, red: wrong): what the chapter's ε slider shows, without a running kernel (and,
     with one budget, what the slider draws).
@@ -218,19 +261,22 @@ def show_budget_series(model: ZeroShotCLIP, image: torch.Tensor, label: torch.Te
     for ax, eps in zip(axes[0], budgets):
         torch.manual_seed(seed)
         with torch.enable_grad():
-            adversarial = image if eps == 0 else build_attack(model, f"pgd-{steps}", eps,
-                                                              n_classes=len(classnames))(image, label)
+            adversarial = (
+                image if eps == 0 else build_attack(model, f"pgd-{steps}", eps, n_classes=len(classnames))(image, label)
+            )
         probabilities = model(adversarial.to(model.device)).softmax(-1)[0].cpu()
         top = int(probabilities.argmax())
         ax.imshow(adversarial[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        ax.set_title(f"ε = {eps:g}/255\n{_short(classnames[top], int(tile * 10))} {100 * probabilities[top]:.0f} %",
-                     fontsize=FONT_POINTS, color="tab:green" if top == int(label[0]) else "tab:red")
+        ax.set_title(
+            f"ε = {eps:g}/255\n{_short(classnames[top], int(tile * 10))} {100 * probabilities[top]:.0f} %",
+            fontsize=FONT_POINTS,
+            color="tab:green" if top == int(label[0]) else "tab:red",
+        )
         _image_cell(ax)
     return fig
 
 
-def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "dataset", attack: str | None = None,
-                          ax=None):
+def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "dataset", attack: str | None = None, ax=None):
     """Robust accuracy against ε (in units of 1/255), one line per dataset (or per ``hue``, e.g. ``"method"``:
     then each line is the mean over datasets), under one attack (default: the table's first, the protocol's
     worst case), labelled with the scale; the legend sits right of the plot."""
@@ -260,8 +306,18 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
     """The loss terms per logged step of each training stage (TIMA's text stage first, then the image stage),
     and clean/robust accuracy on the held-out training images: over the steps, or as bars when they were
     measured once. Panels are stacked, each the column's width."""
-    bookkeeping = {"kind", "step", "epoch", "lr", "images_per_s", "adv_accuracy", "clean_accuracy",
-                   "robust_accuracy", "attack", "n"}
+    bookkeeping = {
+        "kind",
+        "step",
+        "epoch",
+        "lr",
+        "images_per_s",
+        "adv_accuracy",
+        "clean_accuracy",
+        "robust_accuracy",
+        "attack",
+        "n",
+    }
     stages = [(kind, history[history["kind"] == kind]) for kind in ("text", "train")]
     stages = [(kind, rows) for kind, rows in stages if len(rows)]
     holdout = history[history["kind"] == "holdout"]
@@ -276,8 +332,9 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
         _legend_outside(ax)
     if len(holdout):
         ax = axes[-1, 0]
-        tidy = holdout.melt(id_vars="step", value_vars=["clean_accuracy", "robust_accuracy"],
-                            var_name="accuracy", value_name="percent")
+        tidy = holdout.melt(
+            id_vars="step", value_vars=["clean_accuracy", "robust_accuracy"], var_name="accuracy", value_name="percent"
+        )
         tidy["accuracy"] = tidy["accuracy"].str.removesuffix("_accuracy")
         if holdout["step"].nunique() > 1:
             sns.lineplot(data=tidy, x="step", y="percent", hue="accuracy", marker="o", ax=ax)
@@ -285,8 +342,9 @@ def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversaria
             _legend_outside(ax)
         else:
             sns.barplot(data=tidy, x="accuracy", y="percent", errorbar=None, ax=ax)
-            ax.bar_label(ax.containers[0], labels=[percent(v) for v in ax.containers[0].datavalues],
-                         fontsize=FONT_POINTS)
+            ax.bar_label(
+                ax.containers[0], labels=[percent(v) for v in ax.containers[0].datavalues], fontsize=FONT_POINTS
+            )
             ax.set_xlabel(f"after step {int(holdout['step'].iloc[0])}")
         ax.set_title(f"held-out training images, {holdout['attack'].iloc[-1]}")
         ax.set_ylabel("accuracy (%)")
@@ -304,9 +362,14 @@ def _label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
     placed = []
 
     def place(index, shift, side):
-        return ax.annotate(labels[index], (xs[index], ys[index]), textcoords="offset points",
-                           xytext=(6 * side, shift * step - FONT_POINTS / 2), fontsize=FONT_POINTS,
-                           ha="left" if side > 0 else "right")
+        return ax.annotate(
+            labels[index],
+            (xs[index], ys[index]),
+            textcoords="offset points",
+            xytext=(6 * side, shift * step - FONT_POINTS / 2),
+            fontsize=FONT_POINTS,
+            ha="left" if side > 0 else "right",
+        )
 
     for index in sorted(range(len(labels)), key=lambda i: -ys[i]):
         text = place(index, 0, 1)
@@ -324,8 +387,9 @@ def _label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
         placed.append(box)
 
 
-def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, attack: str | None = None, ax=None,
-                  title: str | None = None):
+def plot_tradeoff(
+    summary: pd.DataFrame, *, scale: str, eps: float, attack: str | None = None, ax=None, title: str | None = None
+):
     """Mean clean vs mean robust accuracy at one ε, one named point per method (a ``summarize`` table), under one
     attack (default: the table's first, the protocol's worst case); ``title`` replaces the default one (which
     names the scale)."""
@@ -335,8 +399,9 @@ def plot_tradeoff(summary: pd.DataFrame, *, scale: str, eps: float, attack: str 
     ax.margins(x=0.3, y=0.2)  # room for the names
     ax.set_xlabel("mean clean accuracy (%)")
     under = f" ({rows['attack'].iloc[0]})" if "attack" in rows.columns and len(rows) else ""
-    ax.set_ylabel(_wrapped(f"mean robust accuracy at {eps:g}/255{under} (%)", ax, font_points=FONT_POINTS,
-                           vertical=True))
+    ax.set_ylabel(
+        _wrapped(f"mean robust accuracy at {eps:g}/255{under} (%)", ax, font_points=FONT_POINTS, vertical=True)
+    )
     ax.set_title(_wrapped(title or f"Clean vs robust, held-out zero-shot sets ({scale} scale)", ax))
     _label_points(ax, list(rows["clean_accuracy"]), list(rows["robust_accuracy"]), list(rows["method"]))
     return ax
@@ -350,8 +415,15 @@ def plot_tradeoffs(summary: pd.DataFrame, *, scale: str, eps_values: Sequence[fl
     return fig
 
 
-def plot_heatmap(table: pd.DataFrame, *, scale: str, value: str = "robust_accuracy", eps: float | None = None,
-                 attack: str | None = None, ax=None):
+def plot_heatmap(
+    table: pd.DataFrame,
+    *,
+    scale: str,
+    value: str = "robust_accuracy",
+    eps: float | None = None,
+    attack: str | None = None,
+    ax=None,
+):
     """Accuracy per method and dataset (plus their mean), annotated: methods are rows (in order of appearance)
     and datasets columns, or the other way round when there are more datasets than fit across the column.
 
@@ -369,10 +441,18 @@ def plot_heatmap(table: pd.DataFrame, *, scale: str, value: str = "robust_accura
     across = grid.shape[1] <= 9  # datasets across; otherwise down, so that the cells keep their numbers legible
     if not across:
         grid = grid.T
-    ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.75 * grid.shape[1] + 2.4),
-                                     0.32 * grid.shape[0] + 1.4))[1]
-    sns.heatmap(grid, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, cbar_kws={"label": "%"}, ax=ax,
-                annot_kws={"fontsize": FONT_POINTS})
+    ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.75 * grid.shape[1] + 2.4), 0.32 * grid.shape[0] + 1.4))[1]
+    sns.heatmap(
+        grid,
+        annot=True,
+        fmt=".0f",
+        cmap="viridis",
+        vmin=0,
+        vmax=100,
+        cbar_kws={"label": "%"},
+        ax=ax,
+        annot_kws={"fontsize": FONT_POINTS},
+    )
     if across:  # the mean is not a dataset
         ax.axvline(grid.shape[1] - 1, color="white", lw=2)
     else:
@@ -400,9 +480,13 @@ def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, a
     ax.imshow(attention_map.detach().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
 
 
-def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
-                   captions: Mapping[str, Sequence[tuple[str, bool | None]]] | None = None, alpha: float = 0.5,
-                   title: str | None = None):
+def show_attention(
+    rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    captions: Mapping[str, Sequence[tuple[str, bool | None]]] | None = None,
+    alpha: float = 0.5,
+    title: str | None = None,
+):
     """Attention maps overlaid on their images: one row per entry, one column per image.
 
     Arguments:
@@ -424,16 +508,24 @@ def show_attention(rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
             _image_cell(ax)
             if captions and label in captions:
                 text, correct = captions[label][i]
-                ax.set_title(_short(text, int(tile * 11)), fontsize=FONT_POINTS,
-                             color={True: "tab:green", False: "tab:red", None: "black"}[correct])
+                ax.set_title(
+                    _short(text, int(tile * 11)),
+                    fontsize=FONT_POINTS,
+                    color={True: "tab:green", False: "tab:red", None: "black"}[correct],
+                )
         axes[r, 0].set_ylabel(textwrap.fill(label, max(8, int(tile * 12))))
     if title:
         suptitle(fig, title)
     return fig
 
 
-def show_model_attention(views: Mapping[str, tuple[ZeroShotCLIP, torch.Tensor]], labels: torch.Tensor,
-                         classnames: Sequence[str], *, title: str | None = None):
+def show_model_attention(
+    views: Mapping[str, tuple[ZeroShotCLIP, torch.Tensor]],
+    labels: torch.Tensor,
+    classnames: Sequence[str],
+    *,
+    title: str | None = None,
+):
     """Each row: a model and the images it sees, with its attention map for the true class overlaid and its
     prediction as the caption (green when right). Each model must have the images' classifier installed."""
     rows, captions = {}, {}
@@ -446,15 +538,23 @@ def show_model_attention(views: Mapping[str, tuple[ZeroShotCLIP, torch.Tensor]],
     return show_attention(rows, captions=captions, title=title)
 
 
-def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tensor, labels: torch.Tensor, *,
-                         masks: torch.Tensor | None = None, eps: float = 4, steps: int = 10, seed: int = 0,
-                         title: str | None = None):
+def show_attention_shift(
+    models: Mapping[str, ZeroShotCLIP],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    masks: torch.Tensor | None = None,
+    eps: float = 4,
+    steps: int = 10,
+    seed: int = 0,
+    title: str | None = None,
+):
     """Where each model looks, clean and under its own attack, and how much that moved.
 
     One row per model and image (models top to bottom, each model's images together), four panels per row: the
     image (with the object's outline when ``masks`` are given), the model's class map on it, the map on the
-    model's own PGD image (:func:`zsr_lab.attention_measures.perturbed_images`: ε, ``steps``, ``seed``), and the absolute
-    difference ``|A(x_adv) − A(x)|``. Maps use one perceptual colour map (magma) on a shared 0–1 scale with its
+    model's own PGD image (:func:`zsr_lab.attention_measures.perturbed_images`: ε, ``steps``, ``seed``), and the
+    absolute difference ``|A(x_adv) − A(x)|``. Maps use one perceptual colour map (magma) on a shared 0–1 scale with its
     colour bar; differences a second one (viridis) with its own. Under each map: the mass on the object (when
     masks are given); under the difference: the prediction on the attacked image. Each model must have the
     images' classifier installed.
@@ -482,8 +582,7 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
             cells[0].imshow(images[i].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
             maps = cells[1].imshow(clean_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
             cells[2].imshow(adversarial_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
-            shift = cells[3].imshow((adversarial_maps[i] - clean_maps[i]).abs().numpy(), cmap="viridis", vmin=0,
-                                    vmax=1)
+            shift = cells[3].imshow((adversarial_maps[i] - clean_maps[i]).abs().numpy(), cmap="viridis", vmin=0, vmax=1)
             for cell, panel in zip(cells, panels):
                 _image_cell(cell)
                 if masks is not None:
@@ -492,7 +591,7 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
                     cell.set_title(panel, fontsize=FONT_POINTS)
             if masks is not None:
                 for cell, view in ((cells[1], clean_maps), (cells[2], adversarial_maps)):
-                    mass = float(attention_mass_in_object(view[i:i + 1], masks[i:i + 1].cpu()))
+                    mass = float(attention_mass_in_object(view[i : i + 1], masks[i : i + 1].cpu()))
                     cell.set_xlabel(f"on object {mass:.2f}")
             cells[3].set_xlabel(f"attacked: {'right' if predicted[i] == labels[i] else 'wrong'}")
             cells[0].set_ylabel(f"{name}\nimage {i + 1}")
@@ -503,8 +602,7 @@ def show_attention_shift(models: Mapping[str, ZeroShotCLIP], images: torch.Tenso
     return fig
 
 
-def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, ylabel: str, title: str,
-                decorate=None):
+def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, ylabel: str, title: str, decorate=None):
     """One bar panel per value of ``panel`` (shared y axis), two to a row, with one legend below them (outside
     the bars); ``decorate(ax, rows)`` adds to each panel. Returns the figure."""
     names = list(dict.fromkeys(tidy[panel]))
@@ -521,7 +619,7 @@ def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, yla
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
         ax.set_ylabel(ylabel)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.remove()
     handles, labels = axes.flat[0].get_legend_handles_labels()
     axes.flat[0].get_legend().remove()
@@ -533,13 +631,23 @@ def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, yla
 def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     """Mean attention drift per dataset on clean, randomly perturbed and attacked images, one panel per model
     (a :func:`zsr_lab.measure_attention_drift` table)."""
-    tidy = table.melt(id_vars=["model", "dataset"], value_vars=["clean", "random_noise", "adversarial"],
-                      var_name="images", value_name="drift")
+    tidy = table.melt(
+        id_vars=["model", "dataset"],
+        value_vars=["clean", "random_noise", "adversarial"],
+        var_name="images",
+        value_name="drift",
+    )
     eps = table["eps"].iloc[0]
-    return _bar_panels(tidy, panel="model", x="dataset", y="drift", hue="images",
-                       ylabel="attention drift\n(RMS per pixel)",
-                       title=f"How far the class attention moves from the pre-trained model's clean map, "
-                             f"ε = {eps:g}/255 ({scale} scale)")
+    return _bar_panels(
+        tidy,
+        panel="model",
+        x="dataset",
+        y="drift",
+        hue="images",
+        ylabel="attention drift\n(RMS per pixel)",
+        title=f"How far the class attention moves from the pre-trained model's clean map, "
+        f"ε = {eps:g}/255 ({scale} scale)",
+    )
 
 
 def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str = "mass_in_object"):
@@ -553,15 +661,22 @@ def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str =
         ax.axhline(rows["uniform"].iloc[0], color="black", linestyle="--", linewidth=1, label="uniform map")
 
     eps = table["eps"].iloc[0]
-    return _bar_panels(table, panel="dataset", x="model", y=value, hue="condition",
-                       ylabel="attention mass\non the object" if value == "mass_in_object" else "pointing game hits",
-                       decorate=chance_level if value == "mass_in_object" else None,
-                       title=f"Where the class attention falls: clean, random ±{eps:g}/255 noise, each model's own "
-                             f"PGD ({scale} scale)")
+    return _bar_panels(
+        table,
+        panel="dataset",
+        x="model",
+        y=value,
+        hue="condition",
+        ylabel="attention mass\non the object" if value == "mass_in_object" else "pointing game hits",
+        decorate=chance_level if value == "mass_in_object" else None,
+        title=f"Where the class attention falls: clean, random ±{eps:g}/255 noise, each model's own "
+        f"PGD ({scale} scale)",
+    )
 
 
-def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None,
-                     attack: str | None = None):
+def plot_sensitivity(
+    table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None, attack: str | None = None
+):
     """Mean clean and robust accuracy against each swept option (a :func:`zsr_lab.sensitivity` table),
     robust under one attack (default: the table's first, the protocol's worst case).
 
@@ -576,8 +691,9 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
     fig, axes = _figure(math.ceil(len(options) / columns), columns, height=3.0, sharey=True)
     for ax, option in zip(axes.flat, options):
         swept = rows[rows["option"] == option].sort_values("value")
-        tidy = swept.melt(id_vars="value", value_vars=["clean_accuracy", "robust_accuracy"], var_name="accuracy",
-                          value_name="percent")
+        tidy = swept.melt(
+            id_vars="value", value_vars=["clean_accuracy", "robust_accuracy"], var_name="accuracy", value_name="percent"
+        )
         sns.lineplot(data=tidy, x="value", y="percent", hue="accuracy", marker="o", ax=ax, legend=False)
         ax.set_xscale("symlog", linthresh=min(v for v in swept["value"] if v > 0))
         ax.set_xticks(swept["value"], [f"{v:g}" for v in swept["value"]])
@@ -589,7 +705,7 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
             ref = reference[reference["eps"] == eps].iloc[0]
             for value, colour in ((ref["clean_accuracy"], "C0"), (ref["robust_accuracy"], "C1")):
                 ax.axhline(value, ls="--", lw=1, color=colour)
-    for ax in axes.flat[len(options):]:
+    for ax in axes.flat[len(options) :]:
         ax.remove()
     handles = [Line2D([], [], color="C0", marker="o"), Line2D([], [], color="C1", marker="o")]
     names = ["clean", "robust"]
@@ -602,8 +718,14 @@ def plot_sensitivity(table: pd.DataFrame, *, scale: str, eps: float, reference: 
     return fig
 
 
-def plot_text_geometry(original: torch.Tensor, tuned: torch.Tensor, classnames: Sequence[str], *, scale: str,
-                       margins: torch.Tensor | None = None):
+def plot_text_geometry(
+    original: torch.Tensor,
+    tuned: torch.Tensor,
+    classnames: Sequence[str],
+    *,
+    scale: str,
+    margins: torch.Tensor | None = None,
+):
     """Pairwise cosine similarity of the class text embeddings before and after text tuning (heatmaps, above),
     and the distribution of the off-diagonal values (and of the margins, when given), below."""
     fig, axes = _figure(2, 2, height=3.3)
@@ -613,9 +735,17 @@ def plot_text_geometry(original: torch.Tensor, tuned: torch.Tensor, classnames: 
     for ax, (name, text) in zip(axes[0], (("original", original), ("tuned", tuned))):
         similarity = (text @ text.T).detach().cpu()
         values[name] = similarity[upper].numpy()
-        sns.heatmap(pd.DataFrame(similarity.numpy(), index=classnames, columns=classnames), ax=ax, cmap="viridis",
-                    vmin=-1, vmax=1, square=True, cbar=False, xticklabels=False,
-                    yticklabels=names if ax is axes[0, 0] else False)
+        sns.heatmap(
+            pd.DataFrame(similarity.numpy(), index=classnames, columns=classnames),
+            ax=ax,
+            cmap="viridis",
+            vmin=-1,
+            vmax=1,
+            square=True,
+            cbar=False,
+            xticklabels=False,
+            yticklabels=names if ax is axes[0, 0] else False,
+        )
         ax.set_title(f"{name} class text:\nmean off-diagonal cos {values[name].mean():.2f}")
     fig.colorbar(axes[0, 1].collections[0], ax=axes[0, :].tolist(), label="cosine", shrink=0.9)
     tidy = pd.DataFrame([{"text": name, "cosine": v} for name, vs in values.items() for v in vs])
@@ -641,13 +771,15 @@ def plot_attack_gap(summary: pd.DataFrame, *, scale: str, eps: float, worst: str
     ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.8 * len(gap) + 2.5), 3.4))[1]
     ax.bar(gap.index, gap.values, color="tab:red")
     for x, value in enumerate(gap.values):
-        ax.annotate(percent(value), (x, value), textcoords="offset points", xytext=(0, 3), ha="center",
-                    fontsize=FONT_POINTS)
+        ax.annotate(
+            percent(value), (x, value), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=FONT_POINTS
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.margins(y=0.15)  # room for the value labels
     ax.set_ylabel("points over-stated")
-    ax.set_title(_wrapped(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 "
-                          f"({scale} scale)", ax))
+    ax.set_title(
+        _wrapped(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 ({scale} scale)", ax)
+    )
     ax.tick_params(axis="x", rotation=30)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")

@@ -1,4 +1,5 @@
 """Numerical precision of forward passes: fp32 by default, bf16/fp16 autocast as an option."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-FP16_GRAD_SCALE = 2.0 ** 12
+FP16_GRAD_SCALE = 2.0**12
 
 
 def autocast(precision: str, device: torch.device):

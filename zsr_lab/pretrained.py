@@ -6,6 +6,7 @@ The tags ``load_clip`` knows beyond open_clip's own are registries, read like op
 :data:`zsr_lab.classroom.PRETRAINING` (the classroom architectures, tag ``"zsr_lab"``); ``"none"`` means random
 weights. An unknown tag is answered with the closest known ones.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,15 @@ from torch import nn
 
 from . import settings
 from .classroom import PRETRAINING, pretrained_checkpoint
-from .models import (CLASSROOM_MODEL, CLASSROOM_MODELS, CLASSROOM_PRETRAINED, DEFAULT_MODEL, DEFAULT_PRETRAINED,
-                     ZeroShotCLIP, weights_set_later)
+from .models import (
+    CLASSROOM_MODEL,
+    CLASSROOM_MODELS,
+    CLASSROOM_PRETRAINED,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ZeroShotCLIP,
+    weights_set_later,
+)
 from .registry import Registry
 from .weights import NORMALIZATIONS, PUBLISHED, load_weights, looks_like_file, published_file, read_weights
 
@@ -35,17 +43,23 @@ def known_tags(model_name: str) -> Registry[str]:
     CLIP's own tag for the classroom architectures (each entry: where the tag comes from)."""
     stored = model_name.startswith(("hf-hub:", "local-dir:"))
     tags = {} if stored else dict.fromkeys(open_clip.list_pretrained_tags_by_model(model_name), "open_clip")
-    tags.update({name: "zsr_lab.weights.PUBLISHED" for name, entry in PUBLISHED.items()
-                 if entry.model == model_name})
+    tags.update({name: "zsr_lab.weights.PUBLISHED" for name, entry in PUBLISHED.items() if entry.model == model_name})
     if model_name in PRETRAINING:
         tags[CLASSROOM_PRETRAINED] = "zsr_lab.classroom.PRETRAINING"
     return Registry(f"pretrained tag for {model_name}", tags)
 
 
-def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, *,
-              device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
-              resize_mode: str = "bicubic", base: str | None = None, normalization: str | None = None,
-              allow_pickle: bool = False) -> ZeroShotCLIP:
+def load_clip(
+    model_name: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    *,
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    resize_mode: str = "bicubic",
+    base: str | None = None,
+    normalization: str | None = None,
+    allow_pickle: bool = False,
+) -> ZeroShotCLIP:
     """Load an open_clip model with its pretrained weights as a :class:`ZeroShotCLIP`.
 
     Arguments:
@@ -77,9 +91,11 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_
         raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
     stored = model_name.startswith(("hf-hub:", "local-dir:"))
     if not stored and model_name not in open_clip.list_models():
-        raise ValueError(f"unknown CLIP architecture {model_name!r}; choose one of open_clip.list_models(), "
-                         f"e.g. {DEFAULT_MODEL!r} (full scale) or {CLASSROOM_MODEL!r} (classroom scale), or a "
-                         f"stored model 'hf-hub:org/name' or 'local-dir:path'")
+        raise ValueError(
+            f"unknown CLIP architecture {model_name!r}; choose one of open_clip.list_models(), "
+            f"e.g. {DEFAULT_MODEL!r} (full scale) or {CLASSROOM_MODEL!r} (classroom scale), or a "
+            f"stored model 'hf-hub:org/name' or 'local-dir:path'"
+        )
     device = torch.device(device) if device is not None else settings.default_device()
     weights_file, recorded = None, None
     if pretrained in PUBLISHED:
@@ -114,10 +130,15 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_
     cfg = clip.visual.preprocess_cfg
     mean, std = NORMALIZATIONS[normalization] if normalization else recorded or (cfg["mean"], cfg["std"])
     logging.getLogger(__name__).info("loaded %s (%s) on %s", model_name, pretrained, device)
-    return ZeroShotCLIP(clip, open_clip.get_tokenizer(model_name), model_name=model_name,
-                        pretrained=pretrained if not stored else model_name, mean=mean, std=std,
-                        resize_mode=resize_mode)
-
+    return ZeroShotCLIP(
+        clip,
+        open_clip.get_tokenizer(model_name),
+        model_name=model_name,
+        pretrained=pretrained if not stored else model_name,
+        mean=mean,
+        std=std,
+        resize_mode=resize_mode,
+    )
 
 
 def _default_base(model_name: str) -> str:
@@ -126,8 +147,10 @@ def _default_base(model_name: str) -> str:
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if "openai" in tags:
         return "openai"
-    raise ValueError(f"the file holds an image tower alone; say which weights complete it with base=... "
-                     f"(the text tower's tag; known tags for {model_name}: {tags})")
+    raise ValueError(
+        f"the file holds an image tower alone; say which weights complete it with base=... "
+        f"(the text tower's tag; known tags for {model_name}: {tags})"
+    )
 
 
 def _base_weights(model_name: str, tag: str, cache_dir) -> str:
@@ -146,8 +169,13 @@ def _create(model_name: str, weights: str | None, device, *, pretrained) -> nn.M
         return open_clip.create_model(model_name, pretrained=weights, device=device)
     except (RuntimeError, OSError) as err:
         message = str(err)
-        offline = ("Failed to download" in message or "not a known tag" in message or "offline" in message.lower()
-                   or "connect" in message.lower() or isinstance(err, OSError))
+        offline = (
+            "Failed to download" in message
+            or "not a known tag" in message
+            or "offline" in message.lower()
+            or "connect" in message.lower()
+            or isinstance(err, OSError)
+        )
         if not offline:
             raise
         tags = known_tags(model_name)
@@ -158,4 +186,5 @@ def _create(model_name: str, weights: str | None, device, *, pretrained) -> nn.M
             f"What to do: (1) on a machine with internet access, unset HF_HUB_OFFLINE and run again (weights "
             f"are cached after the first download); (2) or download the checkpoint elsewhere and pass its file "
             f"path as pretrained=...; (3) or work at classroom scale (scale='classroom'), which needs no "
-            f"download. Known tags for this model: {list(tags)}") from err
+            f"download. Known tags for this model: {list(tags)}"
+        ) from err

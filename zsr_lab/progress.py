@@ -5,6 +5,7 @@ notebook bar is a widget that a static page cannot draw, and a terminal bar's ca
 output. The text form prints a finished bar's last line (what ran, how many steps, how long), and nothing for a bar
 that does not stay (``leave=False``).
 """
+
 from __future__ import annotations
 
 import os

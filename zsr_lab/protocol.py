@@ -4,11 +4,12 @@ A :class:`Protocol` is what :func:`zsr_lab.evaluate.evaluate_robustness`, :func:
 ``book/train_full.ipynb``, the comparison chapter and :mod:`zsr_lab.reported` pass around instead of a dozen
 keyword arguments; every result row carries its fields, and result files are keyed by them (and by the weights).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from . import datasets
 from .attacks import check_eps
@@ -73,15 +74,18 @@ class Protocol:
         sizes = self.n_examples if isinstance(self.n_examples, tuple) else (("every dataset", self.n_examples),)
         for name, n in sizes:
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
-                raise ValueError(f"n_examples for {name} must be a positive integer or None (the whole split), "
-                                 f"got {n!r}")
+                raise ValueError(
+                    f"n_examples for {name} must be a positive integer or None (the whole split), got {n!r}"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.stopping not in STOPPING_RULES:
-            raise ValueError(f"stopping must be 'any' (first misclassified iterate) or 'last' (the papers' "
-                             f"last iterate), got {self.stopping!r}")
+            raise ValueError(
+                f"stopping must be 'any' (first misclassified iterate) or 'last' (the papers' "
+                f"last iterate), got {self.stopping!r}"
+            )
         if not isinstance(self.cascade, bool):
             raise TypeError(f"cascade must be True or False, got {self.cascade!r}")
 
@@ -94,7 +98,7 @@ class Protocol:
             return dict(self.n_examples).get(dataset)
         return self.n_examples
 
-    def replace(self, **changes) -> "Protocol":
+    def replace(self, **changes) -> Protocol:
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
@@ -105,12 +109,13 @@ class Protocol:
             images = f"images per dataset ({sizes}{others})"
         else:
             images = "the whole split" if self.n_examples is None else f"{self.n_examples:,} images per dataset"
-        attacks = "; ".join(s.label if s.label != s.text else f"{s.text} ({s.describe()})"
-                            for s in self.suites())
+        attacks = "; ".join(s.label if s.label != s.text else f"{s.text} ({s.describe()})" for s in self.suites())
         budgets = ", ".join(f"{e:g}" for e in self.eps)
-        return (f"{attacks}; ε ∈ {{{budgets}}}/255; {images}, seed {self.seed}; {len(self.datasets)} datasets; "
-                f"{self.precision}; {self.stopping}-iterate PGD/CW; "
-                f"{'cascade' if self.cascade else 'every member on every image'}")
+        return (
+            f"{attacks}; ε ∈ {{{budgets}}}/255; {images}, seed {self.seed}; {len(self.datasets)} datasets; "
+            f"{self.precision}; {self.stopping}-iterate PGD/CW; "
+            f"{'cascade' if self.cascade else 'every member on every image'}"
+        )
 
 
 def _names(value, what: str) -> tuple[str, ...]:
@@ -126,6 +131,8 @@ def check_split_sizes(protocol: Protocol, split_sizes: Mapping[str, int]) -> Non
     for name, size in split_sizes.items():
         wanted = protocol.examples_for(name)
         if wanted is not None and wanted > size:
-            raise ValueError(f"n_examples = {wanted} is larger than the split of {name} ({size} images): lower it, "
-                             f"use None for whole splits, or give per-dataset sizes, e.g. "
-                             f"n_examples={{'{name}': None, ...}}")
+            raise ValueError(
+                f"n_examples = {wanted} is larger than the split of {name} ({size} images): lower it, "
+                f"use None for whole splits, or give per-dataset sizes, e.g. "
+                f"n_examples={{'{name}': None, ...}}"
+            )

@@ -6,6 +6,7 @@ A config is plain data: it is saved as JSON beside its run (``config.json``), re
 ``python -m zsr_lab.train --config``, and the fields that shape the weights name the run's folder
 (:meth:`TrainConfig.fingerprint`), so the same config finds and resumes the same run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -111,29 +112,52 @@ class TrainConfig:
     compile: bool = False
 
     # fields that shape the trained weights: they name the default run folder and must match on resume
-    SHAPING = ("method", "method_options", "model", "pretrained", "train_dataset", "train_examples",
-               "holdout_examples", "eps", "attack_steps", "attack_step_size", "optimizer", "lr", "momentum",
-               "weight_decay", "warmup_steps", "epochs", "steps", "batch_size", "precision", "seed")
+    SHAPING = (
+        "method",
+        "method_options",
+        "model",
+        "pretrained",
+        "train_dataset",
+        "train_examples",
+        "holdout_examples",
+        "eps",
+        "attack_steps",
+        "attack_step_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "warmup_steps",
+        "epochs",
+        "steps",
+        "batch_size",
+        "precision",
+        "seed",
+    )
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """A copy with the scale's defaults filled in and every field checked (raises with what to fix)."""
         setup = get_scale(self.scale)
         if not isinstance(self.method_options, dict):
-            raise TypeError(f"method_options must be a dict such as {{'form': 'repository'}}, "
-                            f"got {self.method_options!r}")
+            raise TypeError(
+                f"method_options must be a dict such as {{'form': 'repository'}}, got {self.method_options!r}"
+            )
         # the options in effect, defaults written out: {} and {"alpha": 0.08} are the same TGA-ZSR run
         options = build_method(self.method, **self.method_options).options()
         default = setup.protocol
         n_examples = default.n_examples if self.eval_n_examples is None else self.eval_n_examples
         config = dataclasses.replace(
-            self, model=self.model or setup.model_name,
+            self,
+            model=self.model or setup.model_name,
             pretrained=self.pretrained if self.pretrained is not None else setup.pretrained,
             train_dataset=self.train_dataset or setup.train_dataset,
             eval_datasets=tuple(setup.eval_datasets if self.eval_datasets is None else self.eval_datasets),
             eval_attacks=tuple(default.attacks if self.eval_attacks is None else self.eval_attacks),
             eval_eps=tuple(float(e) for e in (default.eps if self.eval_eps is None else self.eval_eps)),
             eval_n_examples=dict(n_examples) if isinstance(n_examples, tuple) else n_examples,
-            eval_stopping=self.eval_stopping or default.stopping, method_options=options)
+            eval_stopping=self.eval_stopping or default.stopping,
+            method_options=options,
+        )
         config._check()
         return config
 
@@ -166,20 +190,23 @@ class TrainConfig:
         for suite in self.eval_attacks:
             parse_suite(suite)  # checked even when the evaluation is skipped: a config may be reused with datasets
         if self.eval_datasets:
-            self.protocol  # bad ε, n_examples or stopping rule: fails here
+            self.protocol.describe()  # bad ε, n_examples or stopping rule: fails here
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         for name in ("precision", "eval_precision"):
             if getattr(self, name) not in PRECISIONS:
                 raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, got {getattr(self, name)!r}")
         if self.batch_size % self.accumulation_steps:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of accumulation_steps "
-                             f"{self.accumulation_steps}")
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of accumulation_steps {self.accumulation_steps}"
+            )
         for name in (self.train_dataset, *self.eval_datasets):
             datasets.get_spec(name)  # unknown names fail with a close-match suggestion
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
-            raise FileNotFoundError(f"data_root {self.data_root} does not exist: create it (download=True fills "
-                                    f"it) or point data_root at the folder that holds the datasets")
+            raise FileNotFoundError(
+                f"data_root {self.data_root} does not exist: create it (download=True fills "
+                f"it) or point data_root at the folder that holds the datasets"
+            )
 
     @property
     def protocol(self) -> Protocol:
@@ -187,8 +214,15 @@ class TrainConfig:
         n_examples = None if self.eval_n_examples == 0 else self.eval_n_examples
         if isinstance(n_examples, dict):
             n_examples = {name: None if n == 0 else n for name, n in n_examples.items()}
-        return Protocol(self.eval_datasets, self.eval_attacks, self.eval_eps, n_examples, self.seed,
-                        self.eval_precision, stopping=self.eval_stopping)
+        return Protocol(
+            self.eval_datasets,
+            self.eval_attacks,
+            self.eval_eps,
+            n_examples,
+            self.seed,
+            self.eval_precision,
+            stopping=self.eval_stopping,
+        )
 
     def save(self, path) -> Path:
         """Write the config as JSON (what ``load`` and ``python -m zsr_lab.train --config`` read)."""
@@ -198,14 +232,15 @@ class TrainConfig:
         return path
 
     @classmethod
-    def load(cls, path) -> "TrainConfig":
+    def load(cls, path) -> TrainConfig:
         """A config from a JSON file of its fields (e.g. a run's ``config.json``)."""
         fields = json.loads(Path(path).read_text())
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown config field(s) {', '.join(unknown)}; the fields are "
-                             f"{', '.join(sorted(known))}")
+            raise ValueError(
+                f"{path}: unknown config field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(known))}"
+            )
         return cls(**fields)
 
     def fingerprint(self) -> str:
@@ -237,23 +272,51 @@ def recipe(method: str, scale: str = "full", **overrides) -> TrainConfig:
     scale runs the classroom recipe on Fashion-MNIST items placed on photos, at lr 1e-4 (FARE: the classroom's).
     """
     METHODS.check(method)
-    full = {"tecoa": dict(lr=1e-5), "pmg_aft": dict(lr=5e-5),  # SGD momentum 0.9 from the TrainConfig defaults
-            "tga_zsr": dict(lr=1e-4), "comp_tga": dict(lr=1e-4),
-            "tima": dict(lr=1e-5),  # not published for this protocol: TeCoA's, whose CE its margin loss extends
-            "fare": dict(optimizer="adamw", lr=1e-5, weight_decay=1e-4, warmup_steps=1400, attack_steps=10,
-                         precision="fp32")}
-    classroom = {"tecoa": dict(lr=1e-3), "pmg_aft": dict(lr=1e-3), "tga_zsr": dict(lr=1e-3),
-                 "comp_tga": dict(lr=1e-3), "tima": dict(lr=1e-3),
-                 "fare": dict(optimizer="adamw", lr=1e-4, weight_decay=1e-4, attack_steps=10, attack_step_size=1.0)}
+    full = {
+        "tecoa": dict(lr=1e-5),
+        "pmg_aft": dict(lr=5e-5),  # SGD momentum 0.9 from the TrainConfig defaults
+        "tga_zsr": dict(lr=1e-4),
+        "comp_tga": dict(lr=1e-4),
+        "tima": dict(lr=1e-5),  # not published for this protocol: TeCoA's, whose CE its margin loss extends
+        "fare": dict(
+            optimizer="adamw", lr=1e-5, weight_decay=1e-4, warmup_steps=1400, attack_steps=10, precision="fp32"
+        ),
+    }
+    classroom = {
+        "tecoa": dict(lr=1e-3),
+        "pmg_aft": dict(lr=1e-3),
+        "tga_zsr": dict(lr=1e-3),
+        "comp_tga": dict(lr=1e-3),
+        "tima": dict(lr=1e-3),
+        "fare": dict(optimizer="adamw", lr=1e-4, weight_decay=1e-4, attack_steps=10, attack_step_size=1.0),
+    }
     if scale == "full":
         # the worst case over aa, the robust-CLIP standard, and the papers' PGD-100 beside it
-        base = dict(scale="full", epochs=10, batch_size=128, warmup_steps=1000, precision="fp16",
-                    eval_attacks=("aa", "pgd-100"), eval_eps=(1.0,), eval_precision="bf16")
+        base = dict(
+            scale="full",
+            epochs=10,
+            batch_size=128,
+            warmup_steps=1000,
+            precision="fp16",
+            eval_attacks=("aa", "pgd-100"),
+            eval_eps=(1.0,),
+            eval_precision="bf16",
+        )
         base.update(full.get(method, {}))
     elif scale in ("classroom", "scenes"):
-        base = dict(scale=scale, epochs=1, train_examples=9600, holdout_examples=500, batch_size=128,
-                    warmup_steps=8, eps=4.0, attack_steps=2, attack_step_size=4.0, log_every=5,
-                    checkpoint_every=25)  # evaluated under its scale's protocol
+        base = dict(
+            scale=scale,
+            epochs=1,
+            train_examples=9600,
+            holdout_examples=500,
+            batch_size=128,
+            warmup_steps=8,
+            eps=4.0,
+            attack_steps=2,
+            attack_step_size=4.0,
+            log_every=5,
+            checkpoint_every=25,
+        )  # evaluated under its scale's protocol
         base.update(classroom.get(method, {}))
         if scale == "scenes" and method != "fare":
             # at 1e-3 the 56-px scenes CLIP's held-out sets fall to chance (TeCoA: digit scenes 9.5 %, faces 50 %);
@@ -293,8 +356,7 @@ class Runs:
         """:func:`recipe` of ``method`` at scale ``at`` (the chapter's unless given), with any field overridden;
         it trains into ``run_dir/<folder or method>`` when ``run_dir`` is set."""
         where = {"run_dir": f"{self.run_dir}/{folder or method}"} if self.run_dir is not None else {}
-        return recipe(method, at or self.scale, data_root=self.data_root, download=self.download, **where,
-                      **overrides)
+        return recipe(method, at or self.scale, data_root=self.data_root, download=self.download, **where, **overrides)
 
 
 def method_revision(config: TrainConfig) -> int:
@@ -314,8 +376,10 @@ def config_from_parameters(method: str, scale: str = "full", *, gpus: int = 1, *
     if gpus < 1:
         raise ValueError(f"gpus must be at least 1, got {gpus}")
     if gpus > 1 and torch.cuda.device_count() < gpus:
-        raise ValueError(f"gpus = {gpus}, but {torch.cuda.device_count()} CUDA device(s) are visible: lower gpus or "
-                         f"run on a machine with {gpus} GPUs")
+        raise ValueError(
+            f"gpus = {gpus}, but {torch.cuda.device_count()} CUDA device(s) are visible: lower gpus or "
+            f"run on a machine with {gpus} GPUs"
+        )
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:

@@ -7,11 +7,12 @@ the closest names and the full list::
     >>> zl.methods.METHODS["tecoo"]
     UnknownNameError: unknown method 'tecoo' (did you mean 'tecoa'?); choose one of tecoa, pmg_aft, ...
 """
+
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@
 Both tables have the columns of :func:`zsr_lab.summarize` (``method``, ``attack``, ``eps``, ``clean_accuracy``,
 ``robust_accuracy``) so they plot with the same functions as the book's own results.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,18 @@ def reported_results() -> pd.DataFrame:
         of the paper the number is taken from) and ``protocol`` (training, then
         :meth:`~zsr_lab.protocol.Protocol.describe` of :func:`reported_protocol`).
     """
-    rows = [{"method": method, "attack": attack, "eps": 1.0, "clean_accuracy": clean, "robust_accuracy": robust,
-             "source": source, "protocol": f"{TRAINING}; {reported_protocol(attack).describe()}"}
-            for method, attack, clean, robust, source in _HEADLINE]
+    rows = [
+        {
+            "method": method,
+            "attack": attack,
+            "eps": 1.0,
+            "clean_accuracy": clean,
+            "robust_accuracy": robust,
+            "source": source,
+            "protocol": f"{TRAINING}; {reported_protocol(attack).describe()}",
+        }
+        for method, attack, clean, robust, source in _HEADLINE
+    ]
     return pd.DataFrame(rows)
 
 
@@ -57,8 +67,20 @@ def reported_results() -> pd.DataFrame:
 # benchmark script runs AutoAttack's APGD-CE + APGD-T (100 iterations; APGD-CE alone on 2-class sets) on 1,000 images
 # per set, with CLIP_benchmark's prompt ensembles. The README does not restate the protocol next to the table.
 ROBUSTVLM_DATASETS: tuple[str, ...] = (
-    "cifar10", "stl10", "cifar100", "stanford_cars", "caltech101", "oxford_pets", "flowers102", "dtd", "eurosat",
-    "fgvc_aircraft", "pcam", "imagenet_r", "imagenet_sketch")
+    "cifar10",
+    "stl10",
+    "cifar100",
+    "stanford_cars",
+    "caltech101",
+    "oxford_pets",
+    "flowers102",
+    "dtd",
+    "eurosat",
+    "fgvc_aircraft",
+    "pcam",
+    "imagenet_r",
+    "imagenet_sketch",
+)
 _ROBUSTVLM = [  # label, model, pretrained (a zsr_lab tag or a hub model), clean, robust at ε = 1, 2, 4 /255
     ("TeCoA¹ (RobustVLM)", "ViT-B-32-quickgelu", "robustvlm-tecoa-eps1", 53.1, (38.8, 26.6, 9.6)),
     ("FARE¹ (RobustVLM)", "ViT-B-32-quickgelu", "robustvlm-fare-eps1", 60.5, (38.0, 20.1, 2.9)),
@@ -83,12 +105,27 @@ def robustvlm_results() -> pd.DataFrame:
         :func:`zsr_lab.load_clip` takes to load it), ``attack`` (``"aa"``), ``eps``, ``clean_accuracy``,
         ``robust_accuracy`` (means over the 13 sets), ``source`` and ``protocol``.
     """
-    protocol = (f"ImageNet, two epochs; {robustvlm_protocol().describe()}; CLIP_benchmark's prompt ensembles; "
-                f"APGD-CE alone on 2-class sets")
-    return pd.DataFrame([
-        {"method": label, "model": model, "pretrained": pretrained, "attack": "aa", "eps": eps,
-         "clean_accuracy": clean, "robust_accuracy": robust, "source": "schlarmann2024fare", "protocol": protocol}
-        for label, model, pretrained, clean, robusts in _ROBUSTVLM for eps, robust in zip((1.0, 2.0, 4.0), robusts)])
+    protocol = (
+        f"ImageNet, two epochs; {robustvlm_protocol().describe()}; CLIP_benchmark's prompt ensembles; "
+        f"APGD-CE alone on 2-class sets"
+    )
+    return pd.DataFrame(
+        [
+            {
+                "method": label,
+                "model": model,
+                "pretrained": pretrained,
+                "attack": "aa",
+                "eps": eps,
+                "clean_accuracy": clean,
+                "robust_accuracy": robust,
+                "source": "schlarmann2024fare",
+                "protocol": protocol,
+            }
+            for label, model, pretrained, clean, robusts in _ROBUSTVLM
+            for eps, robust in zip((1.0, 2.0, 4.0), robusts)
+        ]
+    )
 
 
 def against_robustvlm(measured: pd.DataFrame) -> pd.DataFrame:
@@ -104,16 +141,29 @@ def against_robustvlm(measured: pd.DataFrame) -> pd.DataFrame:
         ``robust difference`` (measured − reported, in points).
     """
     rows = measured[(measured["dataset"] != "mean") & (measured["attack"] == "aa")]
-    ours = rows.groupby(["pretrained", "eps"], sort=False).agg(
-        datasets=("dataset", "nunique"), clean_measured=("clean_accuracy", "mean"),
-        robust_measured=("robust_accuracy", "mean")).reset_index()
+    ours = (
+        rows.groupby(["pretrained", "eps"], sort=False)
+        .agg(
+            datasets=("dataset", "nunique"),
+            clean_measured=("clean_accuracy", "mean"),
+            robust_measured=("robust_accuracy", "mean"),
+        )
+        .reset_index()
+    )
     theirs = robustvlm_results().dropna(subset=["pretrained"])
     both = theirs.merge(ours, on=["pretrained", "eps"])
-    return pd.DataFrame({
-        "checkpoint": both["method"], "eps": both["eps"], "datasets": both["datasets"],
-        "clean (reported)": both["clean_accuracy"], "clean (measured)": both["clean_measured"],
-        "robust (reported)": both["robust_accuracy"], "robust (measured)": both["robust_measured"],
-        "robust difference": both["robust_measured"] - both["robust_accuracy"]})
+    return pd.DataFrame(
+        {
+            "checkpoint": both["method"],
+            "eps": both["eps"],
+            "datasets": both["datasets"],
+            "clean (reported)": both["clean_accuracy"],
+            "clean (measured)": both["clean_measured"],
+            "robust (reported)": both["robust_accuracy"],
+            "robust (measured)": both["robust_measured"],
+            "robust difference": both["robust_measured"] - both["robust_accuracy"],
+        }
+    )
 
 
 def load_run_results(folder) -> pd.DataFrame:
@@ -132,12 +182,16 @@ def load_run_results(folder) -> pd.DataFrame:
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"results folder {folder} does not exist: pass the folder that holds the run folders "
-                                f"of book/train_full.ipynb (its run_dir parameter)")
+        raise FileNotFoundError(
+            f"results folder {folder} does not exist: pass the folder that holds the run folders "
+            f"of book/train_full.ipynb (its run_dir parameter)"
+        )
     files = sorted(folder.rglob("results.csv"))
     if not files:
-        raise FileNotFoundError(f"no results.csv under {folder}: run book/train_full.ipynb with run_dir inside this "
-                                f"folder first (it writes results.csv into the run folder when the evaluation ends)")
+        raise FileNotFoundError(
+            f"no results.csv under {folder}: run book/train_full.ipynb with run_dir inside this "
+            f"folder first (it writes results.csv into the run folder when the evaluation ends)"
+        )
     tables = []
     for path in files:
         table = pd.read_csv(path)

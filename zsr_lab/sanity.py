@@ -10,6 +10,7 @@ ball and the box.
 defence of :mod:`zsr_lab.defences` included): vanishing gradients, answers that change between calls, no
 collapse at a huge ε, a margin loss or a black-box attack doing better than PGD on the cross-entropy.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -22,10 +23,21 @@ from .models import ZeroShotCLIP
 from .protocol import Protocol
 
 
-def check_evaluation(model: ZeroShotCLIP, dataset: str, *, suite: str = "aa-20", eps: tuple[float, ...] = (1, 2, 4),
-                     large_eps: float = 64, steps: tuple[int, int] = (10, 50), n_examples: int | None = 200,
-                     tolerance: float = 2.0, batch_size: int = 256, data_root=None, seed: int = 0,
-                     precision: str = "fp32") -> pd.DataFrame:
+def check_evaluation(
+    model: ZeroShotCLIP,
+    dataset: str,
+    *,
+    suite: str = "aa-20",
+    eps: tuple[float, ...] = (1, 2, 4),
+    large_eps: float = 64,
+    steps: tuple[int, int] = (10, 50),
+    n_examples: int | None = 200,
+    tolerance: float = 2.0,
+    batch_size: int = 256,
+    data_root=None,
+    seed: int = 0,
+    precision: str = "fp32",
+) -> pd.DataFrame:
     """Run the checks on one dataset; returns one row per check with ``passed`` and the numbers behind it.
 
     Arguments:
@@ -50,27 +62,44 @@ def check_evaluation(model: ZeroShotCLIP, dataset: str, *, suite: str = "aa-20",
     members = [(row.eps, m) for row in worst.itertuples() for m in row.members]
     table = pd.concat([pgd, worst, large])
     checks = [
-        (f"{suite}: robust accuracy falls as ε grows", all(b <= a + tolerance for a, b in zip(sweep, sweep[1:])),
-         ", ".join(f"ε={e:g}: {r:.1f}" for e, r in zip(budgets, sweep))),
-        (f"{suite} at ε = {large_eps:g}/255 drives robust accuracy to ~0",
-         large.robust_accuracy.iloc[0] <= tolerance, f"{large.robust_accuracy.iloc[0]:.1f} %"),
-        (f"{many} PGD steps never help the defender over {few}",
-         all(robust[(pgd_many, e)] <= robust[(pgd_few, e)] + tolerance for e in budgets),
-         ", ".join(f"ε={e:g}: {robust[(pgd_few, e)]:.1f} → {robust[(pgd_many, e)]:.1f}" for e in budgets)),
-        (f"the worst case of {suite} is at least as strong as PGD",
-         all(r <= robust[(pgd_many, e)] + tolerance for e, r in zip(budgets, sweep)),
-         ", ".join(f"ε={e:g}: PGD-{many} {robust[(pgd_many, e)]:.1f} / {suite} {r:.1f}"
-                   for e, r in zip(budgets, sweep))),
-        ("the worst case is never above any member on its own",
-         all(row.robust_accuracy <= m["robust_alone"] + 1e-9 for row in worst.itertuples() for m in row.members),
-         "; ".join(f"ε={e:g} {m['attack']}: {m['robust_alone']:.1f}" for e, m in members)),
-        ("every member's perturbations stay in the ε-ball and the [0,1] box",
-         all(m["max_perturbation"] <= m["eps_pixels"] + 1e-6 and m["out_of_box"] == 0
-             for row in table.itertuples() for m in row.members),
-         f"largest ‖δ‖∞ / ε: {(table.max_perturbation / table.eps_pixels).max():.4f}"),
+        (
+            f"{suite}: robust accuracy falls as ε grows",
+            all(b <= a + tolerance for a, b in zip(sweep, sweep[1:])),
+            ", ".join(f"ε={e:g}: {r:.1f}" for e, r in zip(budgets, sweep)),
+        ),
+        (
+            f"{suite} at ε = {large_eps:g}/255 drives robust accuracy to ~0",
+            large.robust_accuracy.iloc[0] <= tolerance,
+            f"{large.robust_accuracy.iloc[0]:.1f} %",
+        ),
+        (
+            f"{many} PGD steps never help the defender over {few}",
+            all(robust[(pgd_many, e)] <= robust[(pgd_few, e)] + tolerance for e in budgets),
+            ", ".join(f"ε={e:g}: {robust[(pgd_few, e)]:.1f} → {robust[(pgd_many, e)]:.1f}" for e in budgets),
+        ),
+        (
+            f"the worst case of {suite} is at least as strong as PGD",
+            all(r <= robust[(pgd_many, e)] + tolerance for e, r in zip(budgets, sweep)),
+            ", ".join(
+                f"ε={e:g}: PGD-{many} {robust[(pgd_many, e)]:.1f} / {suite} {r:.1f}" for e, r in zip(budgets, sweep)
+            ),
+        ),
+        (
+            "the worst case is never above any member on its own",
+            all(row.robust_accuracy <= m["robust_alone"] + 1e-9 for row in worst.itertuples() for m in row.members),
+            "; ".join(f"ε={e:g} {m['attack']}: {m['robust_alone']:.1f}" for e, m in members),
+        ),
+        (
+            "every member's perturbations stay in the ε-ball and the [0,1] box",
+            all(
+                m["max_perturbation"] <= m["eps_pixels"] + 1e-6 and m["out_of_box"] == 0
+                for row in table.itertuples()
+                for m in row.members
+            ),
+            f"largest ‖δ‖∞ / ε: {(table.max_perturbation / table.eps_pixels).max():.4f}",
+        ),
     ]
-    return pd.DataFrame(checks, columns=["check", "passed", "detail"]).assign(dataset=dataset,
-                                                                             n=int(pgd.n.iloc[0]))
+    return pd.DataFrame(checks, columns=["check", "passed", "detail"]).assign(dataset=dataset, n=int(pgd.n.iloc[0]))
 
 
 @torch.no_grad()
@@ -79,9 +108,18 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
     return 100 * (model(images).argmax(1) == labels).float().mean().item()
 
 
-def red_flags(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, n_classes: int,
-              large_eps: float = 64, square_queries: int = 1000, tolerance: float = 2.0,
-              seed: int = 0) -> pd.DataFrame:
+def red_flags(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    n_classes: int,
+    large_eps: float = 64,
+    square_queries: int = 1000,
+    tolerance: float = 2.0,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Signs that an evaluation of ``model`` is being fooled (Carlini et al.'s checklist), each measured on the
     given images; one row per flag with ``fired`` and the numbers behind it. An honestly robust model raises
     none; a model that masks its gradients raises at least one.
@@ -97,30 +135,43 @@ def red_flags(model, images: torch.Tensor, labels: torch.Tensor, *, eps: float, 
     Examples::
         >>> zl.sanity.red_flags(SaturatedLogits(clip), images, labels, eps=8, n_classes=10)
     """
+
     def robust(attack: str, budget: float) -> float:
         torch.manual_seed(seed)
-        return accuracy(model, build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels),
-                         labels)
+        return accuracy(
+            model, build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels), labels
+        )
 
     with torch.no_grad():
         first, second = model(images), model(images)
         right = first.argmax(1) == labels
     changed = int((first.argmax(1) != second.argmax(1)).sum())
     x = images.detach().clone().requires_grad_(True)
-    grad, = torch.autograd.grad(F.cross_entropy(model(x), labels, reduction="sum"), x)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), labels, reduction="sum"), x)
     zero = grad.flatten(1).abs().amax(1) == 0
     zero_share = 100 * zero[right].float().mean().item() if right.any() else 0.0
     pgd, cw, large = robust("pgd-10", eps), robust("cw-10", eps), robust("apgd_ce-20", large_eps)
     flags = [
-        ("the cross-entropy gradient vanishes", zero_share > 10,
-         f"exactly zero for {zero_share:.0f} % of the correctly classified images"),
-        ("answers change between two calls on the same images", changed > 0 or not torch.equal(first, second),
-         f"{changed} of {len(images)} predictions differ"),
+        (
+            "the cross-entropy gradient vanishes",
+            zero_share > 10,
+            f"exactly zero for {zero_share:.0f} % of the correctly classified images",
+        ),
+        (
+            "answers change between two calls on the same images",
+            changed > 0 or not torch.equal(first, second),
+            f"{changed} of {len(images)} predictions differ",
+        ),
         (f"no collapse at ε = {large_eps:g}/255", large > tolerance, f"APGD-CE-20: {large:.1f} % robust"),
         ("a margin loss beats the cross-entropy", cw < pgd - tolerance, f"CW-10 {cw:.1f} % vs PGD-10 {pgd:.1f} %"),
     ]
     if square_queries:
         square = robust(f"square-{square_queries}", eps)
-        flags.append(("a black-box attack beats the white-box one", square < pgd - tolerance,
-                      f"Square-{square_queries} {square:.1f} % vs PGD-10 {pgd:.1f} %"))
+        flags.append(
+            (
+                "a black-box attack beats the white-box one",
+                square < pgd - tolerance,
+                f"Square-{square_queries} {square:.1f} % vs PGD-10 {pgd:.1f} %",
+            )
+        )
     return pd.DataFrame(flags, columns=["flag", "fired", "detail"]).assign(eps=float(eps), n=len(images))

@@ -1,4 +1,5 @@
 """The two scales of the book: one parameter switches every chapter between them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,22 +48,30 @@ class Scale:
         if n is None:
             return None
         names = self.eval_datasets if dataset_names is None else dataset_names
-        sizes = {name: len(datasets.load_dataset(name, data_root=data_root, image_size=self.image_size,
-                                                 verbose=False)) for name in names}
+        sizes = {
+            name: len(datasets.load_dataset(name, data_root=data_root, image_size=self.image_size, verbose=False))
+            for name in names
+        }
         return {name: (n if n < size else None) for name, size in sizes.items()}
 
     def banner(self, model: str | None = None, pretrained: str | None = None) -> str:
         """Which scale, model (the scale's unless given: a run's own) and device a chapter runs at, and how to read
         its numbers."""
         device = settings.default_device()
-        lines = [f"{self.description}",
-                 f"model {model or self.model_name} ({pretrained or self.pretrained}) on {device}"]
+        lines = [
+            f"{self.description}",
+            f"model {model or self.model_name} ({pretrained or self.pretrained}) on {device}",
+        ]
         if self.name != "full":
-            lines.append("Numbers are classroom-scale numbers: they show the phenomena, they do not reproduce "
-                         "the papers' tables.")
+            lines.append(
+                "Numbers are classroom-scale numbers: they show the phenomena, they do not reproduce "
+                "the papers' tables."
+            )
             if device.type == "cuda":
-                lines.append(f"A GPU is available ({torch.cuda.get_device_name(device)}): set scale = \"full\" to "
-                             f"run this chapter with OpenAI ViT-B/32 on the benchmark datasets.")
+                lines.append(
+                    f'A GPU is available ({torch.cuda.get_device_name(device)}): set scale = "full" to '
+                    f"run this chapter with OpenAI ViT-B/32 on the benchmark datasets."
+                )
         elif device.type != "cuda":
             lines.append("No GPU found: full scale runs, but very slowly, on the CPU.")
         return "\n".join(lines)
@@ -76,27 +85,49 @@ class Scale:
 CLASSROOM_ATTACKS = ("pgd-10+aa-10:targets=3", "pgd-10")
 SCENES_ATTACKS = ("pgd-10+aa-10", "pgd-10")
 
-SCALES: Registry[Scale] = Registry("scale", {
-    "classroom": Scale("classroom", CLASSROOM_MODEL, CLASSROOM_PRETRAINED, "fashion_mnist_train",
-                       datasets.CLASSROOM_DATASETS, 28, 512,
-                       "classroom scale: a small CLIP pre-trained by zsr_lab on real offline data, CPU, minutes",
-                       # 200 images of the two large sets; textures (135) and faces (100) whole
-                       Protocol(datasets.CLASSROOM_DATASETS, CLASSROOM_ATTACKS, (1.0, 4.0),
-                                {"fashion_mnist": 200, "digits": 200})),
-    # objects at a known place: a 56-px CLIP with a 7×7 patch grid, fine-tuned on Fashion-MNIST items placed on
-    # photos, evaluated on held-out digits placed on photos (object masks kept), textures and faces
-    "scenes": Scale("scenes", CLASSROOM_SCENES_MODEL, CLASSROOM_PRETRAINED, "fashion_scenes_train",
-                    datasets.SCENE_DATASETS, scenes.CANVAS_SIZE, 512,
-                    "scenes scale: the classroom's objects placed on photos, a 56-px CLIP pre-trained by zsr_lab, "
-                    "CPU, minutes",
-                    Protocol(datasets.SCENE_DATASETS, SCENES_ATTACKS, (1.0, 4.0),
-                             {"fashion_scenes": 200, "digit_scenes": 200}),
-                    ("digit_scenes", "fashion_scenes")),
-    "full": Scale("full", DEFAULT_MODEL, DEFAULT_PRETRAINED, "tiny_imagenet_train", datasets.BENCHMARK_DATASETS,
-                  224, 256, "full scale: OpenAI CLIP ViT-B/32, the 16-dataset benchmark, GPU",
-                  Protocol(datasets.BENCHMARK_DATASETS, ("aa",), (1.0,), FULL_SCALE_EXAMPLES),
-                  ("oxford_pets",)),  # the pet's pixels, from the dataset's trimaps
-})
+SCALES: Registry[Scale] = Registry(
+    "scale",
+    {
+        "classroom": Scale(
+            "classroom",
+            CLASSROOM_MODEL,
+            CLASSROOM_PRETRAINED,
+            "fashion_mnist_train",
+            datasets.CLASSROOM_DATASETS,
+            28,
+            512,
+            "classroom scale: a small CLIP pre-trained by zsr_lab on real offline data, CPU, minutes",
+            # 200 images of the two large sets; textures (135) and faces (100) whole
+            Protocol(datasets.CLASSROOM_DATASETS, CLASSROOM_ATTACKS, (1.0, 4.0), {"fashion_mnist": 200, "digits": 200}),
+        ),
+        # objects at a known place: a 56-px CLIP with a 7×7 patch grid, fine-tuned on Fashion-MNIST items placed on
+        # photos, evaluated on held-out digits placed on photos (object masks kept), textures and faces
+        "scenes": Scale(
+            "scenes",
+            CLASSROOM_SCENES_MODEL,
+            CLASSROOM_PRETRAINED,
+            "fashion_scenes_train",
+            datasets.SCENE_DATASETS,
+            scenes.CANVAS_SIZE,
+            512,
+            "scenes scale: the classroom's objects placed on photos, a 56-px CLIP pre-trained by zsr_lab, CPU, minutes",
+            Protocol(datasets.SCENE_DATASETS, SCENES_ATTACKS, (1.0, 4.0), {"fashion_scenes": 200, "digit_scenes": 200}),
+            ("digit_scenes", "fashion_scenes"),
+        ),
+        "full": Scale(
+            "full",
+            DEFAULT_MODEL,
+            DEFAULT_PRETRAINED,
+            "tiny_imagenet_train",
+            datasets.BENCHMARK_DATASETS,
+            224,
+            256,
+            "full scale: OpenAI CLIP ViT-B/32, the 16-dataset benchmark, GPU",
+            Protocol(datasets.BENCHMARK_DATASETS, ("aa",), (1.0,), FULL_SCALE_EXAMPLES),
+            ("oxford_pets",),
+        ),  # the pet's pixels, from the dataset's trimaps
+    },
+)
 
 
 def get_scale(name: str) -> Scale:

@@ -12,6 +12,7 @@ bottom quarter, and their objects from the sources' own training and test splits
 pixel. Scenes are deterministic given their parameters and seed, generated once and cached under
 ``<cache>/scenes/`` (a few seconds to make).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,23 @@ from . import classroom_data, settings
 FORMAT_VERSION = 1  # bump when the generation code changes what a config produces
 
 # Photos of scikit-image's data module used as backgrounds (the textures dataset's brick, grass and gravel are not).
-BACKGROUND_PHOTOS = ("astronaut", "camera", "chelsea", "clock", "coffee", "coins", "moon", "page", "rocket",
-                     "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "text")
+BACKGROUND_PHOTOS = (
+    "astronaut",
+    "camera",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "moon",
+    "page",
+    "rocket",
+    "stereo_motorcycle",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "cell",
+    "text",
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,16 @@ class SceneConfig:
     seed: int = 0
 
     def cache_key(self, source: str, split: str) -> str:
-        blob = json.dumps({"config": asdict(self), "source": source, "split": split, "photos": BACKGROUND_PHOTOS,
-                           "version": FORMAT_VERSION}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "config": asdict(self),
+                "source": source,
+                "split": split,
+                "photos": BACKGROUND_PHOTOS,
+                "version": FORMAT_VERSION,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -66,8 +90,15 @@ class SceneDataset(classroom_data.GreyImageDataset):
         boxes: ``[N, 4]`` the mask's bounding box ``(left, top, right, bottom)``, right and bottom exclusive.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
-                 classes: list[str], transform=None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        masks: np.ndarray,
+        boxes: np.ndarray,
+        classes: list[str],
+        transform=None,
+    ):
         super().__init__(images, labels, classes, transform)
         self.masks, self.boxes = masks, boxes
 
@@ -101,8 +132,9 @@ def background_photos(split: str) -> list[np.ndarray]:
     return photos
 
 
-def place_objects(objects: np.ndarray, labels: np.ndarray, classes: list[str], split: str,
-                  config: SceneConfig) -> SceneDataset:
+def place_objects(
+    objects: np.ndarray, labels: np.ndarray, classes: list[str], split: str, config: SceneConfig
+) -> SceneDataset:
     """Paste each object onto a background crop at a random position and scale.
 
     Arguments:
@@ -121,7 +153,9 @@ def place_objects(objects: np.ndarray, labels: np.ndarray, classes: list[str], s
     masks = np.zeros((n, size, size), bool)
     boxes = np.empty((n, 4), np.int16)
     # every object once (in random order) before any repeats
-    picked = np.concatenate([rng.permutation(len(objects))[:n], rng.integers(0, len(objects), max(0, n - len(objects)))])
+    picked = np.concatenate(
+        [rng.permutation(len(objects))[:n], rng.integers(0, len(objects), max(0, n - len(objects)))]
+    )
     for i, k in enumerate(picked):
         obj = objects[k].astype(np.float32)
         obj /= max(float(obj.max()), 1e-6)
@@ -130,15 +164,15 @@ def place_objects(objects: np.ndarray, labels: np.ndarray, classes: list[str], s
         shortest = min(photo.shape)  # crops of at least the canvas size where the photo allows, up to half the photo
         crop = int(rng.integers(min(size, shortest), max(min(size, shortest), shortest // 2) + 1))
         top, left = rng.integers(0, photo.shape[0] - crop + 1), rng.integers(0, photo.shape[1] - crop + 1)
-        background = _resize(photo[top:top + crop, left:left + crop].astype(np.float32) / 255, size)
+        background = _resize(photo[top : top + crop, left : left + crop].astype(np.float32) / 255, size)
         contrast = rng.uniform(*config.background_contrast)
         canvas = rng.uniform(*config.background_level) + (background - background.mean()) * contrast
         side = round(size * rng.uniform(*config.object_scale))
         pixels, alpha = _resize(obj, side), _resize(silhouette, side).clip(0, 1)
         y, x = rng.integers(0, size - side + 1, size=2)
-        window = canvas[y:y + side, x:x + side]
+        window = canvas[y : y + side, x : x + side]
         window[:] = alpha * pixels + (1 - alpha) * window
-        masks[i, y:y + side, x:x + side] = alpha > 0.5
+        masks[i, y : y + side, x : x + side] = alpha > 0.5
         rows, cols = np.nonzero(masks[i])
         boxes[i] = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
         images[i] = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -147,23 +181,39 @@ def place_objects(objects: np.ndarray, labels: np.ndarray, classes: list[str], s
 
 def _resize(array: np.ndarray, side: int) -> np.ndarray:
     """A 2-D array resized bilinearly to ``side × side``, as float32."""
-    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR),
-                      dtype=np.float32)
+    return np.asarray(
+        Image.fromarray(array.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR), dtype=np.float32
+    )
 
 
 def _cached(source: str, split: str, config: SceneConfig, make_objects, cache_dir=None) -> SceneDataset:
-    path = settings.cache_dir(cache_dir) / "scenes" / f"{source}-{split}-{config.size}px-{config.cache_key(source, split)}.npz"
+    path = (
+        settings.cache_dir(cache_dir)
+        / "scenes"
+        / f"{source}-{split}-{config.size}px-{config.cache_key(source, split)}.npz"
+    )
     if path.exists():
         with np.load(path) as stored:
-            return SceneDataset(stored["images"], stored["labels"], stored["masks"], stored["boxes"],
-                                [str(c) for c in stored["classes"]])
+            return SceneDataset(
+                stored["images"],
+                stored["labels"],
+                stored["masks"],
+                stored["boxes"],
+                [str(c) for c in stored["classes"]],
+            )
     objects, labels, classes = make_objects()
     scenes = place_objects(objects, labels, classes, split, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = settings.temporary_path(path)
     with open(temporary, "wb") as handle:
-        np.savez_compressed(handle, images=scenes.images, labels=scenes.labels, masks=scenes.masks,
-                            boxes=scenes.boxes, classes=np.array(scenes.classes))
+        np.savez_compressed(
+            handle,
+            images=scenes.images,
+            labels=scenes.labels,
+            masks=scenes.masks,
+            boxes=scenes.boxes,
+            classes=np.array(scenes.classes),
+        )
     Path(temporary).replace(path)
     return scenes
 
@@ -171,8 +221,12 @@ def _cached(source: str, split: str, config: SceneConfig, make_objects, cache_di
 CANVAS_SIZE = 56  # the classroom CLIP's input size
 # How many scenes each split holds: the test splits place every test object once; the training splits draw
 # enough scenes for pre-training and fine-tuning (each digit ten times: scikit-learn has only 898 to train on).
-SCENE_COUNTS = {("fashion_mnist", "train"): 24_000, ("fashion_mnist", "test"): 10_000,
-                ("digits", "train"): 8_980, ("digits", "test"): 899}
+SCENE_COUNTS = {
+    ("fashion_mnist", "train"): 24_000,
+    ("fashion_mnist", "test"): 10_000,
+    ("digits", "train"): 8_980,
+    ("digits", "test"): 899,
+}
 _SEEDS = {("fashion_mnist", "train"): 0, ("fashion_mnist", "test"): 1, ("digits", "train"): 2, ("digits", "test"): 3}
 
 
@@ -185,6 +239,7 @@ def scene_config(source: str, split: str) -> SceneConfig:
 def fashion_scenes(root, split: str, transform=None, download: bool = False, cache_dir=None) -> SceneDataset:
     """Fashion-MNIST items of ``split`` on photo backgrounds (Fashion-MNIST found as
     :func:`zsr_lab.classroom_data.fashion_mnist` finds it)."""
+
     def objects():
         source = classroom_data.fashion_mnist(root, split, download=download)
         return source.data.numpy(), source.targets.numpy(), list(source.classes)
@@ -196,6 +251,7 @@ def fashion_scenes(root, split: str, transform=None, download: bool = False, cac
 
 def digit_scenes(split: str, transform=None, cache_dir=None) -> SceneDataset:
     """scikit-learn's digits of ``split`` (8×8, enlarged with the object) on photo backgrounds."""
+
     def objects():
         source = classroom_data.digits(split)
         return source.images, source.labels, source.classes

@@ -5,6 +5,7 @@ Both folders can be set per call or once through an environment variable:
 - ``ZSR_LAB_DATA``  — the one data root; every dataset lives in its own sub-folder below it.
 - ``ZSR_LAB_CACHE`` — the classroom CLIP checkpoint and the zero-shot classifier cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     temporary of a running process is left alone. Returns what was deleted."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp"):
-        pid = tmp.name[:-len(".tmp")].rpartition(".")[2]
+        pid = tmp.name[: -len(".tmp")].rpartition(".")[2]
         if pid.isdigit() and _running(int(pid)):
             continue
         tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ prompts at every step in fp32 and back-propagates into the weights too (what the
 TFLOP/s and the fraction of the GPU's dense peak; and the projected time of the 16-dataset protocol (~340k
 images).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,11 @@ from .scales import get_scale
 BENCHMARK_IMAGES = 340_000  # the 16 datasets' evaluation splits together, roughly
 CLEAN_CORRECT = 0.64  # share of images zero-shot CLIP gets right: only those are attacked
 # dense (no sparsity) peak TFLOP/s per precision; fp32 runs as TF32 on tensor cores only if enabled
-PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
-               "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
-               "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}}
+PEAK_TFLOPS = {
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -114,9 +117,11 @@ def main(argv=None) -> None:
     batch_size = args.batch_size or setup.batch_size
     precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     size = model.image_size[0]
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
-          f"model {setup.model_name} ({pretrained or 'random weights'}), input {size}px, batch {batch_size}, "
-          f"torch {torch.__version__}")
+    print(
+        f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+        f"model {setup.model_name} ({pretrained or 'random weights'}), input {size}px, batch {batch_size}, "
+        f"torch {torch.__version__}"
+    )
 
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
@@ -126,8 +131,10 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         dataset_classifier(model, "imagenet", cache_dir=cache)
         loaded = time.perf_counter() - start
-    print(f"classifier, {len(datasets.get_spec('imagenet').classnames)} classes: built in {built:.2f} s, "
-          f"loaded from cache in {1000 * loaded:.1f} ms")
+    print(
+        f"classifier, {len(datasets.get_spec('imagenet').classnames)} classes: built in {built:.2f} s, "
+        f"loaded from cache in {1000 * loaded:.1f} ms"
+    )
     model.set_classifier(weights)
 
     images = torch.rand(batch_size, 3, size, size)
@@ -138,8 +145,10 @@ def main(argv=None) -> None:
         images, labels = images.pin_memory(), labels.pin_memory()
     # Batches from the host (pinned) include the host→device copies; batches already on the device measure
     # the model alone. Decoding JPEGs is the data loader's job (num_workers) and is not timed here.
-    sources = {"host batches": [(images, labels)] * args.batches,
-               "device-resident batches": [(images.to(device), labels.to(device))] * args.batches}
+    sources = {
+        "host batches": [(images, labels)] * args.batches,
+        "device-resident batches": [(images.to(device), labels.to(device))] * args.batches,
+    }
     for precision in precisions:
         for source, batches in sources.items():
             zero_shot_accuracy(model, batches[:2], precision=precision, progress=False)  # warm-up
@@ -151,8 +160,10 @@ def main(argv=None) -> None:
             achieved = rate * flops_per_image / 1e12
             peak = peak_tflops(device, precision)
             fraction = f", {100 * achieved / peak:.1f} % of the {peak:.0f} TFLOP/s dense peak" if peak else ""
-            print(f"clean zero-shot, {precision}, {source}: {rate:,.0f} images/s, {achieved:.2f} TFLOP/s{fraction}; "
-                  f"16-dataset clean pass (~{BENCHMARK_IMAGES:,} images) {BENCHMARK_IMAGES / rate / 60:.1f} min")
+            print(
+                f"clean zero-shot, {precision}, {source}: {rate:,.0f} images/s, {achieved:.2f} TFLOP/s{fraction}; "
+                f"16-dataset clean pass (~{BENCHMARK_IMAGES:,} images) {BENCHMARK_IMAGES / rate / 60:.1f} min"
+            )
     _attack_speed(model, images[:batch_size].to(device), args, device, precisions, flops_per_image)
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
@@ -174,8 +185,9 @@ def _attack_speed(model, images, args, device, precisions, flops_per_image):
             target = torch.compile(model)
         for steps in args.attack_steps:
             # every image takes every step (random labels would otherwise stop most images at once)
-            attack = build_attack(target, AttackConfig("pgd", steps), 1, n_classes=args.n_classes,
-                                  precision=precision, early_stop=False)
+            attack = build_attack(
+                target, AttackConfig("pgd", steps), 1, n_classes=args.n_classes, precision=precision, early_stop=False
+            )
             seconds = seconds_per_call(lambda run=attack: run(images, labels), device, repeats=1 if steps >= 100 else 3)
             rate = len(images) / seconds
             rates[(precision, compiled, steps)] = rate
@@ -183,19 +195,25 @@ def _attack_speed(model, images, args, device, precisions, flops_per_image):
             peak = peak_tflops(device, precision)
             fraction = f", ~{100 * achieved / peak:.0f} % of peak" if peak else ""
             projected = BENCHMARK_IMAGES * (CLEAN_CORRECT / rate) / 60
-            print(f"PGD-{steps}, {precision}{' + compile' if compiled else ''}: {rate:,.1f} images/s, "
-                  f"~{achieved:.1f} TFLOP/s{fraction}; 16-dataset protocol (attacking the ~64 % clean-correct "
-                  f"images) ≈ {projected:.1f} min")
+            print(
+                f"PGD-{steps}, {precision}{' + compile' if compiled else ''}: {rate:,.1f} images/s, "
+                f"~{achieved:.1f} TFLOP/s{fraction}; 16-dataset protocol (attacking the ~64 % clean-correct "
+                f"images) ≈ {projected:.1f} min"
+            )
     if args.skip_naive:
         return
     tokens = model.tokenizer(classnames).to(device)
     steps = min(args.attack_steps)
-    seconds = seconds_per_call(lambda: naive_pgd(model, images, labels, tokens, 1 / 255, 1 / 255, steps), device, repeats=1)
+    seconds = seconds_per_call(
+        lambda: naive_pgd(model, images, labels, tokens, 1 / 255, 1 / 255, steps), device, repeats=1
+    )
     naive = len(images) / seconds
     best = max(rate for (p, c, s), rate in rates.items() if s == steps)
     fp32 = rates[("fp32", False, steps)] if ("fp32", False, steps) in rates else float("nan")
-    print(f"naive reference PGD-{steps} (fp32, text re-encoded every step, weight gradients): {naive:,.1f} "
-          f"images/s → zsr_lab is {fp32 / naive:.1f}× faster in fp32, {best / naive:.1f}× with the best option")
+    print(
+        f"naive reference PGD-{steps} (fp32, text re-encoded every step, weight gradients): {naive:,.1f} "
+        f"images/s → zsr_lab is {fp32 / naive:.1f}× faster in fp32, {best / naive:.1f}× with the best option"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ on the hardware, so the saving is visible on any machine. Part 2 measures the pa
 224 (random weights: the same FLOPs) on this device and projects, from the counts, the time of ``aa`` on 16 ×
 1,000 images and of PGD-100 on the whole 16-dataset protocol, for a robust and a non-robust model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ from .classifier import dataset_classifier
 from .datasets import load_dataset
 from .evaluate import subset
 from .models import DEFAULT_MODEL, frozen_parameters
-from .pretrained import load_clip
 from .precision import PRECISIONS
+from .pretrained import load_clip
 from .scales import get_scale
 from .speed import BENCHMARK_IMAGES, forward_flops, peak_tflops
 from .suites import parse_suite, run_suite
@@ -35,8 +36,9 @@ BENCHMARK_DATASETS = 16
 MODELS = {"non-robust (CLIP)": (0.64, 0.05), "robust (~40 %)": (0.55, 0.40)}
 
 
-def count_passes(suite_text: str, eps: float, *, cascade: bool, early_exit: bool, stopping: str = "any",
-                 progress: bool = True) -> dict:
+def count_passes(
+    suite_text: str, eps: float, *, cascade: bool, early_exit: bool, stopping: str = "any", progress: bool = True
+) -> dict:
     """Passes per clean-correct image of each member (summed over the datasets it runs on, divided by every
     clean-correct image) on the classroom protocol's images (pre-trained CLIP), the worst-case robust accuracy
     (% of clean-correct images) and the passes that the first member spent on the images it broke."""
@@ -47,8 +49,11 @@ def count_passes(suite_text: str, eps: float, *, cascade: bool, early_exit: bool
     robust = broken = spent_broken = images = 0
     for name in setup.protocol.datasets:
         model.set_classifier(dataset_classifier(model, name))
-        data = subset(load_dataset(name, image_size=setup.image_size, verbose=False),
-                      setup.protocol.examples_for(name), setup.protocol.seed)
+        data = subset(
+            load_dataset(name, image_size=setup.image_size, verbose=False),
+            setup.protocol.examples_for(name),
+            setup.protocol.seed,
+        )
         x, y = map(torch.stack, zip(*[(data[i][0], torch.tensor(data[i][1])) for i in range(len(data))]))
         with torch.no_grad():
             keep = model(x).argmax(1) == y
@@ -56,8 +61,17 @@ def count_passes(suite_text: str, eps: float, *, cascade: bool, early_exit: bool
         images += len(y)
         members = suite.members_for(len(model.class_embeddings))
         with frozen_parameters(model):
-            outcome = run_suite(model, members, x, y, eps, n_classes=len(model.class_embeddings),
-                                cascade=cascade, early_exit=early_exit, stopping=stopping)
+            outcome = run_suite(
+                model,
+                members,
+                x,
+                y,
+                eps,
+                n_classes=len(model.class_embeddings),
+                cascade=cascade,
+                early_exit=early_exit,
+                stopping=stopping,
+            )
         for member, spent in zip(outcome.members, outcome.iterations):
             passes[member.label] = passes.get(member.label, 0.0) + float(spent.sum())
         robust += int(outcome.robust.sum())
@@ -66,16 +80,22 @@ def count_passes(suite_text: str, eps: float, *, cascade: bool, early_exit: bool
         spent_broken += int(outcome.iterations[0][first_broke].sum())
         if progress:
             print(f"  {name}: {len(y)} clean-correct images", flush=True)
-    return {"passes": {label: total / images for label, total in passes.items()}, "robust": 100 * robust / images,
-            "passes_to_break": spent_broken / max(broken, 1), "images": images}
+    return {
+        "passes": {label: total / images for label, total in passes.items()},
+        "robust": 100 * robust / images,
+        "passes_to_break": spent_broken / max(broken, 1),
+        "images": images,
+    }
 
 
-def passes_per_second(precision: str, compile: bool, batch_size: int, device: torch.device,
-                      repeats: int = 3) -> tuple[float, float]:
+def passes_per_second(
+    precision: str, compile: bool, batch_size: int, device: torch.device, repeats: int = 3
+) -> tuple[float, float]:
     """Forward-backward passes (to the input) per second of ViT-B/32 at 224, random weights; and FLOPs per pass."""
     model = load_clip(DEFAULT_MODEL, None, device=device)
-    model.set_classifier(torch.nn.functional.normalize(model.encode_text([f"class {i}" for i in range(100)])
-                                                       .detach(), dim=-1))
+    model.set_classifier(
+        torch.nn.functional.normalize(model.encode_text([f"class {i}" for i in range(100)]).detach(), dim=-1)
+    )
     images = torch.rand(batch_size, 3, 224, 224, device=device)
     labels = torch.randint(0, 100, (batch_size,), device=device)
     flops = 2 * forward_flops(model, images[:2]) / 2  # a pass: one forward and a backward to the input
@@ -104,47 +124,70 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eps", type=float, default=4.0, help="classroom budget in units of 1/255 (default 4)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--precision", default=None, choices=sorted(PRECISIONS),
-                        help="default: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--precision", default=None, choices=sorted(PRECISIONS), help="default: bf16 on CUDA, fp32 on CPU"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile ViT-B/32 for the throughput")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on CUDA, 8 on CPU")
-    parser.add_argument("--passes-per-s", type=float, help="also project for this measured throughput (passes/s "
-                        "of ViT-B/32, e.g. from a GPU run)")
+    parser.add_argument(
+        "--passes-per-s",
+        type=float,
+        help="also project for this measured throughput (passes/s of ViT-B/32, e.g. from a GPU run)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
 
-    print(f"== 1. passes per clean-correct image, pre-trained classroom CLIP, ε = {args.eps:g}/255, "
-          f"classroom protocol images ==", flush=True)
-    ways = {"zsr_lab (cascade + early exit)": dict(cascade=True, early_exit=True),
-            "reference AutoAttack (cascade, no early exit)": dict(cascade=True, early_exit=False),
-            "neither (every member on every image, to the end)": dict(cascade=False, early_exit=False)}
+    print(
+        f"== 1. passes per clean-correct image, pre-trained classroom CLIP, ε = {args.eps:g}/255, "
+        f"classroom protocol images ==",
+        flush=True,
+    )
+    ways = {
+        "zsr_lab (cascade + early exit)": dict(cascade=True, early_exit=True),
+        "reference AutoAttack (cascade, no early exit)": dict(cascade=True, early_exit=False),
+        "neither (every member on every image, to the end)": dict(cascade=False, early_exit=False),
+    }
     counts = {}
-    for suite, stopping_ways in (("aa", ways), ("pgd-100", {
-            "zsr_lab (any-step, early exit)": dict(cascade=True, early_exit=True, stopping="any"),
-            "last iterate (the papers' PGD)": dict(cascade=True, early_exit=False, stopping="last")})):
+    for suite, stopping_ways in (
+        ("aa", ways),
+        (
+            "pgd-100",
+            {
+                "zsr_lab (any-step, early exit)": dict(cascade=True, early_exit=True, stopping="any"),
+                "last iterate (the papers' PGD)": dict(cascade=True, early_exit=False, stopping="last"),
+            },
+        ),
+    ):
         for way, options in stopping_ways.items():
             start = time.perf_counter()
             result = counts[(suite, way)] = count_passes(suite, args.eps, progress=False, **options)
             detail = ", ".join(f"{label}: {value:.1f}" for label, value in result["passes"].items())
-            print(f"{suite}, {way}: {sum(result['passes'].values()):.1f} passes per image [{detail}]; worst-case "
-                  f"robust {result['robust']:.1f} % of {result['images']} clean-correct images; "
-                  f"{time.perf_counter() - start:.0f} s on this machine", flush=True)
+            print(
+                f"{suite}, {way}: {sum(result['passes'].values()):.1f} passes per image [{detail}]; worst-case "
+                f"robust {result['robust']:.1f} % of {result['images']} clean-correct images; "
+                f"{time.perf_counter() - start:.0f} s on this machine",
+                flush=True,
+            )
         base = sum(counts[(suite, next(iter(stopping_ways)))]["passes"].values())
         for way in list(stopping_ways)[1:]:
             other = sum(counts[(suite, way)]["passes"].values())
             print(f"{suite}: {way} spends {other / base:.1f}× the passes of zsr_lab's default")
         nominal = 101 + 9 * 101 if suite == "aa" else 100  # every member, image, target and iteration
-        print(f"{suite}: the nominal budget (every member on every image, every target, every iteration) is "
-              f"{nominal} passes per image, {nominal / base:.1f}× zsr_lab's default")
+        print(
+            f"{suite}: the nominal budget (every member on every image, every target, every iteration) is "
+            f"{nominal} passes per image, {nominal / base:.1f}× zsr_lab's default"
+        )
 
     print(f"\n== 2. ViT-B/32 at 224 on {device}, {precision}{' + compile' if args.compile else ''} ==", flush=True)
     batch = args.batch_size or (256 if device.type == "cuda" else 8)
     rate, flops = passes_per_second(precision, args.compile, batch, device)
     peak = peak_tflops(device, precision)
     fraction = f", {100 * rate * flops / 1e12 / peak:.1f} % of the {peak:.0f} TFLOP/s dense peak" if peak else ""
-    print(f"{rate:,.1f} passes/s (batch {batch}), {flops / 1e9:.1f} GFLOP per pass, "
-          f"{rate * flops / 1e12:.2f} TFLOP/s{fraction}")
+    print(
+        f"{rate:,.1f} passes/s (batch {batch}), {flops / 1e9:.1f} GFLOP per pass, "
+        f"{rate * flops / 1e12:.2f} TFLOP/s{fraction}"
+    )
     aa_counts = counts[("aa", "zsr_lab (cascade + early exit)")]
     pgd_counts = counts[("pgd-100", "zsr_lab (any-step, early exit)")]
     budgets = {"aa": 101 + 9 * 101, "pgd-100": 100}
@@ -155,10 +198,12 @@ def main(argv=None) -> None:
         for model, (clean, robust) in MODELS.items():
             aa = BENCHMARK_DATASETS * 1000 * projected_passes(aa_counts, clean, robust, budgets["aa"])
             pgd = BENCHMARK_IMAGES * projected_passes(pgd_counts, clean, robust, budgets["pgd-100"])
-            print(f"projected on {where}, {model} model (clean {100 * clean:.0f} %, robust {100 * robust:.0f} %): "
-                  f"aa on 16 × 1,000 images {aa / passes_rate / 60:,.1f} min ({aa / 1e6:.2f} M passes); "
-                  f"PGD-100 on the whole protocol (~{BENCHMARK_IMAGES:,} images) {pgd / passes_rate / 60:,.1f} min "
-                  f"({pgd / 1e6:.2f} M passes)")
+            print(
+                f"projected on {where}, {model} model (clean {100 * clean:.0f} %, robust {100 * robust:.0f} %): "
+                f"aa on 16 × 1,000 images {aa / passes_rate / 60:,.1f} min ({aa / 1e6:.2f} M passes); "
+                f"PGD-100 on the whole protocol (~{BENCHMARK_IMAGES:,} images) {pgd / passes_rate / 60:,.1f} min "
+                f"({pgd / 1e6:.2f} M passes)"
+            )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ at every attack step and at the loss step, and every backward (the attack's too)
 Reports per variant: training images/s, the speed-up over the naive step, peak memory (CUDA: peak allocated;
 CPU: the process's peak RSS, which only grows) and, on CUDA, the achieved TFLOP/s and fraction of the dense peak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,12 @@ import resource
 import torch
 import torch.nn.functional as F
 
+from .engine import TrainStep, start_noise, train_micro_batch
 from .methods import METHODS, build_method
 from .models import frozen_copy, train_image_tower_only
-from .pretrained import load_clip
 from .precision import PRECISIONS
+from .pretrained import load_clip
 from .scales import get_scale
-from .engine import TrainStep, start_noise, train_micro_batch
 from .speed import forward_flops, peak_tflops, seconds_per_call
 
 ATTACK_STEPS = 2
@@ -51,8 +52,18 @@ def forwards_per_image(name: str) -> int:
 
 def engine_step(trainer, attacked, optimizer, scaler, images, labels, noise, precision):
     """One optimizer step as ``fit`` runs it (one process, no accumulation), without logging and checkpoints."""
-    loss, _ = train_micro_batch(trainer, attacked, images, labels, noise, eps=EPS, step_size=EPS,
-                                steps=ATTACK_STEPS, precision=precision, scaler=scaler)
+    loss, _ = train_micro_batch(
+        trainer,
+        attacked,
+        images,
+        labels,
+        noise,
+        eps=EPS,
+        step_size=EPS,
+        steps=ATTACK_STEPS,
+        precision=precision,
+        scaler=scaler,
+    )
     if not torch.isfinite(loss).item():  # fit checks every step too (a host sync)
         raise RuntimeError(f"the loss became {loss.item()}")
     scaler.step(optimizer)
@@ -112,9 +123,20 @@ def time_engine(model, method, images, labels, precision, compiled, device, step
     trainer = TrainStep(model, method, reference)
     attacked = torch.compile(model) if compiled else model  # fit compiles the attacked model only
     counter = itertools.count()
-    return _measure(lambda: engine_step(trainer, attacked, optimizer, scaler, images, labels,
-                                        start_noise(0, next(counter), images.shape, device, 0, 1), precision),
-                    device, steps)
+    return _measure(
+        lambda: engine_step(
+            trainer,
+            attacked,
+            optimizer,
+            scaler,
+            images,
+            labels,
+            start_noise(0, next(counter), images.shape, device, 0, 1),
+            precision,
+        ),
+        device,
+        steps,
+    )
 
 
 def time_naive(model, method, images, labels, tokens, device, steps):
@@ -122,8 +144,9 @@ def time_naive(model, method, images, labels, tokens, device, steps):
     optimizer = torch.optim.SGD(train_image_tower_only(model), lr=LR, momentum=0.9)
     model.requires_grad_(True).train()  # the official code leaves every weight trainable
     try:
-        return _measure(lambda: naive_step(model, reference, method.name, optimizer, tokens, images, labels),
-                        device, steps)
+        return _measure(
+            lambda: naive_step(model, reference, method.name, optimizer, tokens, images, labels), device, steps
+        )
     finally:
         train_image_tower_only(model)
 
@@ -135,14 +158,14 @@ def benchmark_method(name, model, images, labels, tokens, args, device, precisio
     variants = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if args.compile else [])
     for precision, compiled in variants:
         seconds, memory = time_engine(model, method, images, labels, precision, compiled, device, args.steps)
-        results.append((f"zsr_lab {precision}{' + compile' if compiled else ''}", precision,
-                        len(images) / seconds, memory))
+        results.append(
+            (f"zsr_lab {precision}{' + compile' if compiled else ''}", precision, len(images) / seconds, memory)
+        )
     naive = None
     if not args.skip_naive and name in NAIVE_METHODS:
         seconds, memory = time_naive(model, method, images, labels, tokens, device, args.steps)
         naive = len(images) / seconds
-        results.append(("naive reference fp32 (text re-encoded every step, all weight gradients)", None, naive,
-                        memory))
+        results.append(("naive reference fp32 (text re-encoded every step, all weight gradients)", None, naive, memory))
     step_flops = forwards_per_image(name) * flops_per_image
     for label, precision, rate, memory in results:
         speedup = f", {rate / naive:.1f}× the naive step" if naive and precision else ""
@@ -174,10 +197,12 @@ def main(argv=None) -> None:
     model = load_clip(setup.model_name, pretrained, device=device)
     precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     size = model.image_size[0]
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
-          f"({torch.get_num_threads()} CPU threads), model {setup.model_name} ({pretrained or 'random weights'}), "
-          f"input {size}px, batch {args.batch_size}, {args.n_classes} classes, {args.steps} timed steps after one "
-          f"warm-up, {ATTACK_STEPS}-step PGD at ε = 1/255, torch {torch.__version__}")
+    print(
+        f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
+        f"({torch.get_num_threads()} CPU threads), model {setup.model_name} ({pretrained or 'random weights'}), "
+        f"input {size}px, batch {args.batch_size}, {args.n_classes} classes, {args.steps} timed steps after one "
+        f"warm-up, {ATTACK_STEPS}-step PGD at ε = 1/255, torch {torch.__version__}"
+    )
 
     prompts = [f"This is a photo of a class {i}" for i in range(args.n_classes)]
     with torch.no_grad():

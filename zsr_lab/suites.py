@@ -21,6 +21,7 @@ Suites are written as members and named suites joined by ``+``:
 Members written by hand run as written (one that needs more classes than a dataset has is an error); members
 that come from a named suite adapt to the dataset's classes as described above.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -31,11 +32,14 @@ from .attacks import ATTACKS, AttackConfig, attack_iterations, build_attack, par
 from .precision import autocast
 from .registry import Registry
 
-SUITES: Registry[tuple[str, ...]] = Registry("suite", {
-    "aa": ("apgd_ce-100", "apgd_t-100"),
-    "aa-standard": ("apgd_ce-100", "apgd_t-100", "fab_t-100", "square-5000"),
-    "papers-aa": ("apgd_ce-100", "apgd_dlr-100"),
-})
+SUITES: Registry[tuple[str, ...]] = Registry(
+    "suite",
+    {
+        "aa": ("apgd_ce-100", "apgd_t-100"),
+        "aa-standard": ("apgd_ce-100", "apgd_t-100", "fab_t-100", "square-5000"),
+        "papers-aa": ("apgd_ce-100", "apgd_dlr-100"),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,11 @@ class Suite:
             if n_classes >= member.kind.min_classes:
                 chosen.append(member)
             elif not adaptive:
-                raise ValueError(f"{member.label} needs at least {member.kind.min_classes} classes, but this "
-                                 f"dataset has {n_classes}: drop it from {self.text!r} for this dataset, or use "
-                                 f"a named suite such as 'aa', which adapts to the number of classes")
+                raise ValueError(
+                    f"{member.label} needs at least {member.kind.min_classes} classes, but this "
+                    f"dataset has {n_classes}: drop it from {self.text!r} for this dataset, or use "
+                    f"a named suite such as 'aa', which adapts to the number of classes"
+                )
             elif member.name == "apgd_t" and n_classes == 3:
                 chosen.append(replace(member, name="apgd_dlr"))  # the strongest second loss 3 classes allow
         unique = []
@@ -120,15 +126,18 @@ def parse_suite(text: str | AttackConfig | Suite) -> Suite:
             except ValueError as err:
                 close = SUITES.close_matches(token)
                 hint = f"did you mean the suite {close[0]!r}? " if close else ""
-                raise ValueError(f"{err}. {hint}Suites: {', '.join(SUITES)} (or NAME-K for K iterations); "
-                                 f"members: {', '.join(ATTACKS)}; join them with '+'") from None
+                raise ValueError(
+                    f"{err}. {hint}Suites: {', '.join(SUITES)} (or NAME-K for K iterations); "
+                    f"members: {', '.join(ATTACKS)}; join them with '+'"
+                ) from None
             adaptive.append(False)
         members += _with_options(configs, options, text)
         parts.append(token + (f":{options}" if options else ""))
     norms = {m.norm for m in members}
     if len(norms) > 1:
-        raise ValueError(f"{text!r} mixes ℓ∞ and ℓ2 attacks, whose budgets mean different things: "
-                         f"evaluate them as separate suites")
+        raise ValueError(
+            f"{text!r} mixes ℓ∞ and ℓ2 attacks, whose budgets mean different things: evaluate them as separate suites"
+        )
     return Suite("+".join(parts), tuple(members), tuple(adaptive))
 
 
@@ -140,8 +149,10 @@ def _with_options(configs: list[AttackConfig], options: str, text: str) -> list[
     for item in filter(None, options.split(",")):
         key, _, value = item.partition("=")
         if key not in OPTIONS or not value.isdigit():
-            raise ValueError(f"cannot read the option {item!r} in {text!r}: write e.g. aa-10:targets=3 or "
-                             f"pgd-10:restarts=2 (options: {', '.join(OPTIONS)})")
+            raise ValueError(
+                f"cannot read the option {item!r} in {text!r}: write e.g. aa-10:targets=3 or "
+                f"pgd-10:restarts=2 (options: {', '.join(OPTIONS)})"
+            )
         configs = [replace(c, **{key: int(value)}) if key == "restarts" or c.targeted else c for c in configs]
     return configs
 
@@ -175,9 +186,21 @@ class SuiteOutcome:
 STOPPING_RULES = ("any", "last")
 
 
-def run_suite(model, members, images: torch.Tensor, labels: torch.Tensor, eps: float, *, n_classes: int,
-              seed: int = 0, precision: str = "fp32", stopping: str = "any", cascade: bool = True,
-              early_exit: bool = True, member_seed=None) -> SuiteOutcome:
+def run_suite(
+    model,
+    members,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    n_classes: int,
+    seed: int = 0,
+    precision: str = "fp32",
+    stopping: str = "any",
+    cascade: bool = True,
+    early_exit: bool = True,
+    member_seed=None,
+) -> SuiteOutcome:
     """Attack one batch with every member and take the per-image worst case.
 
     Arguments:
@@ -210,8 +233,9 @@ def run_suite(model, members, images: torch.Tensor, labels: torch.Tensor, eps: f
         size = excursion = 0.0
         if len(index):
             exits = early_exit if member.name.startswith("apgd") else stopping == "any"
-            attack = build_attack(model, member, eps, n_classes=n_classes, seed=member_seed_value,
-                                  precision=precision, early_stop=exits)
+            attack = build_attack(
+                model, member, eps, n_classes=n_classes, seed=member_seed_value, precision=precision, early_stop=exits
+            )
             x, y = images[index], labels[index]
             adv = attack(x, y).detach()
             iterations[index] = attack_iterations(attack, len(index)).to(device)

@@ -2,13 +2,14 @@
 (:func:`launch`, what ``book/train_full.ipynb`` calls) and one-at-a-time sweeps of a method's options
 (:func:`sensitivity`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -19,8 +20,17 @@ from .recipes import TrainConfig
 
 def torchrun_command(config_file, gpus: int) -> list[str]:
     """The command that trains the run of ``config_file`` data-parallel on ``gpus`` GPUs of this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-            "-m", "zsr_lab.train", "--config", str(config_file)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "zsr_lab.train",
+        "--config",
+        str(config_file),
+    ]
 
 
 def launch(config: TrainConfig, *, gpus: int = 1, progress: bool = True) -> TrainResult:
@@ -52,16 +62,23 @@ def sensitivity(config: TrainConfig, options: dict[str, Sequence], *, progress: 
     base = config.resolved()
     unknown = sorted(set(options) - set(base.method_options))
     if unknown:
-        raise ValueError(f"{base.method} has no option {', '.join(unknown)}; its options are "
-                         f"{', '.join(base.method_options) or 'none'}")
+        raise ValueError(
+            f"{base.method} has no option {', '.join(unknown)}; its options are "
+            f"{', '.join(base.method_options) or 'none'}"
+        )
     tables = []
     for option, values in options.items():
-        fixed = ", ".join(f"{other} = {value:g}" if isinstance(value, float) else f"{other} = {value}"
-                          for other, value in base.method_options.items() if other != option)
+        fixed = ", ".join(
+            f"{other} = {value:g}" if isinstance(value, float) else f"{other} = {value}"
+            for other, value in base.method_options.items()
+            if other != option
+        )
         for value in values:
-            point = dataclasses.replace(base, method_options={**base.method_options, option: value},
-                                        run_dir=str(Path(base.run_dir) / f"{option}_{value:g}") if base.run_dir
-                                        else None)
+            point = dataclasses.replace(
+                base,
+                method_options={**base.method_options, option: value},
+                run_dir=str(Path(base.run_dir) / f"{option}_{value:g}") if base.run_dir else None,
+            )
             result = fit(point, progress=progress)
             summary = summarize(result.evaluation)
             tables.append(summary.assign(option=option, value=float(value), fixed=fixed))

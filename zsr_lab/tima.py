@@ -28,9 +28,10 @@ The text side: :func:`text_parameters` names what IAT may change (``"projection"
 default; ``"tower"``: every text-tower weight), :class:`ClassText` recomputes the class embeddings from those
 weights with gradient, and :func:`tune_text` runs IAT on its own (the first stage of the staged schedule).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +56,14 @@ def mhe_energy(text: torch.Tensor) -> torch.Tensor:
 
 def _kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
     """KL(softmax(teacher) ‖ softmax(student)), averaged over the batch."""
-    return F.kl_div(student_logits.log_softmax(-1), teacher_logits.log_softmax(-1), log_target=True,
-                    reduction="batchmean")
+    return F.kl_div(
+        student_logits.log_softmax(-1), teacher_logits.log_softmax(-1), log_target=True, reduction="batchmean"
+    )
 
 
-def probe_distillation(probes: torch.Tensor, text0: torch.Tensor, text: torch.Tensor, *,
-                       tau: float = 0.01) -> torch.Tensor:
+def probe_distillation(
+    probes: torch.Tensor, text0: torch.Tensor, text: torch.Tensor, *, tau: float = 0.01
+) -> torch.Tensor:
     """IAKD: how far the tuned class embeddings ``text`` change the class distribution of fixed image probes.
 
     Arguments:
@@ -84,15 +87,17 @@ def text_margins(text0: torch.Tensor, *, gamma: float, function: str = "cosine")
     return margins.fill_diagonal_(0)
 
 
-def margin_cross_entropy(image_embedding: torch.Tensor, text: torch.Tensor, labels: torch.Tensor,
-                         margins: torch.Tensor, *, tau: float = 0.01) -> torch.Tensor:
+def margin_cross_entropy(
+    image_embedding: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, *, tau: float = 0.01
+) -> torch.Tensor:
     """TAM: cross-entropy of ``(cos(z, T) + M[y]) / τ`` with the margins of each image's true class added."""
     cosines = F.normalize(image_embedding.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
     return F.cross_entropy((cosines + margins[labels]) / tau, labels)
 
 
-def image_distillation(reference_clean: torch.Tensor, adversarial: torch.Tensor, text: torch.Tensor, *,
-                       tau: float = 0.01) -> torch.Tensor:
+def image_distillation(
+    reference_clean: torch.Tensor, adversarial: torch.Tensor, text: torch.Tensor, *, tau: float = 0.01
+) -> torch.Tensor:
     """TAKD: KL from the pre-trained tower's clean class distribution to the trained tower's adversarial one."""
     t = F.normalize(text.float(), dim=-1)
     teacher = F.normalize(reference_clean.float(), dim=-1) @ t.T / tau
@@ -112,8 +117,11 @@ def text_parameters(model: ZeroShotCLIP, which: str) -> list[nn.Parameter]:
     projection = model.clip.text_projection
     if which == "projection":
         return list(projection.parameters()) if isinstance(projection, nn.Module) else [projection]
-    return [p for name, p in model.clip.named_parameters()
-            if not name.startswith("visual.") and not name.startswith("logit_")]
+    return [
+        p
+        for name, p in model.clip.named_parameters()
+        if not name.startswith("visual.") and not name.startswith("logit_")
+    ]
 
 
 def _pooled_text_features(model: ZeroShotCLIP, tokens: torch.Tensor) -> torch.Tensor:
@@ -124,8 +132,9 @@ def _pooled_text_features(model: ZeroShotCLIP, tokens: torch.Tensor) -> torch.Te
         model.clip.encode_text(tokens)
     finally:
         handle.remove()
-    return text_global_pool(captured[0], tokens, model.clip.text_pool_type,
-                            eos_token_id=getattr(model.clip, "text_eos_id", None))
+    return text_global_pool(
+        captured[0], tokens, model.clip.text_pool_type, eos_token_id=getattr(model.clip, "text_eos_id", None)
+    )
 
 
 class ClassText(nn.Module):
@@ -136,8 +145,9 @@ class ClassText(nn.Module):
     :func:`zsr_lab.zero_shot_classifier`, so untuned weights give the same embeddings as the zero-shot classifier.
     """
 
-    def __init__(self, model: ZeroShotCLIP, classnames: Sequence[str], templates: Sequence[str],
-                 trainable: str = "projection"):
+    def __init__(
+        self, model: ZeroShotCLIP, classnames: Sequence[str], templates: Sequence[str], trainable: str = "projection"
+    ):
         super().__init__()
         _check_text_params(trainable)
         self.trainable, self.shape = trainable, (len(classnames), len(templates))
@@ -157,9 +167,20 @@ class ClassText(nn.Module):
         return F.normalize(per_class, dim=-1)
 
 
-def tune_text(model: ZeroShotCLIP, class_text: ClassText, probes: torch.Tensor, *, which: str, steps: int,
-              lr: float, mhe_weight: float = 1.0, iakd_weight: float = 1.0, tau: float = 0.01,
-              batch_size: int = 512, seed: int = 0) -> list[dict]:
+def tune_text(
+    model: ZeroShotCLIP,
+    class_text: ClassText,
+    probes: torch.Tensor,
+    *,
+    which: str,
+    steps: int,
+    lr: float,
+    mhe_weight: float = 1.0,
+    iakd_weight: float = 1.0,
+    tau: float = 0.01,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> list[dict]:
     """Image-aware text tuning alone: Adam on the ``which`` text weights, minimising
     ``mhe_weight · L_MHE(T) + iakd_weight · L_IAKD(z_0, T_0, T)`` over batches of the fixed image probes.
 

@@ -14,6 +14,7 @@ An image tower alone completes a CLIP whose text tower comes from ``base`` (``op
 Named tags (:data:`PUBLISHED`) download once into the zsr_lab cache; offline, the error names the file and
 where to put it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,20 +65,38 @@ class PublishedCheckpoint:
 
 
 _ROBUSTVLM = "Schlarmann et al. 2024, github.com/chs20/RobustVLM (README, Additional Models)"
-PUBLISHED: Registry[PublishedCheckpoint] = Registry("published checkpoint", {
-    f"robustvlm-{method}-eps{eps}": PublishedCheckpoint(
-        url=f"https://nc.mlcloud.uni-tuebingen.de/index.php/s/{share}/download/vitb32_{method}_eps_{eps}.pt",
-        file_name=f"vitb32_{method}_eps_{eps}.pt", model="ViT-B-32-quickgelu", base="openai", normalization="clip",
-        source=_ROBUSTVLM,
-        description=f"{title} image tower of OpenAI ViT-B/32, fine-tuned two epochs on ImageNet at ε = {eps}/255")
-    for method, title, eps, share in (("tecoa", "TeCoA", 1, "LHgi84RskrtYCiX"), ("fare", "FARE", 1, "cCgQAS8QW9arj9d"),
-                                      ("tecoa", "TeCoA", 4, "RiWGQzBrqYNCaDk"), ("fare", "FARE", 4, "3nMxBKEwbWnDymT"))
-})
-PUBLISHED.add("tecoa-mao2023", PublishedCheckpoint(
-    url="https://cv.cs.columbia.edu/mcz/TeCoA/TeCoAmodel_best.pth.tar", file_name="TeCoAmodel_best.pth.tar",
-    model="ViT-B-32-quickgelu", base="openai", normalization="clip",
-    source="Mao et al. 2023, github.com/cvlab-columbia/ZSRobust4FoundationModel (README)",
-    description="TeCoA's own release: OpenAI ViT-B/32 fine-tuned on ImageNet at ε = 1/255 (training checkpoint)"))
+PUBLISHED: Registry[PublishedCheckpoint] = Registry(
+    "published checkpoint",
+    {
+        f"robustvlm-{method}-eps{eps}": PublishedCheckpoint(
+            url=f"https://nc.mlcloud.uni-tuebingen.de/index.php/s/{share}/download/vitb32_{method}_eps_{eps}.pt",
+            file_name=f"vitb32_{method}_eps_{eps}.pt",
+            model="ViT-B-32-quickgelu",
+            base="openai",
+            normalization="clip",
+            source=_ROBUSTVLM,
+            description=f"{title} image tower of OpenAI ViT-B/32, fine-tuned two epochs on ImageNet at ε = {eps}/255",
+        )
+        for method, title, eps, share in (
+            ("tecoa", "TeCoA", 1, "LHgi84RskrtYCiX"),
+            ("fare", "FARE", 1, "cCgQAS8QW9arj9d"),
+            ("tecoa", "TeCoA", 4, "RiWGQzBrqYNCaDk"),
+            ("fare", "FARE", 4, "3nMxBKEwbWnDymT"),
+        )
+    },
+)
+PUBLISHED.add(
+    "tecoa-mao2023",
+    PublishedCheckpoint(
+        url="https://cv.cs.columbia.edu/mcz/TeCoA/TeCoAmodel_best.pth.tar",
+        file_name="TeCoAmodel_best.pth.tar",
+        model="ViT-B-32-quickgelu",
+        base="openai",
+        normalization="clip",
+        source="Mao et al. 2023, github.com/cvlab-columbia/ZSRobust4FoundationModel (README)",
+        description="TeCoA's own release: OpenAI ViT-B/32 fine-tuned on ImageNet at ε = 1/255 (training checkpoint)",
+    ),
+)
 
 
 @dataclass
@@ -105,29 +124,34 @@ def looks_like_file(pretrained: str) -> bool:
 
 def _load(path: Path, allow_pickle: bool):
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist: check the path (an open_clip tag such as "
-                                f"'openai' has no slash or file suffix; zsr_lab's named checkpoints are "
-                                f"{', '.join(PUBLISHED)})")
+        raise FileNotFoundError(
+            f"checkpoint file {path} does not exist: check the path (an open_clip tag such as "
+            f"'openai' has no slash or file suffix; zsr_lab's named checkpoints are "
+            f"{', '.join(PUBLISHED)})"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=False)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
         if "Weights only load failed" in str(err):
             raise CheckpointError(
                 f"{path} holds Python objects besides tensors, which torch loads only by running code from the file: "
-                f"if you trust its source, pass allow_pickle=True") from err
+                f"if you trust its source, pass allow_pickle=True"
+            ) from err
         raise CheckpointError(
             f"could not read checkpoint {path} ({path.stat().st_size:,} bytes): {type(err).__name__}: {err}\n"
             f"The file is probably truncated (an interrupted download or copy) or not a PyTorch checkpoint: compare "
-            f"its size with the original and fetch it again") from err
+            f"its size with the original and fetch it again"
+        ) from err
 
 
 def _strip(state: dict) -> dict:
     for prefix in _PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
+            state = {key[len(prefix) :]: value for key, value in state.items()}
     return state
 
 
@@ -142,8 +166,11 @@ def _kind(state: dict) -> str | None:
 
 
 def _tensor_dict(value) -> bool:
-    return isinstance(value, dict) and len(value) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    return (
+        isinstance(value, dict)
+        and len(value) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
 
 
 def _describe(content) -> str:
@@ -194,17 +221,19 @@ def read_weights(path, *, allow_pickle: bool = False) -> Weights:
         state = _strip(state)
         kind = _kind(state)
         if kind == "visual-prefixed":
-            state, kind = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}, "visual"
+            state, kind = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}, "visual"
         if kind is not None:
             recorded = content.get("normalization") if isinstance(content, dict) else None
             normalization = (tuple(recorded["mean"]), tuple(recorded["std"])) if recorded else None
-            return Weights({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, kind, where,
-                           normalization)
+            return Weights(
+                {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, kind, where, normalization
+            )
     raise CheckpointError(
         f"{path}: no CLIP weights in a layout zsr_lab knows. Expected a CLIP state dict (keys 'visual.conv1.weight', "
         f"'token_embedding.weight', ...) or an image tower alone ('conv1.weight', 'transformer.resblocks.0.attn."
         f"in_proj_weight', ...), at the top level or under one of {', '.join(_NESTED)}, optionally with a 'module.' "
-        f"prefix. Found: {_describe(content)}")
+        f"prefix. Found: {_describe(content)}"
+    )
 
 
 def load_weights(clip: torch.nn.Module, weights: Weights, *, source: str) -> None:
@@ -217,16 +246,27 @@ def load_weights(clip: torch.nn.Module, weights: Weights, *, source: str) -> Non
     expected = target.state_dict()
     missing = sorted(set(expected) - set(weights.state_dict))
     unexpected = sorted(set(weights.state_dict) - set(expected))
-    shapes = [f"{k}: file {tuple(weights.state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in weights.state_dict and weights.state_dict[k].shape != v.shape]
+    shapes = [
+        f"{k}: file {tuple(weights.state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights.state_dict and weights.state_dict[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
         where = "image tower" if weights.kind == "visual" else "model"
-        details = "; ".join(filter(None, [
-            f"missing {len(missing)} (e.g. {', '.join(missing[:3])})" if missing else "",
-            f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})" if unexpected else "",
-            f"shapes differ for {len(shapes)} (e.g. {shapes[0]})" if shapes else ""]))
-        raise CheckpointError(f"{source} ({weights.found}) does not fit the {where} of this architecture: {details}. "
-                              f"Is the architecture (model name) the one it was trained with?")
+        details = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {len(missing)} (e.g. {', '.join(missing[:3])})" if missing else "",
+                    f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})" if unexpected else "",
+                    f"shapes differ for {len(shapes)} (e.g. {shapes[0]})" if shapes else "",
+                ],
+            )
+        )
+        raise CheckpointError(
+            f"{source} ({weights.found}) does not fit the {where} of this architecture: {details}. "
+            f"Is the architecture (model name) the one it was trained with?"
+        )
     target.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.state_dict.items()})
 
 
@@ -256,15 +296,19 @@ def published_file(tag: str, *, cache_dir=None) -> Path:
             torch.hub.download_url_to_file(entry.url, str(tmp), progress=True)
         except Exception as err:  # offline, proxy, moved file: the user can fetch it by hand
             tmp.unlink(missing_ok=True)
-            raise OSError(f"could not download {entry.file_name} ({entry.description}; {entry.source}) from "
-                          f"{entry.url}: {err}\nWhat to do: download it on a machine with internet access and put it "
-                          f"at {path} (or pass the file's path as pretrained=...)") from err
+            raise OSError(
+                f"could not download {entry.file_name} ({entry.description}; {entry.source}) from "
+                f"{entry.url}: {err}\nWhat to do: download it on a machine with internet access and put it "
+                f"at {path} (or pass the file's path as pretrained=...)"
+            ) from err
         os.replace(tmp, path)
     measured = _sha256(path)
     expected = entry.sha256 or (record.read_text().strip() if record.exists() else None)
     if expected is None:
         record.write_text(measured + "\n")  # the first copy defines the hash every later load is checked against
     elif measured != expected:
-        raise CheckpointError(f"{path} has sha256 {measured}, expected {expected}: the file changed or is damaged; "
-                              f"delete it (and {record.name}) to download it again")
+        raise CheckpointError(
+            f"{path} has sha256 {measured}, expected {expected}: the file changed or is damaged; "
+            f"delete it (and {record.name}) to download it again"
+        )
     return path

@@ -37,15 +37,11 @@ def toc_files(toc_path: Path) -> list[str]:
 
 
 def _read_in_toc_order(app, env, docnames: list[str]) -> None:
-    site_map = getattr(app.config, "external_site_map", None) or getattr(
-        env, "external_site_map", None
-    )
+    site_map = getattr(app.config, "external_site_map", None) or getattr(env, "external_site_map", None)
     if site_map is None:
         return
     rank = {name: position for position, name in enumerate(toc_order(site_map))}
-    docnames.sort(
-        key=lambda name: rank.get(name, len(rank))
-    )  # stable: the rest stay alphabetical, last
+    docnames.sort(key=lambda name: rank.get(name, len(rank)))  # stable: the rest stay alphabetical, last
 
 
 def setup(app):

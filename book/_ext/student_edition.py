@@ -5,6 +5,7 @@ book's are, between ``solution-start`` and ``solution-end``: its content stays o
 breaks the build. This transform removes every solution after sphinx-exercise has merged the gated ones into
 single solution nodes.
 """
+
 from __future__ import annotations
 
 from sphinx.transforms import SphinxTransform
