@@ -77,7 +77,7 @@ def pytest_terminal_summary(terminalreporter):
     for reports in terminalreporter.stats.values():
         for report in reports:
             nodeid = getattr(report, "nodeid", "")
-            if ".ipynb::" in nodeid:
+            if ".ipynb::" in nodeid and getattr(report, "when", None):  # run, not deselected
                 chapter = nodeid.split("::")[0]
                 seconds[chapter] = seconds.get(chapter, 0.0) + getattr(report, "duration", 0.0)
     if seconds:

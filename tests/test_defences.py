@@ -34,6 +34,7 @@ SOLUTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SOLUTIONS))
 def test_the_reference_solution_breaks_the_defence_and_the_default_pgd_does_not(classroom_clip, name):
     build, solution = SOLUTIONS[name]
@@ -46,6 +47,7 @@ def test_the_reference_solution_breaks_the_defence_and_the_default_pgd_does_not(
     assert broken.robust_accuracy <= broken.undefended + 15 and broken.clean_accuracy > 75
 
 
+@pytest.mark.slow
 def test_a_grade_repeats_exactly(classroom_clip):
     build, solution = SOLUTIONS["noise"]
     first, second = (grader.grade(build(classroom_clip), default_pgd) for _ in range(2))
@@ -78,6 +80,7 @@ def test_a_perturbation_exactly_on_the_ball_is_accepted(random_classroom_clip):
     assert grade.n == 200 and grade.eps == EPS and grade.dataset == "fashion_mnist"
 
 
+@pytest.mark.slow
 def test_each_defence_raises_a_red_flag_and_the_undefended_model_none(classroom_clip):
     images, labels, _, _ = grader.graded_images(classroom_clip)
     images, labels = images[:50], labels[:50]
@@ -95,6 +98,7 @@ def test_each_defence_raises_a_red_flag_and_the_undefended_model_none(classroom_
     assert "answers change between two calls on the same images" in fired(defences.CounterAttack(classroom_clip))
 
 
+@pytest.mark.slow
 def test_the_control_raises_no_flag_and_no_reference_attack_takes_it_below_its_worst_case(classroom_clip):
     control = zl.fit(zl.recipe("tecoa", "classroom"), progress=False).model  # the TeCoA chapter's run
     images, labels, _, _ = grader.graded_images(control)

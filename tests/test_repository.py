@@ -143,6 +143,7 @@ COLAB_PREINSTALLED = {
 }
 
 
+@pytest.mark.slow
 def test_installing_the_package_in_colab_changes_none_of_colabs_packages(tmp_path):
     """The chapters' Colab cell installs the package into an environment that has these versions: pip must
     resolve the package with every one of them kept (torchattacks' requests~=2.25.1 pin once forced requests,

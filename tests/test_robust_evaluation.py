@@ -55,6 +55,7 @@ def test_a_suite_row_reports_every_member_and_the_worst_case(classroom_clip):
     assert list(members.member) == ["PGD-3", "APGD-CE-5", "APGD-T-5"] and list(members.position) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_the_classroom_protocol_with_three_targets_breaks_what_nine_targets_break(classroom_clip):
     """The classroom aims APGD-T at 3 classes instead of AutoAttack's 9 (half the evaluation time) because it
     found the same worst case on every classroom model measured; on the pre-trained CLIP it must keep doing so."""
@@ -241,6 +242,7 @@ def test_cli_checks_every_dataset_before_loading_the_model(tmp_path, capsys, mon
     assert "CIFAR-10 not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_runs_without_runpy_warnings():
     import subprocess
     import sys
@@ -282,6 +284,7 @@ def test_cli_writes_and_resumes_results(tmp_path, capsys, classroom_clip):
     assert list(written["dataset"]) == ["faces", "mean"] and set(written["method"]) == {"zsr_lab"}
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_counts_every_example_once(tmp_path, classroom_clip):
     import os
     import subprocess

@@ -229,6 +229,7 @@ def test_pretraining_cache_key_changes_with_the_scenes_it_trains_on_and_only_the
     assert without.cache_key() == before[1]
 
 
+@pytest.mark.slow
 def test_fashion_scenes_place_every_test_item_once_with_its_label():
     data = zl.load_dataset("fashion_scenes", image_size=28, verbose=False)
     source = classroom_data.fashion_mnist(zl.settings.data_root(), "test")
@@ -241,6 +242,7 @@ def test_fashion_scenes_place_every_test_item_once_with_its_label():
     assert 0 < area.min() and area.max() <= 0.85**2 + 0.01
 
 
+@pytest.mark.slow
 def test_pretraining_reads_scenes_as_grey_bytes_at_the_canvas_size_and_resized_otherwise():
     native, labels = classroom._training_images("digit_scenes", None, scenes.CANVAS_SIZE)
     train = scenes.digit_scenes("train")
@@ -286,6 +288,7 @@ def test_scenes_scale_pairs_a_clip_with_a_7x7_grid_with_the_scene_sets_and_a_gen
     assert "scenes" in zl.get_scale("scenes").banner() and "classroom-scale numbers" in setup.banner()
 
 
+@pytest.mark.slow
 def test_the_scenes_clip_is_pretrained_on_scenes_and_cached_under_its_own_name(monkeypatch, tmp_path):
     short = dataclasses.replace(classroom.pretraining_config(CLASSROOM_SCENES_MODEL), steps=2, batch_size=16)
     monkeypatch.setitem(classroom.PRETRAINING, CLASSROOM_SCENES_MODEL, short)
@@ -313,6 +316,7 @@ def test_localisation_scale_is_the_scenes_scale_for_the_classroom_and_the_scale_
         zl.localisation_scale("clasroom")
 
 
+@pytest.mark.slow
 def test_the_scenes_clip_classifies_zero_shot_and_its_map_stays_on_the_object_under_attack(scenes_clip):
     """Pins what the TGA-ZSR and Comp-TGA chapters say of the pre-trained scenes CLIP (measured with the
     recipe's pre-training: fashion scenes 62.6 %, digit scenes 76.0 %, textures 98.5 %, faces 98.0 % on the

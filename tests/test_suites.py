@@ -112,6 +112,7 @@ def test_worst_case_is_robust_only_against_every_member():
     assert all(size <= 2 / 255 + 1e-6 for size in cascade.max_perturbation)
 
 
+@pytest.mark.slow
 def test_aa_is_not_weaker_than_the_reference_autoattack(classroom_clip):
     """zsr_lab's aa against pyautoattack (the packaged reference implementation) run as RobustVLM runs it
     (APGD-CE then APGD-T, top-9 targets, 100 iterations, one restart), on the same classroom images."""

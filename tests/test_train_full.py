@@ -26,6 +26,7 @@ def _text(notebook) -> str:
     )
 
 
+@pytest.mark.slow
 def test_default_parameters_train_at_classroom_scale_write_results_and_a_rerun_resumes(tmp_path):
     first = _run(tmp_path, "first")
     run_dir = zl.recipe("tecoa", "classroom").resolved().default_run_dir()  # the chapters' TeCoA run
@@ -42,6 +43,7 @@ def test_default_parameters_train_at_classroom_scale_write_results_and_a_rerun_r
     assert "finished: loaded, not retrained" in _text(again)
 
 
+@pytest.mark.slow
 def test_a_bad_parameter_stops_the_first_cell_with_what_to_fix(tmp_path):
     # one papermill run (a kernel start costs ~10 s); the other messages come from the same call, checked below
     with pytest.raises(papermill.PapermillExecutionError, match="unknown method 'tga'") as error:

@@ -128,7 +128,16 @@ def test_a_chapters_runs_fix_scale_data_and_folders_once(tmp_path):
 
 @pytest.mark.parametrize(
     "method, method_options",
-    [("tecoa", {}), ("pmg_aft", {}), ("fare", {}), ("tima", {"text_steps": 5}), ("tima", {"schedule": "joint"})],
+    [("tecoa", {})]  # the fast tier resumes one method; the full suite every kind of state
+    + [
+        pytest.param(method, options, marks=pytest.mark.slow)
+        for method, options in (
+            ("pmg_aft", {}),
+            ("fare", {}),
+            ("tima", {"text_steps": 5}),
+            ("tima", {"schedule": "joint"}),
+        )
+    ],
 )
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, method, method_options):
     torch.set_num_threads(1)
@@ -269,6 +278,7 @@ def _cli(args, tmp_path, processes=1):
     return subprocess.run(launcher + args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_processes_with_the_same_global_batch_end_with_the_same_weights(tmp_path):
     common = [
         "--method",

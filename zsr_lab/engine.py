@@ -302,17 +302,7 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
             print(f"run {run_dir.name}: step {state.step} of {state.total_steps}, {done}")
     trainer = _trainer(state)
     attacked = torch.compile(state.model) if config.compile else state.model
-    if state.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.json")
-        for folder in (run_dir, state.checkpoints):  # left by a run killed mid-write
-            settings.remove_stale_temporaries(folder)
-    if not resumed:
-        records = state.method.before_training(state.model, state.reference, train_data)  # e.g. TIMA's text tuning
-        for record in records if state.is_main else ():
-            append_log(state.log_path, {"kind": "text", **record})
-        if records:
-            state.save()  # a resumed run does not tune the text again
+    _open_run(state, train_data, resumed)
     bar = progress_bar(
         total=state.total_steps,
         initial=state.step,
@@ -334,6 +324,23 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
         bar.close()
     distributed.barrier()
     return _finish(state, progress)
+
+
+def _open_run(state: TrainState, train_data, resumed: bool) -> None:
+    """The run folder with the config, a killed run's temporaries cleared; a new run's work before its first step
+    (TIMA's staged text tuning), logged and checkpointed so that a resumed run does not repeat it."""
+    if state.is_main:
+        state.run_dir.mkdir(parents=True, exist_ok=True)
+        state.config.save(state.run_dir / "config.json")
+        for folder in (state.run_dir, state.checkpoints):  # left by a run killed mid-write
+            settings.remove_stale_temporaries(folder)
+    if resumed:
+        return
+    records = state.method.before_training(state.model, state.reference, train_data)
+    for record in records if state.is_main else ():
+        append_log(state.log_path, {"kind": "text", **record})
+    if records:
+        state.save()
 
 
 def _check_run_can_start(config: TrainConfig, run_dir: Path) -> None:

@@ -5,7 +5,7 @@ by decorating a class (``@METHODS.register``); looking up an unknown name raises
 the closest names and the full list::
 
     >>> zl.methods.METHODS["tecoo"]
-    UnknownNameError: unknown method 'tecoo' (did you mean 'tecoa'?); choose one of tecoa, pmg_aft, ...
+    UnknownNameError: unknown method 'tecoo' (did you mean 'tecoa'?); choose one of 'tecoa', 'pmg_aft', ...
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class Registry(MutableMapping[str, T], Generic[T]):
         """The error for a name that is not registered (``where``: e.g. ``" in 'pgd-10+fgsm'"``)."""
         close = self.close_matches(name, n)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-        return UnknownNameError(f"unknown {self.kind} {name!r}{where}{hint}; choose one of {', '.join(self)}")
+        choices = ", ".join(repr(choice) for choice in self)
+        return UnknownNameError(f"unknown {self.kind} {name!r}{where}{hint}; choose one of {choices}")
 
     def check(self, name: object, *, where: str = "", n: int = 1) -> str:
         """``name`` if registered; otherwise raises :meth:`unknown`'s error."""
