@@ -134,3 +134,16 @@ def test_a_model_to_train_from_scratch_is_created_without_the_random_weights_war
     assert not any(
         isinstance(f, logging.Filter) and "WeightsFollow" in type(f).__name__ for f in logging.getLogger().filters
     )  # the filter is removed again
+
+
+def test_frozen_parameters_turn_gradients_off_and_restore_each_flag_even_after_an_error(random_classroom_clip):
+    clip = random_classroom_clip
+    zl.train_image_tower_only(clip)  # mixed flags: image tower trainable, text tower frozen
+    before = [p.requires_grad for p in clip.parameters()]
+    assert any(before) and not all(before)
+    with zl.models.frozen_parameters(clip):
+        assert not any(p.requires_grad for p in clip.parameters())
+    assert [p.requires_grad for p in clip.parameters()] == before
+    with pytest.raises(RuntimeError, match="inside"), zl.models.frozen_parameters(clip):
+        raise RuntimeError("inside")
+    assert [p.requires_grad for p in clip.parameters()] == before

@@ -202,3 +202,8 @@ def test_a_registry_refuses_a_second_entry_of_a_name():
     with pytest.raises(ValueError, match="already registered"):
         registry.add("a", 2)
     assert registry.get("b") is None and "a" in registry and list(registry) == ["a"]
+    registry["b"] = 3  # replacing or adding by item, as monkeypatch.setitem does
+    assert registry.filter(lambda entry: entry > 1) == ["b"]
+    del registry["b"]
+    with pytest.raises(UnknownNameError, match="unknown thing 'b'"):
+        del registry["b"]

@@ -427,3 +427,16 @@ def test_pretrained_baseline_is_evaluated_under_the_run_protocol(classroom_clip)
     assert list(table["method"]) == ["CLIP (zero-shot)"] and table["pretrained"].iloc[0] == "zsr_lab"
     assert table["n"].iloc[0] == 40 and table["clean_accuracy"].iloc[0] > 80
     assert table["robust_accuracy"].iloc[0] <= table["clean_accuracy"].iloc[0]
+
+
+def test_outside_torchrun_the_distributed_helpers_are_the_one_process_case(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert not zl.distributed.launched_by_torchrun() and zl.distributed.rank_and_world() == (0, 1)
+    with zl.distributed.process_group() as is_main:
+        assert is_main and not torch.distributed.is_initialized()
+    assert zl.distributed.local_device("cpu") == torch.device("cpu")
+    data = list(range(10))
+    assert zl.distributed.shard(data, 0, 1) is data
+    assert [list(zl.distributed.shard(data, rank, 3)) for rank in range(3)] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    tensor = torch.tensor([1.0, 2.0])
+    assert zl.distributed.all_reduce(tensor) is tensor and tensor.tolist() == [1.0, 2.0]

@@ -584,17 +584,7 @@ def _finish(state: TrainState, progress: bool) -> TrainResult:
     model.pretrained = str(weights)
     evaluation = pd.DataFrame()
     if config.eval_datasets:
-        evaluation = evaluate_robustness(
-            model,
-            config.protocol,
-            data_root=config.data_root,
-            batch_size=config.eval_batch_size,
-            compile=config.compile,
-            num_workers=config.num_workers,
-            download=config.download,
-            out_dir=run_dir / "evaluation",
-            progress=progress and state.is_main,
-        )
+        evaluation = _evaluate(model, config, run_dir / "evaluation", progress=progress and state.is_main)
         evaluation.insert(0, "method", config.method)
         if state.is_main:  # what load_run_results and the comparison chapter read, whichever entry point trained it
             write_results_csv(with_mean(evaluation), run_dir / RESULTS_CSV)
@@ -643,15 +633,23 @@ def evaluate_pretrained(config: TrainConfig, *, progress: bool = True) -> pd.Dat
     config = config.resolved()
     device = torch.device(config.device) if config.device else settings.default_device()
     model = load_clip(config.model, config.pretrained, device=device)
-    table = evaluate_robustness(
+    out_dir = settings.cache_dir() / "runs" / f"pretrained-{config.scale}"
+    table = _evaluate(model, config, out_dir, progress=progress, compile=False)
+    table.insert(0, "method", "CLIP (zero-shot)")
+    return table
+
+
+def _evaluate(model: ZeroShotCLIP, config: TrainConfig, out_dir: Path, *, progress: bool, compile: bool | None = None):
+    """``model`` under the config's final evaluation protocol, with its data and batch settings, into ``out_dir``
+    (``compile``: the config's unless given)."""
+    return evaluate_robustness(
         model,
         config.protocol,
         data_root=config.data_root,
         batch_size=config.eval_batch_size,
+        compile=config.compile if compile is None else compile,
         num_workers=config.num_workers,
         download=config.download,
-        out_dir=settings.cache_dir() / "runs" / f"pretrained-{config.scale}",
+        out_dir=out_dir,
         progress=progress,
     )
-    table.insert(0, "method", "CLIP (zero-shot)")
-    return table
