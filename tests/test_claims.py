@@ -1,9 +1,10 @@
 """The sentences the chapters print about their numbers say what the tables say."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from zsr_lab import claims
+from zsr_lab import claims, uncertainty
 
 
 def _sweep():
@@ -107,7 +108,8 @@ def test_better_on_both_names_only_methods_that_win_in_both_coordinates():
     )
     traded = summary[summary.method != "tima (joint)"]
     assert claims.better_on_both(traded, 4.0).endswith(
-        "no method is above and to the right of another; each makes a different trade."
+        "no method is above and to the right of another; each makes a different trade, or the evidence cannot "
+        "tell them apart."
     )
 
 
@@ -158,7 +160,8 @@ def test_attack_gap_and_gap_by_budget_count_the_reversed_pairs():
     assert "1/255: 0.0 to 0.0; 4/255: 0.0 to 6.0" in by_budget
     # worst case at 1 → 4: tecoa 50 → 30, fare 60 → 20, tima 40 → 35: tecoa/fare and fare/tima swap, tecoa/tima do
     # not (tima below at 1, above at 4: also a swap) → 3 of 3
-    assert "3 of 3 pairs of fine-tuned models change order between 1/255 and 4/255" in by_budget
+    assert "3 of 3 pairs of fine-tuned models are separated in opposite orders at 1/255 and 4/255" in by_budget
+    assert by_budget.endswith("(tecoa / fare, tecoa / tima, fare / tima); 0 more swap within the noise.")
 
 
 def test_dataset_changes_average_the_fine_tuned_models_per_set():
@@ -243,3 +246,77 @@ def test_sensitivity_slopes_go_from_the_smallest_to_the_largest_value():
         "At 4/255, in points: alpha from 0 to 0.8: +8.0 clean, -0.8 "
         "robust; beta from 0 to 0.8: +8.0 clean, -0.8 robust."
     )
+
+
+def _evaluated(means: dict, n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Per-dataset rows with per-image outcomes on shared images: ``means`` maps (method, attack, eps) to (clean,
+    robust) in %; every model keeps nested sets of images, so differences are as paired as real evaluations'."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    rows = []
+    for (method, attack, eps), (clean, robust) in means.items():
+        for dataset in ("a", "b"):
+            kept_clean = np.zeros(n, dtype=bool)
+            kept_clean[order[: round(clean * n / 100)]] = True
+            kept_robust = np.zeros(n, dtype=bool)
+            kept_robust[order[: round(robust * n / 100)]] = True
+            rows.append(
+                {
+                    "method": method,
+                    "dataset": dataset,
+                    "attack": attack,
+                    "eps": eps,
+                    "n": n,
+                    "images": f"images-{dataset}",
+                    "clean_accuracy": 100 * kept_clean.mean(),
+                    "robust_accuracy": 100 * kept_robust.mean(),
+                    "clean_outcomes": uncertainty.encode_outcomes(kept_clean),
+                    "robust_outcomes": uncertainty.encode_outcomes(kept_robust),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_claims_call_a_difference_the_evidence_cannot_separate_a_tie():
+    table = _evaluated(
+        {
+            ("CLIP (zero-shot)", "suite", 4.0): (80, 5),
+            ("tecoa", "suite", 4.0): (60, 30),
+            ("pmg_aft", "suite", 4.0): (60.5, 30.5),  # 2 images per set apart: a tie on both axes
+            ("tima", "suite", 4.0): (70, 40),  # 40 images per set apart: separated on both
+        }
+    )
+    placed = claims.plane_placement(table, 4.0)
+    assert f"pmg_aft level with tecoa on both axes ({uncertainty.TIE})" in placed
+    assert "tima above and to the right of tecoa" in placed
+    assert "Most robust: tima (40.0 %); most clean accuracy kept: tima (70.0 %)." in placed
+    assert claims.better_on_both(table, 4.0).endswith(
+        "tima (70.0 % clean, 40.0 % robust) is above and to the right of tecoa, pmg_aft."
+    )
+    # the means alone would put pmg_aft above and to the right of tecoa
+    assert "pmg_aft above and to the right of tecoa" in claims.plane_placement(claims.summarize(table), 4.0)
+    close = table[table.method != "tima"]
+    assert "most robust pmg_aft (30.5 %), not told apart from tecoa" in claims.tradeoff_extremes(close, 4.0)
+    assert "Above and to the right of tecoa: none." in claims.tradeoff_extremes(close, 4.0)
+
+
+def test_pairs_that_swap_within_the_noise_are_not_counted_as_reversed():
+    table = _evaluated(
+        {
+            ("tecoa", "suite", 1.0): (60, 50),
+            ("fare", "suite", 1.0): (60, 50.5),  # a tie at 1/255
+            ("tecoa", "suite", 4.0): (60, 30),
+            ("fare", "suite", 4.0): (60, 20),  # separated at 4/255
+            ("tecoa", "PGD-10", 1.0): (60, 50),
+            ("fare", "PGD-10", 1.0): (60, 50.5),
+            ("tecoa", "PGD-10", 4.0): (60, 31),
+            ("fare", "PGD-10", 4.0): (60, 26),
+        }
+    )
+    text = claims.gap_by_budget(table, worst="suite", single="PGD-10")
+    assert "0 of 1 pairs of fine-tuned models are separated in opposite orders" in text
+    assert text.endswith("; 1 more swap within the noise.")
+    curve = claims.curve_against(table, "fare", "tecoa")
+    assert "1/255 +0.5 (tie), 4/255 -10.0;" in curve and curve.endswith(f"A tie: {uncertainty.TIE}.")
+    agreement = claims.attack_agreement(table, 1.0, "PGD-10", "suite")
+    assert "suite finds lower robust accuracy for 0 of 2 models, PGD-10 for 0; 2 are ties" in agreement

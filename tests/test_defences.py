@@ -120,7 +120,7 @@ def test_the_control_raises_no_flag_and_no_reference_attack_takes_it_below_its_w
             robust = 100 * (control(adversarial).argmax(1) == labels).float().mean().item()
         assert robust >= worst - 2.0  # sampling noise of 100 images; not broken below the suite's worst case
     flags = zl.sanity.red_flags(control, images, labels, eps=EPS, n_classes=10, square_queries=200)
-    assert not flags.fired.any(), flags
+    assert not flags.fired.any(), flags.to_string()
 
 
 def test_defences_pass_on_what_they_do_not_have_and_validate_their_options(random_classroom_clip):

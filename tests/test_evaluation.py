@@ -16,6 +16,8 @@ def test_table_records_the_protocol_and_matches_a_manual_count(classroom_clip):
         "template",
         "n",
         "accuracy",
+        "accuracy_low",
+        "accuracy_high",
         "attack",
         "precision",
         "seed",
@@ -36,6 +38,7 @@ def test_table_records_the_protocol_and_matches_a_manual_count(classroom_clip):
         predictions = classroom_clip(torch.stack(images)).argmax(1)
     manual = 100.0 * (predictions == torch.tensor(labels)).float().mean().item()
     assert row.accuracy == pytest.approx(manual)
+    assert (row.accuracy_low, row.accuracy_high) == pytest.approx(zl.wilson_interval(round(manual * 2), 200))
 
 
 def test_subset_is_fixed_by_the_seed_and_checked():

@@ -151,11 +151,16 @@ def test_model_card_carries_method_recipe_protocol_and_the_evaluation_numbers(ex
     assert len(table) == 2
     for row in table.itertuples():
         assert (
-            f"| {row.dataset} | {row.attack} | {row.eps:g} | {row.n} | {row.clean_accuracy:.2f} | "
-            f"{row.robust_accuracy:.2f} |"
+            f"| {row.dataset} | {row.attack} | {row.eps:g} | {row.n} | {row.clean_accuracy:.2f} "
+            f"[{row.clean_low:.2f}, {row.clean_high:.2f}] | {row.robust_accuracy:.2f} "
+            f"[{row.robust_low:.2f}, {row.robust_high:.2f}] |"
         ) in body
     for row in summarize(table, by=("attack", "eps")).itertuples():
-        assert f"| {row.attack} | {row.eps:g} | {row.clean_accuracy:.2f} | {row.robust_accuracy:.2f} |" in body
+        assert (
+            f"| {row.attack} | {row.eps:g} | {row.clean_accuracy:.2f} [{row.clean_low:.2f}, {row.clean_high:.2f}] | "
+            f"{row.robust_accuracy:.2f} [{row.robust_low:.2f}, {row.robust_high:.2f}] |"
+        ) in body
+    assert "95 % interval" in body
     assert "classroom numbers" in body and "not reproductions of any paper" in body
     assert f'create_model_and_transforms("local-dir:{paths["hub"]}")' in body
     assert 'create_model_and_transforms("hf-hub:<your-org>/zsr-classroom-vit-tecoa")' in body
@@ -246,5 +251,5 @@ def test_clean_only_evaluation_tables_are_reported_too(exported, tmp_path):
     clean = pd.DataFrame({"dataset": ["digits", "faces"], "n": [10, 20], "accuracy": [91.25, 64.5]})
     paths = export_encoder(result.model, tmp_path / "out", formats="hub", evaluation=clean, config=result.config)
     card = (paths["hub"] / "README.md").read_text()
-    assert "| digits | 10 | 91.25 |" in card and "| faces | 20 | 64.50 |" in card and "Mean: 77.88" in card
+    assert "| digits | 10 | 91.25 [" in card and "| faces | 20 | 64.50 [" in card and "Mean: 77.88" in card
     assert "- method: `tecoa`" in card

@@ -33,6 +33,7 @@ def _table():
                 "attack": a,
                 "clean_accuracy": rng.uniform(30, 90),
                 "robust_accuracy": rng.uniform(0, 40),
+                "n": 1000,  # so the figures draw their intervals, as the book's do
             }
             for m in METHODS
             for d in DATASETS
@@ -219,3 +220,44 @@ def test_the_book_style_is_set_in_one_place_on_import():
         matplotlib.rcParams[key] >= FONT_POINTS
         for key in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize", "axes.labelsize")
     )
+
+
+def test_the_planes_curves_and_gaps_draw_their_intervals():
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    table = _table()
+    summary = zl.summarize(table)
+    tradeoff = zl.plots.plot_tradeoff(summary, scale="full", eps=4.0)
+    assert sum(isinstance(c, LineCollection) for c in tradeoff.collections) == 2  # x and y error bars
+    assert "95\u00a0% intervals" in tradeoff.get_xlabel()
+    curve = zl.plots.plot_robustness_curve(table, scale="full", hue="method")
+    assert sum(isinstance(c, PolyCollection) for c in curve.collections) == len(METHODS)  # one band per line
+    without = zl.plots.plot_tradeoff(summary.drop(columns=["robust_low"]), scale="full", eps=4.0)
+    assert not any(isinstance(c, LineCollection) for c in without.collections)
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for method in ("tecoa", "fare"):
+        for dataset in ("a", "b"):
+            single = rng.random(200) < 0.4
+            worst = single & (rng.random(200) < 0.8)  # the suite breaks a fifth of what PGD leaves
+            for attack, kept in zip(ATTACKS, (worst, single)):
+                rows.append(
+                    {
+                        "method": method,
+                        "dataset": dataset,
+                        "attack": attack,
+                        "eps": 4.0,
+                        "n": 200,
+                        "clean_accuracy": 100.0,
+                        "robust_accuracy": 100 * kept.mean(),
+                        "robust_outcomes": zl.uncertainty.encode_outcomes(kept),
+                    }
+                )
+    gap = zl.plots.plot_attack_gap(pd.DataFrame(rows), scale="classroom", eps=4.0, worst=ATTACKS[0], single=ATTACKS[1])
+    lines = [c for c in gap.collections if isinstance(c, LineCollection)]
+    assert len(lines) == 1 and len(lines[0].get_segments()) == 2 and "paired 95 %" in gap.get_title()
+    heights = [bar.get_height() for bar in gap.patches]
+    for segment, height in zip(lines[0].get_segments(), heights):
+        low, high = sorted(segment[:, 1])
+        assert 0 < low < height < high  # PGD alone over-states the suite by more than noise, on the same images

@@ -12,11 +12,11 @@ from zsr_lab.registry import Registry, UnknownNameError
 PACKAGE = Path(zl.__file__).parent
 # the README's layout, top to bottom: a module imports only from its own layer and the layers above it
 LAYERS = (
-    ("settings", "registry", "progress", "precision", "distributed"),
+    ("settings", "registry", "progress", "precision", "distributed", "uncertainty"),
     ("models", "weights", "classroom_data", "scenes", "datasets", "classroom", "pretrained", "classifier"),
     ("attack_base", "attacks", "apgd", "suites", "protocol", "scales"),
     ("attention", "tima", "methods"),
-    ("evaluate", "recipes", "checkpoints", "engine", "sweeps", "train", "attention_measures"),
+    ("ledger", "evaluate", "recipes", "checkpoints", "engine", "sweeps", "train", "attention_measures"),
     (
         "plots",
         "claims",

@@ -35,6 +35,7 @@ SUBMODULES = (
     "explorer",
     "export",
     "grader",
+    "ledger",
     "methods",
     "models",
     "plots",
@@ -56,6 +57,7 @@ SUBMODULES = (
     "sweeps",
     "tima",
     "train",
+    "uncertainty",
     "weights",
 )
 
@@ -88,6 +90,8 @@ _EXPORTS = {
     **dict.fromkeys(("TrainResult", "evaluate_pretrained", "fit"), "engine"),
     **dict.fromkeys(("launch", "sensitivity"), "sweeps"),
     "UnknownNameError": "registry",
+    **dict.fromkeys(("compare", "rank_groups", "stratified_interval", "wilson_interval"), "uncertainty"),
+    **dict.fromkeys(("Ledger", "read_ledger"), "ledger"),
     "CheckpointError": "weights",
 }
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attack_base import Attack
+from .attack_base import Attack, derive_seeds, image_noise
 
 LOSSES = ("ce", "dlr", "dlr_targeted")
 MOMENTUM = 0.75  # weight of the new step against the previous move (the reference's a = 0.75)
@@ -74,7 +74,7 @@ class APGD(Attack):
         restarts (int): runs from new random starts, each on the images still robust. (Default: 1)
         n_targets (int): APGD-T: target classes, the top ones of the clean logits after the true class,
             capped at classes − 1. (Default: 9)
-        seed (int): seed of the random starts. (Default: 0)
+        seed (int): seeds the random starts of images called without their own ``seeds``. (Default: 0)
         early_stop (bool): an image leaves the batch at the first iteration that misclassifies it. (Default: True)
 
     Attributes:
@@ -96,10 +96,9 @@ class APGD(Attack):
         self.eps, self.steps, self.loss, self.restarts = eps, steps, loss, restarts
         self.n_targets, self.seed, self.early_stop = n_targets, seed, early_stop
 
-    def forward(self, images, labels):
+    def forward(self, images, labels, seeds):
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        generator = torch.Generator(device=images.device).manual_seed(self.seed)
         adv = images.clone()
         robust = torch.ones(len(images), dtype=torch.bool, device=images.device)
         self.iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
@@ -110,13 +109,15 @@ class APGD(Attack):
             if order.shape[1] < 4:
                 raise ValueError(f"APGD-T needs at least 4 classes, the model has {order.shape[1]}")
             targets = [order[:, k] for k in range(1, min(self.n_targets, order.shape[1] - 1) + 1)]
-        for target in targets:
-            for _ in range(self.restarts):
+        for t, target in enumerate(targets):
+            for restart in range(self.restarts):
                 index = robust.nonzero().squeeze(1)
                 if len(index) == 0:
                     return adv
                 run_target = None if target is None else target[index]
-                best, fooled, spent = self._run(images[index], labels[index], run_target, generator)
+                # each image's start in each run (target, restart) comes from its own seed alone
+                run_seeds = derive_seeds(seeds[index.cpu()], "apgd", t, restart)
+                best, fooled, spent = self._run(images[index], labels[index], run_target, run_seeds)
                 adv[index] = best
                 robust[index[fooled]] = False
                 self.iterations[index] += spent
@@ -138,10 +139,10 @@ class APGD(Attack):
             (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad.detach(), logits.detach().argmax(1) != labels
 
-    def _run(self, images, labels, targets, generator):
+    def _run(self, images, labels, targets, seeds):
         """One APGD run; returns (adversarial or best-loss images, fooled mask, passes per image)."""
         n, eps = len(images), self.eps
-        noise = 2 * torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype) - 1
+        noise = 2 * image_noise(seeds, images.shape, like=images) - 1
         scale = noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (images.dim() - 1))
         x = (images + eps * noise / scale).clamp(0, 1)
 

@@ -22,7 +22,7 @@ from pyautoattack.square import SquareAttack
 from torch import nn
 
 from .apgd import APGD
-from .attack_base import Attack
+from .attack_base import Attack, derive_seeds, image_noise, seed_from
 from .precision import PrecisionModel
 from .registry import Registry
 
@@ -103,6 +103,20 @@ class AttackConfig:
         return f"{self.name.upper().replace('_', '-')}-{self.steps}"
 
     @property
+    def key(self) -> str:
+        """What the attack is, as text: ``apgd_t-10:targets=3`` (name, steps and every setting that differs from
+        the defaults); per-image verdicts are recorded under it."""
+        defaults = AttackConfig(self.name)
+        options = [
+            f"{field}={getattr(self, field):g}"
+            for field in ("step_size", "restarts", "kappa", "targets")
+            if getattr(self, field) != getattr(defaults, field)
+            and (field != "kappa" or self.name == "cw")
+            and (field != "targets" or self.targeted)
+        ]
+        return f"{self.name}-{self.steps}" + (":" + ",".join(options) if options else "")
+
+    @property
     def targeted(self) -> bool:
         return self.name in ("apgd_t", "fab_t")
 
@@ -166,7 +180,7 @@ class SignPGD(Attack):
     With ``early_stop`` an image that is misclassified at any iterate (the random start included) is an
     adversarial example inside the ball: it is kept as found and leaves the batch; without it, every image takes
     all steps and only the last iterate counts, as the papers report. The other images' trajectories are the same
-    either way (their random starts are drawn for the whole batch first).
+    either way: each image's random start comes from its own seed (``attack(images, labels, seeds)``).
 
     Arguments:
         model (nn.Module): model taking [0,1] images and returning logits.
@@ -200,18 +214,18 @@ class SignPGD(Attack):
             return F.cross_entropy(logits, labels, reduction="sum")
         return margin_loss(logits, labels, self.kappa).sum()
 
-    def _random_start(self, images):
-        return images + torch.empty_like(images).uniform_(-self.eps, self.eps)
+    def _random_start(self, images, seeds):
+        return images + (2 * image_noise(seeds, images.shape, like=images) - 1) * self.eps
 
     def _step(self, adv, images, grad):
         """One ascent step from ``adv``, projected on the ε-ball around ``images`` (the caller clips to [0, 1])."""
         x = adv + self.alpha * grad.sign()
         return torch.minimum(torch.maximum(x, images - self.eps), images + self.eps)
 
-    def forward(self, images, labels):
+    def forward(self, images, labels, seeds):
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        adv = self._random_start(images).clamp(0, 1)
+        adv = self._random_start(images, seeds).clamp(0, 1)
         self.iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
         alive = torch.arange(len(images), device=images.device)
         for step in range(self.steps + 1):
@@ -258,10 +272,10 @@ class L2PGD(SignPGD):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, loss="ce", early_stop=early_stop)
         self.name = "L2PGD"
 
-    def _random_start(self, images):
-        direction = torch.randn_like(images)
-        radius = torch.rand(len(images), *[1] * (images.dim() - 1), dtype=images.dtype, device=images.device)
-        return images + direction / _l2(direction) * radius * self.eps
+    def _random_start(self, images, seeds):
+        direction = image_noise(seeds, images.shape, like=images, normal=True)
+        radius = image_noise(derive_seeds(seeds, "radius"), (len(images),), like=images)
+        return images + direction / _l2(direction) * radius.view(-1, *[1] * (images.dim() - 1)) * self.eps
 
     def _step(self, adv, images, grad):
         moved = adv + self.alpha * grad / _l2(grad).clamp_min(1e-12) - images
@@ -276,14 +290,19 @@ def _l2(batch: torch.Tensor) -> torch.Tensor:
 class ReferenceAttack(Attack):
     """FAB-T or Square from the reference AutoAttack (``pyautoattack``), as a member: its random generator is
     forked (the reference reseeds the global one), and every image is counted at the nominal budget (FAB-T: steps
-    × target classes; Square: queries), an upper bound of what it spent."""
+    × target classes; Square: queries), an upper bound of what it spent.
+
+    The reference draws its randomness for a whole batch, so its verdicts, unlike those of zsr_lab's own attacks,
+    can depend on the batch: it is seeded from the seeds of the batch's images, so the same batch gives the same
+    result (resumed, sharded or re-run), but another batching may not."""
 
     def __init__(self, name: str, model, reference, budget: int):
         super().__init__(name, model)
         self.reference, self.budget = reference, budget
 
-    def forward(self, images, labels):
+    def forward(self, images, labels, seeds):
         images, labels = images.clone().detach().to(self.device), labels.to(self.device)
+        self.reference.seed = seed_from(*seeds.tolist())
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             adv = self.reference.perturb(images, labels)
         self.iterations = torch.full((len(images),), self.budget, dtype=torch.long, device=self.device)
@@ -305,13 +324,17 @@ class WithRestarts(Attack):
         super().__init__(f"{attack.name}x{restarts}", attack.model)
         self.inner, self.restarts = attack, restarts
 
-    def forward(self, images, labels):
+    def forward(self, images, labels, seeds):
         images, labels = images.clone().detach().to(self.device), labels.to(self.device)
         best = images.clone()
         self.iterations = torch.zeros(len(images), dtype=torch.long, device=self.device)
         remaining = torch.arange(len(images), device=self.device)
-        for _ in range(self.restarts):
-            adv = self.inner(images[remaining], labels[remaining])
+        for restart in range(self.restarts):
+            # the first run draws what the attack alone would; each restart its own stream per image
+            run_seeds = (
+                seeds[remaining.cpu()] if restart == 0 else derive_seeds(seeds[remaining.cpu()], "restart", restart)
+            )
+            adv = self.inner(images[remaining], labels[remaining], run_seeds)
             self.iterations[remaining] += attack_iterations(self.inner, len(remaining))
             best[remaining] = adv
             with torch.no_grad():
@@ -416,7 +439,11 @@ def build_attack(
             device=target.device,
         )
         attack = ReferenceAttack(config.label, target, square, config.steps)
-    return WithRestarts(attack, config.restarts) if config.restarts > 1 else attack
+    attack.seed = seed
+    if config.restarts > 1:
+        attack = WithRestarts(attack, config.restarts)
+        attack.seed = seed
+    return attack
 
 
 def pgd_linf(

@@ -3,14 +3,24 @@
 A chapter that says "the attack moves the attention twice as far as noise" is right for the run that was
 written about and wrong after the next change. The chapters print these sentences instead, computed from the
 tables next to them, and the tests check each sentence against the table it describes.
+
+Sentences that order models (above, below, most robust, pairs that change order) only order what the evidence
+separates: given an evaluation table (one row per dataset, with per-image outcomes), two models are compared image
+by image (:func:`zsr_lab.uncertainty.paired_difference`, McNemar's exact test at 5 % per pair) and a difference the
+test does not separate is called a tie ("cannot be told apart at this sample size"). Rows evaluated on other images
+are compared unpaired, from their intervals. A summary table without ``n`` carries no uncertainty: its numbers are
+then ordered as they stand.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-from .evaluate import select_attack
+from .evaluate import INTERVALS, select_attack, summarize
+from .uncertainty import ALPHA, TIE, Z95, decode_outcomes, paired_difference, stratified_interval
 
 
 def first_budget_below_half(sweep: pd.DataFrame) -> str:
@@ -66,46 +76,49 @@ def tradeoff_extremes(
     summary: pd.DataFrame, eps: float, *, reference: str = "tecoa", pretrained: str = "CLIP (zero-shot)"
 ) -> str:
     """At one ε, under the table's first attack: the most robust fine-tuned method, the one that keeps the most
-    clean accuracy, and the methods above *and* to the right of ``reference`` on the clean-vs-robust plane."""
-    rows = select_attack(summary[summary["eps"] == eps]).set_index("method")
+    clean accuracy (each with the methods the evidence cannot tell apart from it), and the methods above *and* to
+    the right of ``reference`` on the clean-vs-robust plane by differences the evidence separates. Pass the
+    evaluation table (one row per dataset) for paired comparisons; a ``summarize`` table is ordered as it stands."""
+    rows = _at(summary, eps)
     tuned = rows.drop(index=pretrained, errors="ignore")
     if tuned.empty:
         raise ValueError(f"no fine-tuned method at {eps:g}/255 in the table")
     text = (
-        f"At {eps:g}/255 under {rows['attack'].iloc[0]}: most robust {tuned['robust_accuracy'].idxmax()} "
-        f"({tuned['robust_accuracy'].max():.1f} %), most clean accuracy kept {tuned['clean_accuracy'].idxmax()} "
-        f"({tuned['clean_accuracy'].max():.1f} %)."
+        f"At {eps:g}/255 under {rows['attack'].iloc[0]}: most robust "
+        f"{_extreme(summary, eps, tuned, 'robust_accuracy')}, most clean accuracy kept "
+        f"{_extreme(summary, eps, tuned, 'clean_accuracy')}."
     )
     if reference in tuned.index:
-        values = ["clean_accuracy", "robust_accuracy"]
-        ahead = [
-            m for m in tuned.index if m != reference and (tuned.loc[m, values] > tuned.loc[reference, values]).all()
-        ]
+        ahead = [m for m in tuned.index if m != reference and _dominates(summary, eps, m, reference)]
         text += f" Above and to the right of {reference}: {', '.join(ahead) or 'none'}."
     return text
 
 
+def _dominates(table, eps, a, b, attack=None) -> bool:
+    """``a`` is above and to the right of ``b``: higher in both robust and clean accuracy, both separated."""
+    return all(order(table, eps, a, b, value, attack=attack) == 1 for value in ("robust_accuracy", "clean_accuracy"))
+
+
 def better_on_both(summary: pd.DataFrame, eps: float, *, pretrained: str = "CLIP (zero-shot)") -> str:
     """Which fine-tuned methods are above *and* to the right of which others on the clean-vs-robust plane at one
-    ε (robust under the table's first attack): the only sense in which one method is better than another."""
-    rows = select_attack(summary[summary["eps"] == eps]).set_index("method").drop(index=pretrained, errors="ignore")
-    values = ["clean_accuracy", "robust_accuracy"]
+    ε (robust under the table's first attack), by differences the evidence separates: the only sense in which one
+    method is better than another."""
+    rows = _at(summary, eps).drop(index=pretrained, errors="ignore")
     lines = []
     for method in rows.index:
-        beaten = [
-            other
-            for other in rows.index
-            if other != method and (rows.loc[method, values] > rows.loc[other, values]).all()
-        ]
+        beaten = [other for other in rows.index if other != method and _dominates(summary, eps, method, other)]
         if beaten:
             lines.append(
-                f"{method} ({rows.loc[method, 'clean_accuracy']:.1f} % clean, "
-                f"{rows.loc[method, 'robust_accuracy']:.1f} % robust) is above and to the right of "
+                f"{method} ({percent(rows.loc[method, 'clean_accuracy'])} % clean, "
+                f"{percent(rows.loc[method, 'robust_accuracy'])} % robust) is above and to the right of "
                 f"{', '.join(beaten)}"
             )
     where = f"At {eps:g}/255 under {rows['attack'].iloc[0]}: " if len(rows) else ""
     if not lines:
-        return where + "no method is above and to the right of another; each makes a different trade."
+        return where + (
+            "no method is above and to the right of another; each makes a different trade, or the evidence "
+            "cannot tell them apart."
+        )
     return where + "; ".join(lines) + "."
 
 
@@ -130,10 +143,80 @@ _QUADRANTS = {
 
 
 def _at(summary: pd.DataFrame, eps: float, attack: str | None = None) -> pd.DataFrame:
+    if "dataset" in summary.columns:
+        summary = summarize(summary)
     rows = select_attack(summary[summary["eps"] == eps], attack).set_index("method")
     if rows.empty:
         raise ValueError(f"no rows at {eps:g}/255 in the table")
     return rows
+
+
+def order(table: pd.DataFrame, eps: float, a: str, b: str, value: str = "robust_accuracy", *, attack=None) -> int:
+    """+1 if method ``a`` is higher than ``b`` in ``value`` (mean over the sets, at ``eps`` under ``attack``, the
+    table's first attack by default) by a difference the evidence separates, −1 if lower, 0 if they cannot be told
+    apart.
+
+    Paired on the same images where both have per-image outcomes (exact McNemar test at 5 %); otherwise unpaired
+    from the sets' sizes (a z-test on the stratified standard errors); without sizes, the plain sign."""
+    if "dataset" not in table.columns:
+        rows = _at(table, eps, attack)
+        return int(np.sign(rows.loc[a, value] - rows.loc[b, value]))
+    rows = select_attack(table[(table["eps"] == eps) & (table["dataset"] != "mean")], attack)
+    return _order_rows(rows[rows["method"] == a], rows[rows["method"] == b], value, (a, b))
+
+
+def order_attacks(table: pd.DataFrame, eps: float, method: str, first: str, second: str) -> int:
+    """Like :func:`order`, for one method under two attacks on the same images: +1 if ``first`` leaves a higher
+    robust accuracy than ``second`` by a difference the evidence separates, −1 if lower, 0 for a tie."""
+    if "dataset" not in table.columns:
+        higher = _at(table, eps, first).loc[method, "robust_accuracy"]
+        return int(np.sign(higher - _at(table, eps, second).loc[method, "robust_accuracy"]))
+    rows = table[(table["eps"] == eps) & (table["dataset"] != "mean") & (table["method"] == method)]
+    return _order_rows(
+        rows[rows["attack"] == first], rows[rows["attack"] == second], "robust_accuracy", (first, second)
+    )
+
+
+def _order_rows(first: pd.DataFrame, second: pd.DataFrame, value: str, names) -> int:
+    if first.empty or second.empty:
+        raise ValueError(f"no rows of {names[0] if first.empty else names[1]} to compare")
+    column = f"{INTERVALS[value]}_outcomes"
+    pairs = first.merge(second, on="dataset", suffixes=("_a", "_b"))
+    paired = (
+        column in first.columns
+        and "images" in first.columns
+        and len(pairs) == len(first) == len(second)
+        and pairs[[f"{column}_a", f"{column}_b"]].notna().all().all()
+        and (pairs["images_a"] == pairs["images_b"]).all()
+    )
+    difference = first[value].mean() - second[value].mean()
+    if paired:
+        sets = [
+            (decode_outcomes(r[f"{column}_a"], int(r["n_a"])), decode_outcomes(r[f"{column}_b"], int(r["n_b"])))
+            for _, r in pairs.iterrows()
+        ]
+        result = paired_difference(sets)
+        return 0 if result.tie else int(np.sign(result.difference))
+    if "n" not in first.columns or first["n"].isna().any() or second["n"].isna().any():
+        return int(np.sign(difference))
+    errors = []
+    for group in (first, second):
+        _, low, high = stratified_interval(group[value].astype(float), group["n"].astype(float))
+        errors.append((high - low) / (2 * Z95))
+    z = difference / max(math.hypot(*errors), 1e-12)
+    return 0 if math.erfc(abs(z) / math.sqrt(2)) >= ALPHA else int(np.sign(difference))
+
+
+def _tied_with(table: pd.DataFrame, eps: float, best: str, others, value: str, attack=None) -> list[str]:
+    return [m for m in others if m != best and order(table, eps, best, m, value, attack=attack) == 0]
+
+
+def _extreme(table, eps, rows: pd.DataFrame, value: str, attack=None) -> str:
+    """``name (x %)`` of the highest mean, and the methods the evidence cannot tell apart from it."""
+    best = rows[value].idxmax()
+    tied = _tied_with(table, eps, best, rows.index, value, attack)
+    text = f"{best} ({percent(rows.loc[best, value])} %)"
+    return text + (f", not told apart from {', '.join(tied)}" if tied else "")
 
 
 def plane_placement(
@@ -144,9 +227,10 @@ def plane_placement(
     pretrained: str = "CLIP (zero-shot)",
     attack: str | None = None,
 ) -> str:
-    """Where each fine-tuned method lands on the clean-vs-robust plane at one ε (a ``summarize`` table; robust
-    under its first attack unless ``attack`` is given): its change from the pre-trained model, its quadrant
-    relative to ``reference``, and the extremes."""
+    """Where each fine-tuned method lands on the clean-vs-robust plane at one ε (robust under the table's first
+    attack unless ``attack`` is given): its change from the pre-trained model, its place relative to ``reference``
+    (a coordinate the evidence cannot separate is called level: a tie), and the extremes with the methods tied
+    with them. Pass the evaluation table for paired comparisons; a ``summarize`` table is ordered as it stands."""
     rows = _at(summary, eps, attack)
     tuned = rows.drop(index=pretrained, errors="ignore")
     text = f"At {eps:g}/255 under {rows['attack'].iloc[0]} (means over the held-out sets): "
@@ -162,69 +246,93 @@ def plane_placement(
             f"{percent(base['robust_accuracy'])} % robust, {changes} points. "
         )
     if reference in tuned.index and len(tuned) > 1:
-        ref = tuned.loc[reference]
-        quadrant = {
-            m: _QUADRANTS[(r["robust_accuracy"] > ref["robust_accuracy"], r["clean_accuracy"] > ref["clean_accuracy"])]
-            for m, r in tuned.drop(index=reference).iterrows()
-        }
-        places = "; ".join(f"{m} {where} {reference}" for m, where in quadrant.items())
+        places = "; ".join(
+            _placement(
+                m,
+                reference,
+                order(summary, eps, m, reference, "robust_accuracy", attack=attack),
+                order(summary, eps, m, reference, "clean_accuracy", attack=attack),
+            )
+            for m in tuned.drop(index=reference).index
+        )
         text += f"On the plane: {places}. "
     return text + (
-        f"Most robust: {tuned['robust_accuracy'].idxmax()} ({percent(tuned['robust_accuracy'].max())} %); "
-        f"most clean accuracy kept: {tuned['clean_accuracy'].idxmax()} "
-        f"({percent(tuned['clean_accuracy'].max())} %)."
+        f"Most robust: {_extreme(summary, eps, tuned, 'robust_accuracy', attack)}; "
+        f"most clean accuracy kept: {_extreme(summary, eps, tuned, 'clean_accuracy', attack)}."
     )
 
 
-def _swapped_pairs(first: pd.Series, second: pd.Series) -> list[tuple[str, str]]:
-    names = list(first.index)
-    return [
-        (a, b)
-        for i, a in enumerate(names)
-        for b in names[i + 1 :]
-        if (first[a] - first[b]) * (second[a] - second[b]) < 0
-    ]
+def _placement(method: str, reference: str, robust: int, clean: int) -> str:
+    if robust and clean:
+        return f"{method} {_QUADRANTS[(robust > 0, clean > 0)]} {reference}"
+    if not robust and not clean:
+        return f"{method} level with {reference} on both axes ({TIE})"
+    if not robust:
+        side = "to the right of" if clean > 0 else "to the left of"
+        return f"{method} {side} {reference}, level in robustness ({TIE})"
+    side = "above" if robust > 0 else "below"
+    return f"{method} {side} {reference}, level in clean accuracy ({TIE})"
+
+
+def changed_pairs(table, names, first: tuple, second: tuple) -> tuple[list, list]:
+    """Pairs of methods whose order of mean robust accuracy differs between two (ε, attack) cells: those the
+    evidence orders both times in opposite directions (reversed), and those whose means swap where at least one
+    of the two orders is a tie (swapped within the noise)."""
+    means = [_at(table, eps, attack)["robust_accuracy"] for eps, attack in (first, second)]
+    reversed_, noise = [], []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if (means[0][a] - means[0][b]) * (means[1][a] - means[1][b]) >= 0:
+                continue
+            orders = [order(table, eps, a, b, attack=attack) for eps, attack in (first, second)]
+            (reversed_ if orders[0] * orders[1] < 0 else noise).append((a, b))
+    return reversed_, noise
+
+
+def _pairs_text(pairs) -> str:
+    return ", ".join(f"{a} / {b}" for a, b in pairs)
 
 
 def attack_gap(
     summary: pd.DataFrame, eps: float, *, worst: str, single: str, pretrained: str = "CLIP (zero-shot)"
 ) -> str:
     """How much ``single`` (e.g. PGD-10) over-states the worst case ``worst`` at one ε, per fine-tuned method,
-    and which pairs of methods the worst case puts in the other order."""
+    and which pairs of methods the worst case puts in the other order (separated both times by the evidence),
+    apart from pairs that swap within the noise."""
     gap = _at(summary, eps, single)["robust_accuracy"] - _at(summary, eps, worst)["robust_accuracy"]
     gap = gap.drop(index=pretrained, errors="ignore")
-    swaps = _swapped_pairs(
-        _at(summary, eps, single)["robust_accuracy"].drop(index=pretrained, errors="ignore"),
-        _at(summary, eps, worst)["robust_accuracy"].drop(index=pretrained, errors="ignore"),
-    )
-    return (
+    reversed_, noise = changed_pairs(summary, list(gap.index), (eps, single), (eps, worst))
+    text = (
         f"At {eps:g}/255, {single} over-states the worst case of {worst} by {percent(gap.min())} to "
         f"{percent(gap.max())} points over the {len(gap)} fine-tuned models (most for {gap.idxmax()}); the worst "
-        f"case reverses the order of {len(swaps)} pair{'s' if len(swaps) != 1 else ''}"
-        + (f" ({', '.join(f'{a} / {b}' for a, b in swaps)})." if swaps else ".")
+        f"case reverses the order of {len(reversed_)} pair{'s' if len(reversed_) != 1 else ''}"
+        + (f" ({_pairs_text(reversed_)})" if reversed_ else "")
     )
+    if noise:
+        text += f"; {len(noise)} more swap within the noise ({_pairs_text(noise)}: {TIE} under one of the two)"
+    return text + "."
 
 
 def gap_by_budget(summary: pd.DataFrame, *, worst: str, single: str, pretrained: str = "CLIP (zero-shot)") -> str:
     """Per ε: the range over the fine-tuned methods of how much ``single`` over-states ``worst``, and how many
-    pairs of methods change order (worst case) between the smallest and the largest ε."""
+    pairs of methods change order (worst case) between the smallest and the largest ε: reversed (separated by the
+    evidence at both) or swapped within the noise."""
     budgets = sorted(summary["eps"].unique())
     parts = []
     for eps in budgets:
         gap = _at(summary, eps, single)["robust_accuracy"] - _at(summary, eps, worst)["robust_accuracy"]
         gap = gap.drop(index=pretrained, errors="ignore")
         parts.append(f"{eps:g}/255: {percent(gap.min())} to {percent(gap.max())}")
-    low, high = (
-        _at(summary, e, worst)["robust_accuracy"].drop(index=pretrained, errors="ignore")
-        for e in (budgets[0], budgets[-1])
-    )
-    n = len(low)
-    swaps = _swapped_pairs(low, high)
+    names = list(_at(summary, budgets[0], worst).drop(index=pretrained, errors="ignore").index)
+    n = len(names)
+    reversed_, noise = changed_pairs(summary, names, (budgets[0], worst), (budgets[-1], worst))
     return (
         f"Points {single} over-states the worst case, over the fine-tuned models, per budget: "
         + "; ".join(parts)
-        + f". Under the worst case, {len(swaps)} of {n * (n - 1) // 2} pairs of fine-tuned "
-        f"models change order between {budgets[0]:g}/255 and {budgets[-1]:g}/255."
+        + f". Under the worst case, {len(reversed_)} of {n * (n - 1) // 2} pairs of fine-tuned models are "
+        f"separated in opposite orders at {budgets[0]:g}/255 and {budgets[-1]:g}/255"
+        + (f" ({_pairs_text(reversed_)})" if reversed_ else "")
+        + f"; {len(noise)} more swap within the noise."
     )
 
 
@@ -255,28 +363,43 @@ def relative_cost(cost: pd.DataFrame, *, reference: str = "tecoa") -> str:
 
 
 def attack_agreement(summary: pd.DataFrame, eps: float, first: str, second: str) -> str:
-    """The largest difference in robust accuracy between two attacks over the models at one ε, and which of the
-    two is stronger (lower accuracy) for how many models."""
+    """The largest difference in robust accuracy between two attacks over the models at one ε, and for how many
+    models each attack is stronger (lower accuracy) by a difference the evidence separates."""
     difference = _at(summary, eps, first)["robust_accuracy"] - _at(summary, eps, second)["robust_accuracy"]
+    orders = {m: order_attacks(summary, eps, m, first, second) for m in difference.index}
+    ties = sum(1 for o in orders.values() if o == 0)
     return (
         f"At {eps:g}/255, {first} and {second} differ by at most {percent(difference.abs().max())} points "
-        f"({difference.abs().idxmax()}); {second} finds lower robust accuracy for {int((difference > 0).sum())} "
-        f"of {len(difference)} models, {first} for {int((difference < 0).sum())}."
+        f"({difference.abs().idxmax()}); {second} finds lower robust accuracy for "
+        f"{sum(1 for o in orders.values() if o > 0)} of {len(difference)} models, {first} for "
+        f"{sum(1 for o in orders.values() if o < 0)}"
+        + (f"; {ties} {'is a tie' if ties == 1 else 'are ties'} ({TIE})" if ties else "")
+        + "."
     )
 
 
 def curve_against(summary: pd.DataFrame, method: str, reference: str, *, attack: str | None = None) -> str:
     """``method`` minus ``reference`` in mean robust accuracy at each ε (under the first attack unless given),
-    and in clean accuracy."""
+    and in clean accuracy; a difference the evidence cannot separate is marked as a tie."""
     budgets = sorted(summary["eps"].unique())
     robust = {eps: _at(summary, eps, attack)["robust_accuracy"] for eps in budgets}
-    parts = [f"{eps:g}/255 {points(robust[eps][method] - robust[eps][reference])}" for eps in budgets]
+
+    def mark(eps, value):
+        return "" if order(summary, eps, method, reference, value, attack=attack) else " (tie)"
+
+    parts = [
+        f"{eps:g}/255 {points(robust[eps][method] - robust[eps][reference])}{mark(eps, 'robust_accuracy')}"
+        for eps in budgets
+    ]
     first = _at(summary, budgets[0], attack)
     clean = first.loc[method, "clean_accuracy"] - first.loc[reference, "clean_accuracy"]
+    clean_mark = mark(budgets[0], "clean_accuracy")
+    ties = clean_mark or any(part.endswith(" (tie)") for part in parts)
     return (
         f"{method} minus {reference} under {first['attack'].iloc[0]}, robust accuracy in points: "
         + ", ".join(parts)
-        + f"; clean accuracy {points(clean)} points."
+        + f"; clean accuracy {points(clean)} points{clean_mark}."
+        + (f" A tie: {TIE}." if ties else "")
     )
 
 

@@ -65,3 +65,13 @@ def all_reduce(tensor: torch.Tensor, op=None) -> torch.Tensor:
     if rank_and_world()[1] > 1:
         torch.distributed.all_reduce(tensor, **({"op": op} if op is not None else {}))
     return tensor
+
+
+def all_gather_objects(value) -> list:
+    """Every process's ``value`` (picklable), in rank order; ``[value]`` in one process."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return [value]
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered

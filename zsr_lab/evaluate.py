@@ -10,20 +10,22 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import datasets, distributed, settings
-from .attacks import AttackConfig
+from .attack_base import seed_from
+from .attacks import ATTACKS, AttackConfig
 from .classifier import dataset_classifier
+from .ledger import CLEAN, LEDGER_FILE, Ledger, context_of
 from .models import ZeroShotCLIP, frozen_parameters, model_image_size
 from .precision import autocast
 from .pretrained import load_clip
@@ -31,16 +33,14 @@ from .progress import progress_bar
 from .protocol import Protocol, check_split_sizes
 from .scales import get_scale
 from .suites import Suite, run_suite
+from .uncertainty import encode_outcomes, images_digest, stratified_interval, wilson_interval
 
 
 def subset(dataset, n_examples: int | None, seed: int = 0):
     """A fixed random subset of ``n_examples`` (the whole dataset when ``None`` or larger)."""
     if n_examples is None or n_examples >= len(dataset):
         return dataset
-    if n_examples <= 0:
-        raise ValueError(f"n_examples must be positive, got {n_examples}")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, order[:n_examples].sort().values.tolist())
+    return Subset(dataset, subset_indices(len(dataset), n_examples, seed))
 
 
 def _classifier_and_loader(
@@ -135,6 +135,7 @@ def evaluate_zero_shot(
                 "template": " | ".join(used_templates),
                 "n": total,
                 "accuracy": 100.0 * correct / total,
+                **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(correct, total))),
                 "attack": "none",
                 "precision": precision,
                 "seed": seed,
@@ -143,9 +144,40 @@ def evaluate_zero_shot(
     return pd.DataFrame(rows)
 
 
+INTERVALS = {
+    "accuracy": "accuracy",
+    "clean_accuracy": "clean",
+    "robust_accuracy": "robust",
+    "worst_case_accuracy": "worst_case",
+}  # accuracy column → the prefix of its interval's columns (``clean_low``, ``clean_high``)
+
+
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with a 95 % Wilson interval beside every per-dataset accuracy (``<prefix>_low``/``_high``, see
+    :data:`INTERVALS`), computed from ``n`` where the rows do not carry one already (tables of older files)."""
+    table = table.copy()
+    rows = table["dataset"] != "mean" if "dataset" in table.columns else pd.Series(True, index=table.index)
+    for value, prefix in INTERVALS.items():
+        if value not in table.columns or "n" not in table.columns:
+            continue
+        for side in ("low", "high"):
+            if f"{prefix}_{side}" not in table.columns:
+                table[f"{prefix}_{side}"] = np.nan
+        missing = rows & table[f"{prefix}_low"].isna() & table[value].notna()
+        if missing.any():
+            n = table.loc[missing, "n"].astype(float)
+            successes = (table.loc[missing, value].astype(float) * n / 100).round()
+            low, high = wilson_interval(successes.to_numpy(), n.to_numpy())
+            table.loc[missing, f"{prefix}_low"], table.loc[missing, f"{prefix}_high"] = low, high
+    return table
+
+
 def with_mean(table: pd.DataFrame) -> pd.DataFrame:
-    """Append the plain mean over datasets (the protocol's headline number), one per attack and ε if present."""
-    values = [c for c in ("accuracy", "clean_accuracy", "robust_accuracy") if c in table.columns]
+    """Append the plain mean over datasets (the protocol's headline number), one per attack and ε if present, with
+    its 95 % interval (each dataset a stratum: :func:`zsr_lab.uncertainty.stratified_interval`); every dataset
+    row gets its own interval (:func:`with_intervals`)."""
+    table = with_intervals(table)
+    values = [c for c in INTERVALS if c in table.columns]
     keys = [c for c in ("attack", "eps") if c in table.columns and "robust_accuracy" in table.columns]
     groups = table.groupby(keys, sort=False) if keys else [((), table)]
     means = []
@@ -155,7 +187,15 @@ def with_mean(table: pd.DataFrame) -> pd.DataFrame:
             column: group[column].iloc[0] if column in keys or _constant(group[column]) else ""
             for column in table.columns
         }
-        row.update({"dataset": "mean", "n": int(group["n"].sum()), **{v: group[v].mean() for v in values}})
+        row.update({"dataset": "mean", "n": int(group["n"].sum())})
+        for value in values:
+            present = group[group[value].notna()]
+            if len(present) == 0:
+                row[value] = np.nan
+                continue
+            mean, low, high = stratified_interval(present[value].astype(float), present["n"].astype(float))
+            prefix = INTERVALS[value]
+            row.update({value: mean, f"{prefix}_low": low, f"{prefix}_high": high})
         means.append(row)
     return pd.concat([table, pd.DataFrame(means)], ignore_index=True)
 
@@ -166,11 +206,24 @@ def _constant(column: pd.Series) -> bool:
 
 
 def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps")) -> pd.DataFrame:
-    """Mean clean and robust accuracy over datasets (the protocol's headline numbers), one row per ``by`` group."""
+    """Mean clean and robust accuracy over datasets (the protocol's headline numbers), one row per ``by`` group,
+    each mean with its 95 % interval (``clean_low``, ``clean_high``, ...: each dataset a stratum) when the table
+    has each dataset's ``n``."""
     keys = [k for k in by if k in table.columns]
     values = [c for c in ("clean_accuracy", "robust_accuracy", "accuracy") if c in table.columns]
     rows = table[table["dataset"] != "mean"]
-    return rows.groupby(keys, sort=False)[values].mean().reset_index()
+    summary = rows.groupby(keys, sort=False)[values].mean().reset_index()
+    if "n" not in rows.columns:
+        return summary
+    for value in values:
+        bounds = rows.groupby(keys, sort=False)[[value, "n"]].apply(
+            lambda group, v=value: pd.Series(
+                stratified_interval(group[v].astype(float), group["n"].astype(float))[1:], index=["low", "high"]
+            )
+        )
+        summary[f"{INTERVALS[value]}_low"] = bounds["low"].to_numpy()
+        summary[f"{INTERVALS[value]}_high"] = bounds["high"].to_numpy()
+    return summary
 
 
 def select_attack(table: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:
@@ -201,7 +254,9 @@ def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
 # ---- robust evaluation -------------------------------------------------------------------------------------
 
 RESULTS_FILE = "results.jsonl"
-RESULTS_FORMAT = 2  # rows keyed by the weights' content and the split size (format 1: by the checkpoint's path)
+# format 3: per-image seeds (verdicts independent of the batch), per-image outcomes and intervals in every row;
+# format 2 rows (random starts drawn per batch) and format 1 rows (keyed by the checkpoint's path) are not reused
+RESULTS_FORMAT = 3
 _KEY_FIELDS = (
     "model",
     "weights",
@@ -228,8 +283,8 @@ def _row_key(row: dict) -> str:
 
 
 def load_results(path: Path | None, *, progress: bool = False) -> dict[str, dict]:
-    """Finished rows of a results file. Rows of the previous format (keyed by the checkpoint's path, so new
-    weights at the same path would have looked finished) are kept in the file but never reused."""
+    """Finished rows of a results file (the last one of each key). Rows of earlier formats are kept in the file
+    but never reused: format 1 was keyed by the checkpoint's path, format 2 drew random starts per batch."""
     if path is None or not path.exists():
         return {}
     rows, old = {}, 0
@@ -245,14 +300,14 @@ def load_results(path: Path | None, *, progress: bool = False) -> dict[str, dict
             rows[_row_key(row)] = row
     if old and progress:
         print(
-            f"{path.name}: {old} row(s) of an older format (keyed by the checkpoint's path, not its weights) "
-            f"are kept in the file but not reused; those results are computed again"
+            f"{path.name}: {old} row(s) of an older format (random starts drawn per batch, or keyed by the "
+            f"checkpoint's path) are kept in the file but not reused; those results are computed again"
         )
     return rows
 
 
 def append_results(path: Path | None, rows: list[dict]) -> None:
-    if path is None:
+    if path is None or not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
@@ -261,13 +316,6 @@ def append_results(path: Path | None, rows: list[dict]) -> None:
         f.write("\n" * cut + "".join(json.dumps(row) + "\n" for row in rows))
         f.flush()
         os.fsync(f.fileno())
-
-
-def derived_seed(*parts) -> int:
-    """A seed for one batch of one attack: fixed by the protocol's seed and the batch, so that a resumed or
-    sharded evaluation draws what an uninterrupted one draws."""
-    text = "/".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
 
 
 def load_protocol_data(protocol: Protocol, image_size: int, *, data_root=None, download: bool = False) -> dict:
@@ -307,6 +355,13 @@ def evaluate_robustness(
 ) -> pd.DataFrame:
     """Clean and worst-case robust zero-shot accuracy of ``model`` on every dataset × suite × ε, as a tidy table.
 
+    Every image's random start comes from the protocol's seed and the image's identity, so its verdict does not
+    depend on the batch, the batch size, the cascade or the number of processes. Per-image verdicts go to the
+    ledger (``ledger.csv.gz`` beside ``results.jsonl``, :mod:`zsr_lab.ledger`): an attack already run on an
+    image is never run on it again, so a suite whose members are recorded computes nothing (PGD-10 alone next
+    to ``pgd-10+aa-10`` costs nothing), and the worst case over every attack ever run on the images is reported
+    beside the suite's own.
+
     Arguments:
         model: a :class:`ZeroShotCLIP`.
         protocol: a :class:`~zsr_lab.protocol.Protocol`; or, as a shorthand, dataset names, with ``attacks``,
@@ -314,23 +369,31 @@ def evaluate_robustness(
             ``stopping``, ``cascade``) as keywords.
         attacks: suites such as ``"aa"`` (the default), ``"pgd-100"``, ``"pgd-100+cw-100+aa"`` (shorthand only).
         eps: budgets; ℓ∞ in units of 1/255 (shorthand only).
-        batch_size: images per attacked batch (eval batch 256 in the protocol).
+        batch_size: images per attacked batch (eval batch 256 in the protocol); changes no verdict.
         compile: run the model through ``torch.compile`` (pays on GPUs; the first batches are slower).
-        out_dir: where ``results.jsonl`` is written as each dataset finishes; finished rows found there (same
-            protocol, same weights, same split) are reused, not recomputed.
+        out_dir: where ``results.jsonl`` and the ledger are written as each dataset finishes; verdicts found
+            there (same weights, same context) are reused, not recomputed. ``None``: the ledger lives in memory
+            for this call only.
 
     Returns:
         One row per dataset × suite × ε: model, pretrained, weights (a hash of the weights' content), dataset,
         split, split_size, template, n, clean_accuracy, robust_accuracy (the per-image worst case over the suite),
-        attack (the suite's label), suite, members (per member: its protocol, ``robust_after`` (robust accuracy
-        after it and every member before it), ``robust_alone`` (its own, without the cascade) and
-        ``iterations_per_image``), eps, eps_pixels, norm, precision, seed, n_examples, stopping, cascade,
-        max_perturbation and out_of_box (over all members); a one-attack suite also carries that attack's
-        steps, step_size and restarts. Only clean-correct images are attacked.
+        each with its 95 % Wilson interval (``clean_low``/``clean_high``, ``robust_low``/``robust_high``);
+        worst_case_accuracy (over every attack of the same norm recorded for these images: it can only go down
+        as attacks are added), worst_case_members (the attacks recorded for every image) and worst_case_partial
+        (attacks recorded for some of them: their breaks count too), with its interval; images (a digest of the
+        images' identities) and the per-image outcomes as bitmaps (clean_outcomes, robust_outcomes,
+        worst_case_outcomes: :func:`zsr_lab.uncertainty.compare` reads them); attack (the suite's label), suite,
+        members (per member: its protocol, ``robust_after`` (robust accuracy after it and every member before
+        it), ``robust_alone`` (its own, without the cascade) and ``iterations_per_image``), eps, eps_pixels,
+        norm, precision, seed, n_examples, stopping, cascade, max_perturbation and out_of_box (over all members);
+        a one-attack suite also carries that attack's steps, step_size and restarts. Only clean-correct images
+        are attacked.
 
     Raises:
         ValueError / TypeError: bad protocol (unknown dataset, suite or member, bad ε, ``n_examples`` larger than
             a split, a member that needs more classes than a dataset has), before any attack runs.
+        LedgerError: the ledger in ``out_dir`` is damaged (nothing is overwritten).
     """
     if not isinstance(protocol, Protocol):
         fields = dict(protocol_fields, datasets=protocol)
@@ -348,6 +411,7 @@ def evaluate_robustness(
     suites = protocol.suites()
     loaded = load_protocol_data(protocol, model.image_size[0], data_root=data_root, download=download)
     results_path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
+    ledger = Ledger(Path(out_dir) / LEDGER_FILE if out_dir is not None else None)
     done = load_results(results_path, progress=progress and rank == 0)
     weights = model.weights_fingerprint()
 
@@ -355,7 +419,7 @@ def evaluate_robustness(
     table = []
     for spec in specs:
         used_templates = list(protocol.templates) if protocol.templates is not None else list(spec.templates)
-        n_classes = len(spec.classnames)
+        split_size = len(loaded[spec.name])
         base = {
             "format": RESULTS_FORMAT,
             "model": model.model_name,
@@ -363,48 +427,247 @@ def evaluate_robustness(
             "weights": weights,
             "dataset": spec.name,
             "split": spec.split,
-            "split_size": len(loaded[spec.name]),
+            "split_size": split_size,
             "template": " | ".join(used_templates),
             "precision": protocol.precision,
             "seed": protocol.seed,
             "n_examples": protocol.examples_for(spec.name),
             "stopping": protocol.stopping,
             "cascade": protocol.cascade,
-        }  # compile changes speed, not results: not in the key
-        planned = [
-            (suite, value, {**base, **_suite_protocol(suite, value, n_classes)})
-            for suite in suites
-            for value in protocol.eps
-        ]
-        pending = [(suite, e, row) for suite, e, row in planned if _row_key(row) not in done]
-        if pending:
-            data = distributed.shard(
-                subset(loaded[spec.name], protocol.examples_for(spec.name), protocol.seed), rank, world
-            )
+        }  # compile and the batch size change speed, not results: not in the key
+        context = context_of(
+            model.model_name, spec.split, split_size, base["template"], protocol.precision, protocol.seed
+        )
+        indices = subset_indices(split_size, protocol.examples_for(spec.name), protocol.seed)
+        evidence = Evidence(ledger, weights, context, spec.name, indices, protocol)
+        n_classes = len(spec.classnames)
+        planned = [(suite, float(value)) for suite in suites for value in protocol.eps]
+        pending = [(s, e) for s, e in planned if not evidence.resolved(s.members_for(n_classes), e)]
+        if pending or not evidence.clean_known():
+            mine = distributed.shard(indices, rank, world)
             cuda = [model.device] if model.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):  # per-batch attack seeds leave the caller's RNG alone
-                rows = _attack_dataset(
+            with torch.random.fork_rng(devices=cuda):  # attacks draw per image; the caller's RNG is left alone
+                _attack_dataset(
                     model,
                     target,
                     spec,
-                    data,
+                    IndexedSubset(loaded[spec.name], mine),
                     used_templates,
                     pending,
-                    protocol,
+                    evidence,
                     batch_size=batch_size,
                     num_workers=num_workers,
                     cache_dir=cache_dir,
                     progress=progress and rank == 0,
                 )
+            if world > 1:  # every process learns the others' verdicts; the first writes them
+                for records in distributed.all_gather_objects(ledger.pending()):
+                    ledger.add(records)
             if rank == 0:
-                append_results(results_path, rows)
-            done.update({_row_key(row): row for row in rows})
+                ledger.save()
         elif progress and rank == 0:
-            print(
-                f"{spec.title}: {len(planned)} result(s) already in {Path(out_dir).name}/{RESULTS_FILE}, not recomputed"
-            )
-        table += [done[_row_key(row)] for _, _, row in planned]
+            where = f" in {Path(out_dir).name}/{LEDGER_FILE}" if out_dir is not None else ""
+            print(f"{spec.title}: every verdict already recorded{where}; nothing attacked")
+        rows = [
+            evidence.row({**base, **_suite_protocol(s, e, n_classes)}, s.members_for(n_classes), e) for s, e in planned
+        ]
+        if rank == 0:
+            append_results(results_path, [r for r in rows if done.get(_row_key(r)) != r])
+        done.update({_row_key(r): r for r in rows})
+        table += rows
     return pd.DataFrame(table).drop(columns="format")
+
+
+def stored_results(out_dir, weights: str | None = None) -> pd.DataFrame:
+    """Everything an evaluation folder holds: every current-format row of its ``results.jsonl`` (for the weights
+    with fingerprint ``weights``, or all), in the order first written, each with the worst case over every attack
+    its ledger now records for the same images (which later evaluations may have lowered).
+
+    Raises:
+        LedgerError: the folder's ledger is damaged.
+    """
+    folder = Path(out_dir)
+    rows = list(load_results(folder / RESULTS_FILE).values())
+    rows = [r for r in rows if weights is None or r["weights"] == weights]
+    ledger = Ledger(folder / LEDGER_FILE)
+    for row in rows:
+        context = context_of(
+            row["model"], row["split"], row["split_size"], row["template"], row["precision"], row["seed"]
+        )
+        indices = subset_indices(row["split_size"], row["n_examples"], row["seed"])
+        evidence = Evidence(ledger, row["weights"], context, row["dataset"], indices, None)
+        if evidence.clean_known():
+            row.update(evidence.worst_case(row["norm"], row["eps"]))
+    return pd.DataFrame(rows).drop(columns="format", errors="ignore")
+
+
+def subset_indices(split_size: int, n_examples: int | None, seed: int = 0) -> list[int]:
+    """The indices of the fixed random subset of ``n_examples`` images of a split, in increasing order (the
+    whole split when ``None`` or larger)."""
+    if n_examples is None or n_examples >= split_size:
+        return list(range(split_size))
+    if n_examples <= 0:
+        raise ValueError(f"n_examples must be positive, got {n_examples}")
+    order = torch.randperm(split_size, generator=torch.Generator().manual_seed(seed))
+    return order[:n_examples].sort().values.tolist()
+
+
+class IndexedSubset(torch.utils.data.Dataset):
+    """Images of a split given by their indices, each returned with its index: ``(image, label, index)``."""
+
+    def __init__(self, data, indices: Sequence[int]):
+        self.data, self.indices = data, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        image, label = self.data[self.indices[i]]
+        return image, label, self.indices[i]
+
+
+def member_key(member: AttackConfig, stopping: str) -> str:
+    """What a member's verdicts are recorded under: the attack and, for PGD and CW, the stopping rule."""
+    ruled = member.name in ("pgd", "cw", "pgd_l2") and stopping != "any"
+    return member.key + (f"{',' if ':' in member.key else ':'}stopping={stopping}" if ruled else "")
+
+
+class Evidence:
+    """One dataset's images under one model and context, as the ledger knows them: which verdicts are still
+    missing, the seeds of the attacks that would supply them, and the result rows they add up to."""
+
+    def __init__(self, ledger: Ledger, weights: str, context: str, dataset: str, indices: list[int], protocol):
+        self.ledger, self.weights, self.context, self.dataset = ledger, weights, context, dataset
+        self.indices, self.protocol = indices, protocol
+
+    def lookup(self, key: str, eps: float, indices=None):
+        found = self.ledger.lookup(
+            self.weights, self.context, self.dataset, eps, key, self.indices if indices is None else indices
+        )
+        return found
+
+    def clean_known(self) -> bool:
+        return bool((self.lookup(CLEAN, 0.0)[0] >= 0).all())
+
+    def resolved(self, members, eps: float) -> bool:
+        """Whether the ledger holds every verdict this suite needs on these images."""
+        clean = self.lookup(CLEAN, 0.0)[0]
+        if (clean < 0).any():
+            return False
+        robust = clean == 1
+        for member in members:
+            outcome = self.lookup(member_key(member, self.protocol.stopping), eps)[0]
+            applies = robust if self.protocol.cascade else clean == 1
+            if (outcome[applies] < 0).any():
+                return False
+            robust = robust & (outcome == 1)
+        return True
+
+    def seeds(self, member: AttackConfig, eps: float, indices) -> torch.Tensor:
+        """Each image's seed for ``member`` at ``eps``: from the protocol's seed, the dataset, the member and the
+        image's index in its split, and nothing else."""
+        key = member_key(member, self.protocol.stopping)
+        return torch.tensor(
+            [seed_from(self.protocol.seed, self.dataset, key, float(eps), int(i)) for i in indices], dtype=torch.long
+        )
+
+    def known(self, member: AttackConfig, eps: float, indices):
+        outcome, passes, _, _ = self.lookup(member_key(member, self.protocol.stopping), eps, indices)
+        return torch.from_numpy(outcome), torch.from_numpy(passes)
+
+    def record_clean(self, indices, correct) -> None:
+        self.ledger.add(
+            (self.weights, self.context, self.dataset, int(i), 0.0, CLEAN, int(c), 0, 0.0, 0.0, "", 0)
+            for i, c in zip(indices, correct)
+        )
+
+    def record(self, suite: Suite, eps: float, indices, outcome) -> None:
+        """Add the verdicts a suite's run computed (the images each member attacked)."""
+        for position, member in enumerate(outcome.members, 1):
+            attacked = outcome.attacked[position - 1].cpu()
+            key = member_key(member, self.protocol.stopping)
+            values = zip(
+                indices[attacked].tolist(),
+                outcome.survived[position - 1].cpu()[attacked].tolist(),
+                outcome.iterations[position - 1].cpu()[attacked].tolist(),
+                outcome.perturbation[position - 1].cpu()[attacked].tolist(),
+                outcome.excursion[position - 1].cpu()[attacked].tolist(),
+            )
+            self.ledger.add(
+                (self.weights, self.context, self.dataset, i, float(eps), key, int(s), p, d, x, suite.text, position)
+                for i, s, p, d, x in values
+            )
+
+    def row(self, row: dict, members, eps: float) -> dict:
+        """A finished result row, computed from the ledger: the suite's own worst case, each member's share, the
+        worst case over everything recorded, the intervals and the per-image outcomes."""
+        n = len(self.indices)
+        clean = self.lookup(CLEAN, 0.0)[0] == 1
+        robust = clean.copy()
+        described = []
+        for member, protocol_fields in zip(members, row["members"]):
+            outcome, passes, perturbation, excursion = self.lookup(member_key(member, self.protocol.stopping), eps)
+            applies = robust if self.protocol.cascade else clean
+            survived = outcome == 1
+            robust = robust & survived
+            described.append(
+                {
+                    **protocol_fields,
+                    "robust_after": 100.0 * robust.sum() / n,
+                    "robust_alone": None if self.protocol.cascade else 100.0 * (clean & survived).sum() / n,
+                    "iterations_per_image": float(passes[applies].sum()) / n,
+                    "max_perturbation": float(perturbation[applies].max()) if applies.any() else 0.0,
+                    "out_of_box": float(excursion[applies].max()) if applies.any() else 0.0,
+                }
+            )
+        clean_low, clean_high = wilson_interval(clean.sum(), n)
+        robust_low, robust_high = wilson_interval(robust.sum(), n)
+        return {
+            **row,
+            "members": described,
+            "n": n,
+            "clean_accuracy": 100.0 * clean.sum() / n,
+            "robust_accuracy": described[-1]["robust_after"],
+            "clean_low": clean_low,
+            "clean_high": clean_high,
+            "robust_low": robust_low,
+            "robust_high": robust_high,
+            "max_perturbation": max(m["max_perturbation"] for m in described),
+            "out_of_box": max(m["out_of_box"] for m in described),
+            "images": images_digest(self.dataset, row["split"], row["split_size"], self.indices),
+            "clean_outcomes": encode_outcomes(clean),
+            "robust_outcomes": encode_outcomes(robust),
+            **self.worst_case(row["norm"], eps),
+        }
+
+    def worst_case(self, norm: str, eps: float) -> dict:
+        """The worst case over every attack of this norm recorded for these images (it can only go down as
+        attacks are added), its interval and outcomes; the attacks that cover every image (recorded for it, or
+        the image broken by another) and those that cover only some (their breaks count too)."""
+        clean = self.lookup(CLEAN, 0.0)[0] == 1
+        keys = [k for k in self.ledger.members(self.weights, self.context, self.dataset, eps) if _key_norm(k) == norm]
+        outcomes = [self.lookup(k, eps)[0] for k in keys]
+        broken = np.zeros(len(clean), dtype=bool)
+        for outcome in outcomes:
+            broken |= outcome == 0
+        worst = clean & ~broken
+        complete, partial = [], []
+        for key, outcome in zip(keys, outcomes):
+            covered = (outcome >= 0) | broken | ~clean
+            (complete if covered.all() else partial).append(key)
+        low, high = wilson_interval(worst.sum(), len(worst))
+        return {
+            "worst_case_accuracy": 100.0 * worst.sum() / len(worst),
+            "worst_case_low": low,
+            "worst_case_high": high,
+            "worst_case_members": complete,
+            "worst_case_partial": partial,
+            "worst_case_outcomes": encode_outcomes(worst),
+        }
+
+
+def _key_norm(key: str) -> str:
+    return ATTACKS[key.split(":")[0].rpartition("-")[0]].norm
 
 
 def _suite_protocol(suite: Suite, eps: float, n_classes: int) -> dict:
@@ -424,36 +687,31 @@ def _suite_protocol(suite: Suite, eps: float, n_classes: int) -> dict:
 
 
 def _attack_dataset(
-    model, target, spec, data, templates, pending, protocol: Protocol, *, batch_size, num_workers, cache_dir, progress
-) -> list[dict]:
+    model, target, spec, data, templates, pending, evidence: Evidence, *, batch_size, num_workers, cache_dir, progress
+) -> None:
+    """Attack this process's images with every pending suite, recording every new verdict in the ledger; a
+    member already recorded for an image (by an earlier call, or by another suite in this one) is skipped."""
     loader = _classifier_and_loader(
         model, spec, data, templates, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
     )
     n_classes = model.class_embeddings.shape[0]
     device = model.device
-    members = [suite.members_for(n_classes) for suite, _, _ in pending]
-    # counters stay on the device; one host sync per dataset
-    clean = torch.zeros((), dtype=torch.long, device=device)
-    total = torch.zeros((), dtype=torch.long, device=device)
-    counts = [torch.zeros(3, len(m), dtype=torch.long, device=device) for m in members]  # after, alone, passes
-    max_delta = [[0.0] * len(m) for m in members]
-    out_of_box = [[0.0] * len(m) for m in members]
+    protocol = evidence.protocol
     model.eval()
     with frozen_parameters(model):
-        bars = progress_bar(loader, desc=spec.title, disable=not progress, leave=False)
-        for batch, (images, labels) in enumerate(bars):
+        for images, labels, indices in progress_bar(loader, desc=spec.title, disable=not progress, leave=False):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with torch.no_grad(), autocast(protocol.precision, device):
                 correct = target(images).argmax(1) == labels
-            clean += correct.sum()
-            total += labels.numel()
+            evidence.record_clean(indices.tolist(), correct.tolist())
+            chosen = indices[correct.cpu()]
             x, y = images[correct], labels[correct]
             if len(y) == 0:
                 continue
-            for i, (suite, eps, _) in enumerate(pending):
+            for suite, eps in pending:
                 outcome = run_suite(
                     target,
-                    members[i],
+                    suite.members_for(n_classes),
                     x,
                     y,
                     eps,
@@ -461,45 +719,10 @@ def _attack_dataset(
                     precision=protocol.precision,
                     stopping=protocol.stopping,
                     cascade=protocol.cascade,
-                    # the seeds of this batch's members (called within this iteration)
-                    member_seed=lambda m: derived_seed(protocol.seed, spec.name, suite.text, m.label, eps, batch),  # noqa: B023
+                    seeds=lambda m: evidence.seeds(m, eps, chosen.tolist()),  # noqa: B023
+                    known=lambda m: evidence.known(m, eps, chosen.tolist()),  # noqa: B023
                 )
-                for k in range(len(members[i])):
-                    counts[i][0, k] += outcome.robust_after[k].sum()
-                    if outcome.robust_alone is not None:
-                        counts[i][1, k] += outcome.robust_alone[k].sum()
-                    counts[i][2, k] += outcome.iterations[k].sum()
-                    max_delta[i][k] = max(max_delta[i][k], outcome.max_perturbation[k])
-                    out_of_box[i][k] = max(out_of_box[i][k], outcome.out_of_box[k])
-    for tensor in (clean, total, *counts):
-        distributed.all_reduce(tensor)
-    n = int(total)
-    rows = []
-    for i, (_, _, row) in enumerate(pending):
-        after, alone, passes = (counts[i][j].tolist() for j in range(3))
-        described = [
-            {
-                **member,
-                "robust_after": 100.0 * after[k] / n,
-                "robust_alone": None if protocol.cascade else 100.0 * alone[k] / n,
-                "iterations_per_image": passes[k] / n,
-                "max_perturbation": max_delta[i][k],
-                "out_of_box": out_of_box[i][k],
-            }
-            for k, member in enumerate(row["members"])
-        ]
-        rows.append(
-            {
-                **row,
-                "members": described,
-                "n": n,
-                "clean_accuracy": 100.0 * int(clean) / n,
-                "robust_accuracy": described[-1]["robust_after"],
-                "max_perturbation": max(max_delta[i]),
-                "out_of_box": max(out_of_box[i]),
-            }
-        )
-    return rows
+                evidence.record(suite, eps, chosen, outcome)
 
 
 def write_results_csv(table: pd.DataFrame, path) -> Path:
@@ -507,10 +730,24 @@ def write_results_csv(table: pd.DataFrame, path) -> Path:
     :func:`zsr_lab.reported.load_run_results` reads back)."""
     path = Path(path)
     table = table.copy()
-    if "members" in table.columns:
-        table["members"] = [json.dumps(m) if isinstance(m, list) else m for m in table["members"]]
+    for column in LIST_COLUMNS:
+        if column in table.columns:
+            table[column] = [json.dumps(m) if isinstance(m, list) else m for m in table[column]]
     table.to_csv(path, index=False)
     return path
+
+
+LIST_COLUMNS = ("members", "worst_case_members", "worst_case_partial")  # JSON in results.csv
+TEXT_COLUMNS = ("weights", "images", "clean_outcomes", "robust_outcomes", "worst_case_outcomes")  # hex: never numbers
+
+
+def read_results_csv(path) -> pd.DataFrame:
+    """A ``results.csv`` (:func:`write_results_csv`) read back: list columns parsed, hex columns kept as text."""
+    table = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
+    for column in LIST_COLUMNS:
+        if column in table.columns:
+            table[column] = [json.loads(m) if isinstance(m, str) else m for m in table[column]]
+    return table
 
 
 def member_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -541,35 +778,54 @@ def member_table(table: pd.DataFrame) -> pd.DataFrame:
 # ---- command line ------------------------------------------------------------------------------------------
 
 
+def _scale_defaults() -> str:
+    lines = []
+    for name in ("classroom", "scenes", "full"):
+        setup = get_scale(name)
+        lines.append(
+            f"  {name}: {setup.model_name} ({setup.pretrained}); datasets {', '.join(setup.eval_datasets)}; "
+            f"{setup.protocol.describe()}"
+        )
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zsr_lab.evaluate",
-        description="Zero-shot robustness of a CLIP model: datasets × attack suites × ε → results.jsonl and a "
-        "table; robust accuracy is the per-image worst case over each suite.",
-        epilog="example: python -m zsr_lab.evaluate --scale full --data-root /data --attacks aa pgd-100 "
-        "--eps 1 2 4 --n-examples 1000 --out runs/clip_eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Zero-shot robustness of a CLIP model: datasets × attack suites × ε → results.jsonl, a per-image "
+        "ledger and results.csv; robust accuracy is the per-image worst case over each suite, every accuracy with "
+        "its 95 % interval. Attacks already recorded in --out for the same weights and images are not run again.\n\n"
+        "What each --scale sets unless an option below overrides it:\n" + _scale_defaults(),
+        epilog="datasets: " + ", ".join(datasets.list_datasets()) + "\n\nexample: python -m zsr_lab.evaluate --scale "
+        "full --data-root /data --attacks aa pgd-100 --eps 1 2 4 --n-examples 1000 --out runs/clip_eval",
     )
     parser.add_argument(
         "--scale",
         choices=["classroom", "scenes", "full"],
         default="classroom",
-        help="model, dataset and protocol defaults (default: classroom)",
+        help="model, dataset and protocol defaults, listed above (default: classroom)",
     )
-    parser.add_argument("--model", help="open_clip architecture (default: the scale's)")
-    parser.add_argument("--pretrained", help="pretrained tag or checkpoint file (default: the scale's)")
-    parser.add_argument("--datasets", nargs="+", help="registry names (default: the scale's evaluation sets)")
+    parser.add_argument("--model", help="open_clip architecture (default: the --scale's model, listed above)")
+    parser.add_argument(
+        "--pretrained", help="pretrained tag or checkpoint file (default: the --scale's weights, listed above)"
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", help="registry names, listed below (default: the --scale's evaluation sets)"
+    )
     parser.add_argument(
         "--attacks",
         nargs="+",
-        help="suites, each evaluated separately: aa, aa-standard, "
-        "papers-aa, pgd-100, pgd-100+cw-100+aa, ... (default: the "
-        "scale's)",
+        help="suites, each evaluated separately: aa, aa-standard, papers-aa, pgd-100, pgd-100+cw-100+aa, ... "
+        "(default: the --scale's, listed above)",
     )
-    parser.add_argument("--eps", nargs="+", type=float, help="ℓ∞ budgets in units of 1/255 (default: the scale's)")
+    parser.add_argument(
+        "--eps", nargs="+", type=float, help="ℓ∞ budgets in units of 1/255 (default: the --scale's, listed above)"
+    )
     parser.add_argument(
         "--n-examples",
         type=int,
-        help="images per dataset, drawn with --seed (default: the scale's; 0: the whole split)",
+        help="images per dataset, drawn with --seed (default: the --scale's, listed above; 0: the whole split)",
     )
     parser.add_argument(
         "--stopping",
@@ -581,16 +837,29 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every suite member attacks every image (reports each member's own accuracy)",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="images per attacked batch (default: 256)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="images per attacked batch; changes no verdict (default: 256)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="forward passes of the clean pass and the attacks; part of the protocol (default: fp32)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays on GPUs)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="draws the images of each dataset and every image's attack randomness; part of the protocol (default: 0)",
+    )
     parser.add_argument("--data-root", help="folder holding the datasets (default: $ZSR_LAB_DATA)")
     parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     parser.add_argument(
         "--out",
         required=True,
-        help="run folder: results.jsonl is written and resumed here, and results.csv when every dataset is done",
+        help="evaluation folder: results.jsonl and the ledger are written and resumed here; results.csv, when "
+        "every dataset is done, holds every result the folder has for these weights",
     )
     parser.add_argument(
         "--label",
@@ -634,10 +903,15 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         parser.error(str(err))
     with distributed.process_group() as is_main:
         table = _evaluate_command(args, setup, protocol, is_main)
-    columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy"]
+    columns = ["dataset", "attack", "eps", "n", "clean_accuracy", "robust_accuracy", "robust_low", "robust_high"]
+    columns += ["worst_case_accuracy"]
     if is_main:
-        table.insert(0, "method", args.label or Path(str(args.pretrained or setup.pretrained)).stem)
-        write_results_csv(with_mean(table), Path(args.out) / "results.csv")
+        label = args.label or Path(str(args.pretrained or setup.pretrained)).stem
+        table.insert(0, "method", label)
+        # the folder's table: every result it holds for these weights, earlier commands' suites included
+        everything = stored_results(args.out, table["weights"].iloc[0])
+        everything.insert(0, "method", label)
+        write_results_csv(with_mean(everything), Path(args.out) / "results.csv")
         print(protocol.describe())
         print(with_mean(table)[columns].round(2).to_string(index=False))
     return table

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 from .engine import TrainResult
-from .evaluate import summarize
+from .evaluate import summarize, with_intervals
 from .methods import METHODS
 from .models import CLASSROOM_MODELS, ZeroShotCLIP
 from .protocol import Protocol
@@ -555,17 +555,36 @@ def _pct(value) -> str:
     return f"{float(value):.2f}"
 
 
+def _interval(row, value: str, prefix: str) -> str:
+    """``55.20 [52.10, 58.30]``: an accuracy with its 95 % interval (the value alone where none is known)."""
+    low, high = getattr(row, f"{prefix}_low", None), getattr(row, f"{prefix}_high", None)
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return _pct(getattr(row, value))
+    return f"{_pct(getattr(row, value))} [{_pct(low)}, {_pct(high)}]"
+
+
 def _results(evaluation: pd.DataFrame) -> list[str]:
     table = evaluation[evaluation["dataset"] != "mean"] if "dataset" in evaluation.columns else evaluation
+    if "n" in table.columns:
+        table = with_intervals(table)
     lines = []
     if "robust_accuracy" in table.columns:
         summary = summarize(table, by=("attack", "eps"))
         datasets = table["dataset"].nunique()
-        lines += [f"Mean over the {datasets} evaluation dataset(s), accuracy in %:", ""]
+        lines += [
+            f"Mean over the {datasets} evaluation dataset(s), accuracy in % with its 95 % interval in brackets "
+            f"(image sampling: Wilson per dataset; the mean with each dataset as a stratum):",
+            "",
+        ]
         lines += _markdown(
             [("Attack", "ε (/255)", "Clean", "Robust")]
             + [
-                (row.attack, f"{row.eps:g}", _pct(row.clean_accuracy), _pct(row.robust_accuracy))
+                (
+                    row.attack,
+                    f"{row.eps:g}",
+                    _interval(row, "clean_accuracy", "clean"),
+                    _interval(row, "robust_accuracy", "robust"),
+                )
                 for row in summary.itertuples()
             ]
         )
@@ -578,17 +597,17 @@ def _results(evaluation: pd.DataFrame) -> list[str]:
                     row.attack,
                     f"{row.eps:g}",
                     str(int(row.n)),
-                    _pct(row.clean_accuracy),
-                    _pct(row.robust_accuracy),
+                    _interval(row, "clean_accuracy", "clean"),
+                    _interval(row, "robust_accuracy", "robust"),
                 )
                 for row in table.itertuples()
             ]
         )
     elif "accuracy" in table.columns:  # a clean zero-shot table (evaluate_zero_shot)
-        lines += ["Clean zero-shot accuracy in % (no attack was evaluated):", ""]
+        lines += ["Clean zero-shot accuracy in % with its 95 % interval (no attack was evaluated):", ""]
         lines += _markdown(
             [("Dataset", "Images", "Accuracy")]
-            + [(row.dataset, str(int(row.n)), _pct(row.accuracy)) for row in table.itertuples()]
+            + [(row.dataset, str(int(row.n)), _interval(row, "accuracy", "accuracy")) for row in table.itertuples()]
         )
         lines += ["", f"Mean: {_pct(table['accuracy'].mean())}"]
     else:

@@ -16,8 +16,9 @@ from matplotlib.lines import Line2D
 from . import datasets
 from .attention import attention_maps
 from .claims import percent
-from .evaluate import select_attack
+from .evaluate import select_attack, summarize, with_intervals
 from .models import ZeroShotCLIP
+from .uncertainty import decode_outcomes, paired_difference
 
 COLUMN_INCHES = 6.5  # the text column is 672 px; with the 0.1-in pad of the inline PNG (670 px at 100 dpi) a figure
 # this wide is shown at its own size, so that its 9-pt text renders as 9 pt
@@ -282,9 +283,16 @@ def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "datase
     worst case), labelled with the scale; the legend sits right of the plot."""
     rows = select_attack(table[table["dataset"] != "mean"], attack)
     ax = ax or plt.subplots(figsize=(COLUMN_INCHES, 3.8))[1]
-    sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue=hue, marker="o", errorbar=None, ax=ax)
+    keys = list(dict.fromkeys(rows[hue]))
+    palette = dict(zip(keys, sns.color_palette(n_colors=len(keys))))
+    sns.lineplot(data=rows, x="eps", y="robust_accuracy", hue=hue, marker="o", errorbar=None, palette=palette, ax=ax)
+    if "n" in rows.columns:  # 95 % bands: each set's Wilson interval, or the mean's with the sets as strata
+        bands = with_intervals(rows) if hue == "dataset" else summarize(rows, by=(hue, "attack", "eps"))
+        for key, band in bands.sort_values("eps").groupby(hue, sort=False):
+            ax.fill_between(band["eps"], band["robust_low"], band["robust_high"], color=palette[key], alpha=0.15, lw=0)
     attacks = ", ".join(rows["attack"].unique())
     over = "" if hue == "dataset" else f", mean over {rows['dataset'].nunique()} datasets"
+    over += "; bands: 95\u00a0% intervals" if "n" in rows.columns else ""
     ax.set_title(_wrapped(f"Robust accuracy under {attacks}{over} ({scale} scale)", ax))
     ax.set_xlabel("ε (× 1/255)")
     ax.set_ylabel("robust accuracy (%)")
@@ -395,9 +403,24 @@ def plot_tradeoff(
     names the scale)."""
     rows = select_attack(summary[summary["eps"] == eps], attack)
     ax = ax or plt.subplots(figsize=(COLUMN_INCHES * 0.8, 4.2))[1]
-    sns.scatterplot(data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax, legend=False)
+    bars = {"clean_low", "clean_high", "robust_low", "robust_high"} <= set(rows.columns)
+    if bars:  # each mean's 95 % interval (image sampling), under the points
+        ax.errorbar(
+            rows["clean_accuracy"],
+            rows["robust_accuracy"],
+            xerr=[rows["clean_accuracy"] - rows["clean_low"], rows["clean_high"] - rows["clean_accuracy"]],
+            yerr=[rows["robust_accuracy"] - rows["robust_low"], rows["robust_high"] - rows["robust_accuracy"]],
+            fmt="none",
+            ecolor="0.6",
+            elinewidth=1,
+            capsize=2,
+            zorder=1,
+        )
+    sns.scatterplot(
+        data=rows, x="clean_accuracy", y="robust_accuracy", hue="method", s=90, ax=ax, legend=False, zorder=2
+    )
     ax.margins(x=0.3, y=0.2)  # room for the names
-    ax.set_xlabel("mean clean accuracy (%)")
+    ax.set_xlabel("mean clean accuracy (%)" + (" — bars: 95\u00a0% intervals" if bars else ""))
     under = f" ({rows['attack'].iloc[0]})" if "attack" in rows.columns and len(rows) else ""
     ax.set_ylabel(
         _wrapped(f"mean robust accuracy at {eps:g}/255{under} (%)", ax, font_points=FONT_POINTS, vertical=True)
@@ -762,25 +785,65 @@ def plot_text_geometry(
     return fig
 
 
-def plot_attack_gap(summary: pd.DataFrame, *, scale: str, eps: float, worst: str, single: str, ax=None):
+def plot_attack_gap(table: pd.DataFrame, *, scale: str, eps: float, worst: str, single: str, ax=None):
     """How much a single attack over-states robustness: per method, mean robust accuracy under ``single`` (e.g.
-    PGD-10) minus the worst case under ``worst`` (e.g. aa-10), at one ε, on the same images."""
+    PGD-10) minus the worst case under ``worst`` (e.g. aa-10), at one ε, on the same images. Given the evaluation
+    table (one row per dataset, with per-image outcomes) each bar carries its paired 95 % interval; a ``summarize``
+    table gives the bars alone."""
+    summary = summarize(table) if "dataset" in table.columns else table
     rows = summary[summary["eps"] == eps].set_index(["method", "attack"])["robust_accuracy"]
     methods = list(dict.fromkeys(summary["method"]))
     gap = pd.Series({m: rows[(m, single)] - rows[(m, worst)] for m in methods})
+    intervals = _gap_intervals(table, methods, eps, worst, single) if "dataset" in table.columns else None
     ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.8 * len(gap) + 2.5), 3.4))[1]
     ax.bar(gap.index, gap.values, color="tab:red")
-    for x, value in enumerate(gap.values):
+    if intervals is not None:
+        ax.errorbar(
+            range(len(gap)),
+            gap.values,
+            yerr=[gap.values - intervals[:, 0], intervals[:, 1] - gap.values],
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+        )
+    tops = gap.values if intervals is None else np.maximum(gap.values, intervals[:, 1])
+    for x, (value, top) in enumerate(zip(gap.values, tops)):
         ax.annotate(
-            percent(value), (x, value), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=FONT_POINTS
+            percent(value), (x, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=FONT_POINTS
         )
     ax.axhline(0, color="black", lw=0.8)
     ax.margins(y=0.15)  # room for the value labels
     ax.set_ylabel("points over-stated")
+    bars = "; bars: paired 95\u00a0% intervals" if intervals is not None else ""
     ax.set_title(
-        _wrapped(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 ({scale} scale)", ax)
+        _wrapped(f"{single} minus the worst case of {worst}, robust accuracy at {eps:g}/255 ({scale} scale){bars}", ax)
     )
     ax.tick_params(axis="x", rotation=30)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
     return ax
+
+
+def _gap_intervals(table: pd.DataFrame, methods, eps: float, worst: str, single: str) -> np.ndarray | None:
+    """Per method, the paired 95 % interval of single − worst (the same images under both), or ``None`` when
+    the table has no per-image outcomes."""
+    if "robust_outcomes" not in table.columns:
+        return None
+    rows = table[(table["eps"] == eps) & (table["dataset"] != "mean")]
+    bounds = []
+    for method in methods:
+        mine = rows[rows["method"] == method]
+        pairs = mine[mine["attack"] == single].merge(mine[mine["attack"] == worst], on="dataset", suffixes=("_a", "_b"))
+        if pairs.empty or pairs[["robust_outcomes_a", "robust_outcomes_b"]].isna().any().any():
+            return None
+        result = paired_difference(
+            [
+                (
+                    decode_outcomes(r["robust_outcomes_a"], int(r["n_a"])),
+                    decode_outcomes(r["robust_outcomes_b"], int(r["n_b"])),
+                )
+                for _, r in pairs.iterrows()
+            ]
+        )
+        bounds.append((result.low, result.high))
+    return np.array(bounds)

@@ -6,12 +6,12 @@ Both tables have the columns of :func:`zsr_lab.summarize` (``method``, ``attack`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .datasets import BENCHMARK_DATASETS
+from .evaluate import read_results_csv
 from .protocol import Protocol
 
 # ViT-B/32 fine-tuned on Tiny-ImageNet, evaluated zero-shot on the 16-dataset protocol at 1/255, mean over the
@@ -194,10 +194,8 @@ def load_run_results(folder) -> pd.DataFrame:
         )
     tables = []
     for path in files:
-        table = pd.read_csv(path)
+        table = read_results_csv(path)
         table = table[table["dataset"] != "mean"].assign(run=path.parent.name)
-        if "members" in table.columns:  # written as JSON by write_results_csv
-            table["members"] = [json.loads(m) if isinstance(m, str) else m for m in table["members"]]
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     runs_per_method = table.groupby("method")["run"].nunique()

@@ -21,6 +21,7 @@ from .attacks import build_attack
 from .evaluate import evaluate_robustness
 from .models import ZeroShotCLIP
 from .protocol import Protocol
+from .uncertainty import ALPHA, mcnemar_exact
 
 
 def check_evaluation(
@@ -47,7 +48,9 @@ def check_evaluation(
         large_eps: a budget under which any honest evaluation reaches about 0 % robust accuracy.
         steps: (few, many) PGD steps; the sweep uses the protocol's step of 1/255.
         n_examples: images drawn from the dataset (``None``: the whole split).
-        tolerance: accuracy points allowed for sampling noise.
+        tolerance: accuracy points allowed at the large budget (the collapse check). An attack "beats" another
+            only when it breaks significantly more of the same images (McNemar's exact test at 5 %), so sampling
+            noise never raises a flag.
     """
     few, many = steps
     budgets = sorted(eps)
@@ -130,16 +133,28 @@ def red_flags(
         eps: the budget of the white-box and black-box attacks (units of 1/255); ``large_eps`` that of the
             collapse check.
         square_queries: queries of the black-box Square attack (0: skip that check, the slowest).
-        tolerance: accuracy points allowed for sampling noise.
+        tolerance: accuracy points allowed at the large budget (the collapse check). An attack "beats" another
+            only when it breaks significantly more of the same images (McNemar's exact test at 5 %), so sampling
+            noise never raises a flag.
 
     Examples::
         >>> zl.sanity.red_flags(SaturatedLogits(clip), images, labels, eps=8, n_classes=10)
     """
 
-    def robust(attack: str, budget: float) -> float:
-        torch.manual_seed(seed)
-        return accuracy(
-            model, build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels), labels
+    def survivors(attack: str, budget: float) -> torch.Tensor:
+        adversarial = build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels)
+        with torch.no_grad():
+            return model(adversarial).argmax(1) == labels
+
+    def beats(challenger: torch.Tensor, reference: torch.Tensor) -> tuple[bool, str]:
+        """Whether the attack that left the survivors ``challenger`` breaks significantly more of the same images
+        than the one that left ``reference`` (McNemar's exact test on the images only one of them breaks)."""
+        only_challenger = int((reference & ~challenger).sum())
+        only_reference = int((challenger & ~reference).sum())
+        p = mcnemar_exact(only_challenger, only_reference)
+        return (
+            only_challenger > only_reference and p < ALPHA,
+            f"{only_challenger} vs {only_reference} images, exact p = {p:.2g}",
         )
 
     with torch.no_grad():
@@ -150,7 +165,9 @@ def red_flags(
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), labels, reduction="sum"), x)
     zero = grad.flatten(1).abs().amax(1) == 0
     zero_share = 100 * zero[right].float().mean().item() if right.any() else 0.0
-    pgd, cw, large = robust("pgd-10", eps), robust("cw-10", eps), robust("apgd_ce-20", large_eps)
+    pgd, cw, large = survivors("pgd-10", eps), survivors("cw-10", eps), survivors("apgd_ce-20", large_eps)
+    percent = {name: 100 * float(kept.float().mean()) for name, kept in (("pgd", pgd), ("cw", cw), ("large", large))}
+    margin_wins, margin_detail = beats(cw, pgd)
     flags = [
         (
             "the cross-entropy gradient vanishes",
@@ -162,16 +179,26 @@ def red_flags(
             changed > 0 or not torch.equal(first, second),
             f"{changed} of {len(images)} predictions differ",
         ),
-        (f"no collapse at ε = {large_eps:g}/255", large > tolerance, f"APGD-CE-20: {large:.1f} % robust"),
-        ("a margin loss beats the cross-entropy", cw < pgd - tolerance, f"CW-10 {cw:.1f} % vs PGD-10 {pgd:.1f} %"),
+        (
+            f"no collapse at ε = {large_eps:g}/255",
+            percent["large"] > tolerance,
+            f"APGD-CE-20: {percent['large']:.1f} % robust",
+        ),
+        (
+            "a margin loss beats the cross-entropy",
+            margin_wins,
+            f"CW-10 {percent['cw']:.1f} % vs PGD-10 {percent['pgd']:.1f} % (broken by one only: {margin_detail})",
+        ),
     ]
     if square_queries:
-        square = robust(f"square-{square_queries}", eps)
+        square = survivors(f"square-{square_queries}", eps)
+        square_wins, square_detail = beats(square, pgd)
         flags.append(
             (
                 "a black-box attack beats the white-box one",
-                square < pgd - tolerance,
-                f"Square-{square_queries} {square:.1f} % vs PGD-10 {pgd:.1f} %",
+                square_wins,
+                f"Square-{square_queries} {100 * float(square.float().mean()):.1f} % vs PGD-10 {percent['pgd']:.1f} % "
+                f"(broken by one only: {square_detail})",
             )
         )
     return pd.DataFrame(flags, columns=["flag", "fired", "detail"]).assign(eps=float(eps), n=len(images))

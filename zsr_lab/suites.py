@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .attack_base import positional_seeds, seed_from
 from .attacks import ATTACKS, AttackConfig, attack_iterations, build_attack, parse_attack
 from .precision import autocast
 from .registry import Registry
@@ -166,21 +167,36 @@ class SuiteOutcome:
         robust_after: per member, ``[N]`` bool: robust against it and every member before it.
         robust_alone: per member, ``[N]`` bool: robust against it alone (without the cascade only).
         iterations: per member, ``[N]`` long: forward-backward passes (Square: queries) each image received.
-        max_perturbation: per member, the largest perturbation it produced (‖δ‖∞ or ‖δ‖₂, pixel units).
-        out_of_box: per member, the largest excursion of its images outside [0, 1].
+        attacked: per member, ``[N]`` bool: the images this call attacked with it (the others it skipped, or took
+            from ``known``); their verdicts are ``survived[k][attacked[k]]``.
+        survived: per member, ``[N]`` bool: survived this member (meaningful where it attacked or knew the image).
+        perturbation: per member, ``[N]`` float: each attacked image's perturbation size (‖δ‖∞ or ‖δ‖₂, pixels).
+        excursion: per member, ``[N]`` float: each attacked image's largest excursion outside [0, 1].
     """
 
     members: tuple[AttackConfig, ...]
     robust_after: list[torch.Tensor]
     robust_alone: list[torch.Tensor] | None
     iterations: list[torch.Tensor]
-    max_perturbation: list[float]
-    out_of_box: list[float]
+    attacked: list[torch.Tensor]
+    survived: list[torch.Tensor]
+    perturbation: list[torch.Tensor]
+    excursion: list[torch.Tensor]
 
     @property
     def robust(self) -> torch.Tensor:
         """The per-image worst case: robust against every member."""
         return self.robust_after[-1]
+
+    @property
+    def max_perturbation(self) -> list[float]:
+        """Per member, the largest perturbation it produced (pixel units)."""
+        return [float(p.max()) if len(p) else 0.0 for p in self.perturbation]
+
+    @property
+    def out_of_box(self) -> list[float]:
+        """Per member, the largest excursion of its images outside [0, 1]."""
+        return [float(e.max()) if len(e) else 0.0 for e in self.excursion]
 
 
 STOPPING_RULES = ("any", "last")
@@ -199,57 +215,76 @@ def run_suite(
     stopping: str = "any",
     cascade: bool = True,
     early_exit: bool = True,
-    member_seed=None,
+    seeds=None,
+    known=None,
 ) -> SuiteOutcome:
     """Attack one batch with every member and take the per-image worst case.
+
+    Every image's randomness comes from its own seed, so an image's verdict is the same in any batch, at any
+    batch size, with or without the cascade (zsr_lab's PGD, CW and APGD family; the reference FAB-T and Square
+    draw per batch).
 
     Arguments:
         model: takes [0,1] images, returns logits (a :class:`ZeroShotCLIP` with its classifier set).
         members: ``Suite.members_for(n_classes)``.
         images, labels: clean images in [0, 1] that the model classifies correctly, and their labels.
         eps: the budget (ℓ∞ in units of 1/255).
+        seed: without ``seeds``, each member's images are seeded from it, the member and their position.
         stopping: ``"any"``: PGD and CW count an image broken at the first misclassified iterate and stop there;
             ``"last"``: only their last iterate counts (what the papers report). The APGD family always counts
             any iterate, as the reference does.
         cascade: each member attacks only the survivors of the ones before it (AutoAttack's rule).
         early_exit: the APGD family drops an image from the batch once it is fooled (same verdicts, fewer
             iterations; off only to measure the saving).
-        member_seed: ``member -> seed`` for its randomness (default: ``seed`` for every member).
+        seeds: ``member -> [N]`` integer seeds, one per image (the evaluation derives them from the protocol's
+            seed, the member, ε and the image's identity in its split).
+        known: ``member -> (verdicts, passes)`` or ``None``: verdicts already recorded (``[N]`` int8: 1 survived,
+            0 broken, -1 unknown) and the passes they cost; a known image is not attacked again by that member.
 
     Shape:
         - images: :math:`(N, C, H, W)`; labels: :math:`(N)`.
     """
     if stopping not in STOPPING_RULES:
         raise ValueError(f"stopping must be 'any' or 'last', got {stopping!r}")
-    device = images.device
-    robust = torch.ones(len(images), dtype=torch.bool, device=device)
-    after, alone, spent, sizes, excursions = [], [] if not cascade else None, [], [], []
+    device, n = images.device, len(images)
+    robust = torch.ones(n, dtype=torch.bool, device=device)
+    outcome = SuiteOutcome(tuple(members), [], [] if not cascade else None, [], [], [], [], [])
     for member in members:
-        member_seed_value = seed if member_seed is None else member_seed(member)
-        torch.manual_seed(member_seed_value)
-        index = robust.nonzero().squeeze(1) if cascade else torch.arange(len(images), device=device)
-        survived = torch.zeros(len(images), dtype=torch.bool, device=device)
-        iterations = torch.zeros(len(images), dtype=torch.long, device=device)
-        size = excursion = 0.0
+        wanted = robust.clone() if cascade else torch.ones(n, dtype=torch.bool, device=device)
+        survived = torch.zeros(n, dtype=torch.bool, device=device)
+        iterations = torch.zeros(n, dtype=torch.long, device=device)
+        recorded = None if known is None else known(member)
+        if recorded is not None:
+            verdicts, passes = (t.to(device) for t in recorded)
+            have = wanted & (verdicts >= 0)
+            survived[have], iterations[have] = verdicts[have] == 1, passes[have]
+            wanted &= ~have
+        index = wanted.nonzero().squeeze(1)
+        perturbation = torch.zeros(n, device=device)
+        excursion = torch.zeros(n, device=device)
         if len(index):
             exits = early_exit if member.name.startswith("apgd") else stopping == "any"
+            member_seed = seed_from(seed, member.label)
             attack = build_attack(
-                model, member, eps, n_classes=n_classes, seed=member_seed_value, precision=precision, early_stop=exits
+                model, member, eps, n_classes=n_classes, seed=member_seed, precision=precision, early_stop=exits
             )
+            image_seeds = positional_seeds(n, member_seed) if seeds is None else torch.as_tensor(seeds(member))
             x, y = images[index], labels[index]
-            adv = attack(x, y).detach()
+            adv = attack(x, y, image_seeds[index.cpu()]).detach()
             iterations[index] = attack_iterations(attack, len(index)).to(device)
             with torch.no_grad():
                 with autocast(precision, device):
                     survived[index] = model(adv).argmax(1) == y
                 delta = (adv - x).flatten(1)
-                size = float((delta.abs().amax(1) if member.norm == "Linf" else delta.norm(dim=1)).max())
-                excursion = float((adv - adv.clamp(0, 1)).abs().max())
+                perturbation[index] = (delta.abs().amax(1) if member.norm == "Linf" else delta.norm(dim=1)).float()
+                excursion[index] = (adv - adv.clamp(0, 1)).flatten(1).abs().amax(1).float()
         if not cascade:
-            alone.append(survived)
+            outcome.robust_alone.append(survived)
         robust = robust & survived
-        after.append(robust.clone())
-        spent.append(iterations)
-        sizes.append(size)
-        excursions.append(excursion)
-    return SuiteOutcome(tuple(members), after, alone, spent, sizes, excursions)
+        outcome.robust_after.append(robust.clone())
+        outcome.iterations.append(iterations)
+        outcome.attacked.append(wanted)
+        outcome.survived.append(survived)
+        outcome.perturbation.append(perturbation)
+        outcome.excursion.append(excursion)
+    return outcome
