@@ -141,6 +141,22 @@ def test_a_damaged_ledger_is_refused_and_kept(classroom_clip, tmp_path):
         Ledger(path)
 
 
+def test_a_ledger_from_another_folder_is_refused(classroom_clip, tmp_path):
+    kwargs = dict(n_examples=10, progress=False)
+    evaluate.evaluate_robustness(classroom_clip, ["faces"], ["pgd-2"], [4], out_dir=tmp_path / "mine", **kwargs)
+    other = Ledger(tmp_path / "other" / zl.ledger.LEDGER_FILE)
+    other.add([("0123456789abcdef", "c", "faces", 0, 0.0, "clean", 1, 0, 0.0, 0.0, "", 0)])
+    other.save()
+    mine = tmp_path / "mine" / zl.ledger.LEDGER_FILE
+    mine.write_bytes((tmp_path / "other" / zl.ledger.LEDGER_FILE).read_bytes())  # copied over by mistake
+    before = mine.read_bytes()
+    with pytest.raises(LedgerError, match="belongs to another evaluation folder"):
+        evaluate.evaluate_robustness(classroom_clip, ["faces"], ["pgd-2"], [4], out_dir=tmp_path / "mine", **kwargs)
+    with pytest.raises(LedgerError, match="0123456789abcdef"):
+        evaluate.stored_results(tmp_path / "mine")
+    assert mine.read_bytes() == before
+
+
 def test_wilson_intervals_and_the_stratified_mean():
     low, high = uncertainty.wilson_interval(0, 10)
     assert low == 0 and high == pytest.approx(100 * 1.96**2 / (10 + 1.96**2), abs=0.01)  # the rule of three's cousin
@@ -217,6 +233,8 @@ def test_compare_ties_separates_and_refuses():
         zl.compare(a, _table({"x": (clean, base)}, suite="t"))
     with pytest.raises(uncertainty.NotComparableError, match="no per-image outcomes"):
         zl.compare(a.drop(columns="images"), b)
+    with pytest.raises(uncertainty.NotComparableError, match="differ in precision"):
+        zl.compare(a.assign(precision="fp32"), b.assign(precision="bf16"))
     ranks = zl.rank_groups({"a": a, "b": b, "c": c}, eps=4)
     assert dict(zip(ranks.model, ranks["rank"])) == {"c": 1, "a": 2, "b": 2}
 
@@ -240,3 +258,31 @@ def test_the_command_line_folder_table_holds_every_command(classroom_clip, tmp_p
     assert list(written.attack) == ["PGD-2", "CW-2", "PGD-2", "CW-2"]  # both commands' rows, then their means
     assert list(written.dataset) == ["faces", "faces", "mean", "mean"]
     assert written.worst_case_accuracy.nunique() == 1 and written.robust_low.notna().all()
+
+
+def test_images_needed_grows_as_the_difference_shrinks():
+    assert uncertainty.images_needed(1.0, 5.0) == 3923  # several thousand per set for one point (the spec's figure)
+    assert uncertainty.images_needed(2.0, 5.0) < uncertainty.images_needed(1.0, 5.0) / 3
+    assert uncertainty.images_needed(1.0, 10.0) > uncertainty.images_needed(1.0, 5.0)
+    with pytest.raises(ValueError, match="cannot differ by more"):
+        uncertainty.images_needed(6.0, 5.0)
+
+
+def test_published_differences_mark_what_their_own_samples_cannot_separate():
+    table = zl.reported.published_differences().set_index(["higher", "lower"])
+    close = table.loc[("ucat", "tga_zsr")]
+    assert close["difference"] == pytest.approx(0.06) and close["verdict"] == uncertainty.TIE
+    assert close["images per model"] == 16_000 and -1.1 < close["low"] < -0.8  # about ±1 on 16 × 1,000 images
+    pgd = table[table["attack"] == "PGD-100"]
+    assert len(pgd) == 5 and (pgd["verdict"] == "separated").all()  # whole splits: ±0.4 points
+    assert (pgd["images per model"] == sum(zl.reported.WHOLE_SPLIT_SIZES.values())).all()
+    one, many = uncertainty.unpaired_difference(30, 30, 1000, 16), uncertainty.unpaired_difference(30, 30, [1000] * 16)
+    assert one == pytest.approx(many)
+
+
+def test_training_seeds_are_evaluated_on_the_same_images():
+    seeded = zl.recipe("tecoa", "classroom", seed=3).resolved()
+    assert seeded.protocol.seed == zl.recipe("tecoa", "classroom").resolved().protocol.seed == 0
+    assert zl.recipe("tecoa", "classroom", seed=3, eval_seed=2).resolved().protocol.seed == 2
+    with pytest.raises(ValueError, match="eval_seed"):
+        zl.recipe("tecoa", "classroom", eval_seed=-1).resolved()

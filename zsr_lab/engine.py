@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from . import datasets, distributed, settings
+from .attack_base import seed_from
 from .attacks import build_attack, pgd_linf
 from .checkpoints import (
     CHECKPOINT_FORMAT,
@@ -607,13 +608,16 @@ def holdout_accuracy(model: ZeroShotCLIP, holdout, config: TrainConfig, device) 
     robust = 0
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), frozen_parameters(model):
-        torch.manual_seed(config.seed)
         attack = build_attack(
             model, "pgd-10", config.eps, n_classes=model.class_embeddings.shape[0], precision=config.eval_precision
         )
+        seen = 0
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
-            adversarial = attack(images, labels)
+            # each held-out image keeps its own random start at every evaluation of the run
+            seeds = torch.tensor([seed_from(config.seed, "holdout", seen + i) for i in range(len(images))])
+            seen += len(images)
+            adversarial = attack(images, labels, seeds)
             with torch.no_grad(), autocast(config.eval_precision, device):
                 robust += int((model(adversarial).argmax(1) == labels).sum())
     model.train(was_training)

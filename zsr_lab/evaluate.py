@@ -25,7 +25,7 @@ from . import datasets, distributed, settings
 from .attack_base import seed_from
 from .attacks import ATTACKS, AttackConfig
 from .classifier import dataset_classifier
-from .ledger import CLEAN, LEDGER_FILE, Ledger, context_of
+from .ledger import CLEAN, LEDGER_FILE, Ledger, LedgerError, context_of
 from .models import ZeroShotCLIP, frozen_parameters, model_image_size
 from .precision import autocast
 from .pretrained import load_clip
@@ -413,6 +413,7 @@ def evaluate_robustness(
     results_path = Path(out_dir) / RESULTS_FILE if out_dir is not None else None
     ledger = Ledger(Path(out_dir) / LEDGER_FILE if out_dir is not None else None)
     done = load_results(results_path, progress=progress and rank == 0)
+    check_ledger(ledger, done.values())
     weights = model.weights_fingerprint()
 
     target = torch.compile(model, dynamic=True) if compile else model
@@ -488,8 +489,9 @@ def stored_results(out_dir, weights: str | None = None) -> pd.DataFrame:
     """
     folder = Path(out_dir)
     rows = list(load_results(folder / RESULTS_FILE).values())
-    rows = [r for r in rows if weights is None or r["weights"] == weights]
     ledger = Ledger(folder / LEDGER_FILE)
+    check_ledger(ledger, rows)
+    rows = [r for r in rows if weights is None or r["weights"] == weights]
     for row in rows:
         context = context_of(
             row["model"], row["split"], row["split_size"], row["template"], row["precision"], row["seed"]
@@ -499,6 +501,25 @@ def stored_results(out_dir, weights: str | None = None) -> pd.DataFrame:
         if evidence.clean_known():
             row.update(evidence.worst_case(row["norm"], row["eps"]))
     return pd.DataFrame(rows).drop(columns="format", errors="ignore")
+
+
+def check_ledger(ledger: Ledger, rows) -> None:
+    """Refuse a ledger that is not its folder's: ``results.jsonl`` holds results of weights the ledger (an
+    existing file) knows nothing of, e.g. a ledger copied from another evaluation folder.
+
+    Raises:
+        LedgerError: naming the file, the weights and what to do; nothing is overwritten.
+    """
+    if ledger.path is None or not ledger.path.exists():
+        return
+    missing = sorted({row["weights"] for row in rows} - ledger.weights())
+    if missing:
+        held = ", ".join(sorted(ledger.weights())) or "no weights"
+        raise LedgerError(
+            f"{ledger.path} holds verdicts for {held}, but {RESULTS_FILE} beside it has results of the weights "
+            f"{', '.join(missing)}: the ledger belongs to another evaluation folder. Nothing was overwritten: put "
+            f"back this folder's ledger, or move this one away to evaluate again from scratch"
+        )
 
 
 def subset_indices(split_size: int, n_examples: int | None, seed: int = 0) -> list[int]:

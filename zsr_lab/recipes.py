@@ -66,7 +66,10 @@ class TrainConfig:
         eval_attacks, eval_eps, eval_n_examples, eval_stopping, eval_precision: the final evaluation's
             :class:`~zsr_lab.protocol.Protocol` (``config.protocol``): suites, budgets, images per dataset (an
             integer, a dict per dataset, or 0 for whole splits), PGD/CW stopping rule, precision; ``None`` takes the
-            scale's protocol. Its seed is ``seed``. ``eval_batch_size``: images per attacked batch.
+            scale's protocol. ``eval_seed`` draws the evaluation's images and attack randomness (``None``: the
+            scale protocol's, 0), apart from the training ``seed``, so that runs trained with different seeds are
+            evaluated on the same images and compared image by image. ``eval_batch_size``: images per attacked
+            batch.
         data_root, download, num_workers, device, compile: where and how to run (no effect on the numbers).
     """
 
@@ -103,6 +106,7 @@ class TrainConfig:
     eval_eps: tuple[float, ...] | None = None
     eval_n_examples: int | dict | None = None
     eval_stopping: str | None = None
+    eval_seed: int | None = None
     eval_batch_size: int = 256
     eval_precision: str = "fp32"
     data_root: str | None = None
@@ -156,6 +160,7 @@ class TrainConfig:
             eval_eps=tuple(float(e) for e in (default.eps if self.eval_eps is None else self.eval_eps)),
             eval_n_examples=dict(n_examples) if isinstance(n_examples, tuple) else n_examples,
             eval_stopping=self.eval_stopping or default.stopping,
+            eval_seed=default.seed if self.eval_seed is None else self.eval_seed,
             method_options=options,
         )
         config._check()
@@ -179,6 +184,7 @@ class TrainConfig:
             number(name, int, positive=True)
         for name in ("warmup_steps", "holdout_examples", "seed", "checkpoint_every"):
             number(name, int, minimum=0)
+        number("eval_seed", int, minimum=0, optional=True)
         for name in ("steps", "train_examples", "keep_checkpoints"):
             number(name, int, positive=True, optional=True)
         number("eval_every", int, minimum=0, optional=True)
@@ -219,7 +225,7 @@ class TrainConfig:
             self.eval_attacks,
             self.eval_eps,
             n_examples,
-            self.seed,
+            self.eval_seed,
             self.eval_precision,
             stopping=self.eval_stopping,
         )

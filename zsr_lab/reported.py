@@ -13,6 +13,7 @@ import pandas as pd
 from .datasets import BENCHMARK_DATASETS
 from .evaluate import read_results_csv
 from .protocol import Protocol
+from .uncertainty import TIE, unpaired_difference
 
 # ViT-B/32 fine-tuned on Tiny-ImageNet, evaluated zero-shot on the 16-dataset protocol at 1/255, mean over the
 # 16 datasets, as reported by the TGA-ZSR and Comp-TGA papers (which re-ran the baselines under it): PGD-100
@@ -30,6 +31,72 @@ _HEADLINE = [  # method, attack, clean, robust, source
     ("tga_zsr", "CW-100", 56.44, 40.50, "yu2024tgazsr"),
 ]
 TRAINING = "ViT-B/32 (OpenAI weights) fine-tuned on Tiny-ImageNet"
+
+
+# Images in each of the 16 protocol splits (whole test splits, as the papers evaluate): what their PGD-100 means
+# rest on. Tiny-ImageNet val, CIFAR-10/100 test, STL-10 test, SUN397 whole, Food101 test, Pets test, Flowers102 test,
+# DTD test (partition 1), EuroSAT whole, FGVC-Aircraft test, ImageNet val, Caltech-101/256 whole, Cars test, PCAM test.
+WHOLE_SPLIT_SIZES = dict(
+    zip(
+        BENCHMARK_DATASETS,
+        (10_000, 10_000, 10_000, 8_000, 108_754, 25_250, 3_669, 6_149, 1_880, 27_000, 3_333, 50_000, 8_677, 30_607)
+        + (8_041, 32_768),
+    )
+)
+# The closest published call on this protocol: UCAT's re-runs of both methods under APGD-CE + APGD-DLR on 1,000
+# images per set (the supplementary material's Table 16), as quoted in the book's references.
+_RERUNS = [("ucat", 30.58), ("tga_zsr", 30.52)]
+
+
+def published_differences() -> pd.DataFrame:
+    """Which published differences the papers' own sample sizes can tell apart.
+
+    Published numbers come without per-image data, so only an unpaired interval can be given (two independent
+    samples; a paired one, which these numbers do not allow, would be narrower). Compared: neighbours in robust
+    accuracy under each attack of :func:`reported_results` (whole splits: :data:`WHOLE_SPLIT_SIZES`), and UCAT
+    against TGA-ZSR as UCAT re-ran them (``papers-aa``, 16 × 1,000 images).
+
+    Returns:
+        One row per pair: attack, higher, lower (methods), their robust accuracies, the difference with its 95 %
+        unpaired interval, the images each mean rests on, and ``verdict``: ``"separated"`` or
+        :data:`zsr_lab.uncertainty.TIE` (the interval holds 0).
+    """
+    rows = []
+    sizes = list(WHOLE_SPLIT_SIZES.values())
+    for attack, group in reported_results().groupby("attack", sort=False):
+        ordered = group.sort_values("robust_accuracy", ascending=False)
+        for (_, high), (_, low) in zip(ordered.iterrows(), ordered.iloc[1:].iterrows()):
+            rows.append(
+                _difference(attack, high, low, sizes, ", ".join(dict.fromkeys((high["source"], low["source"]))))
+            )
+    (first, a), (second, b) = _RERUNS
+    rows.append(
+        _difference(
+            "papers-aa (UCAT's re-runs)",
+            {"method": first, "robust_accuracy": a},
+            {"method": second, "robust_accuracy": b},
+            [1000] * len(BENCHMARK_DATASETS),
+            "lu2026ucat",
+        )
+    )
+    return pd.DataFrame(rows)
+
+
+def _difference(attack, high, low, sizes, source) -> dict:
+    difference, lower, upper = unpaired_difference(high["robust_accuracy"], low["robust_accuracy"], sizes)
+    return {
+        "attack": attack,
+        "higher": high["method"],
+        "lower": low["method"],
+        "robust (higher)": high["robust_accuracy"],
+        "robust (lower)": low["robust_accuracy"],
+        "difference": difference,
+        "low": lower,
+        "high": upper,
+        "images per model": int(sum(sizes)),
+        "verdict": TIE if lower <= 0 else "separated",
+        "source": source,
+    }
 
 
 def reported_protocol(attack: str) -> Protocol:

@@ -48,9 +48,7 @@ def check_evaluation(
         large_eps: a budget under which any honest evaluation reaches about 0 % robust accuracy.
         steps: (few, many) PGD steps; the sweep uses the protocol's step of 1/255.
         n_examples: images drawn from the dataset (``None``: the whole split).
-        tolerance: accuracy points allowed at the large budget (the collapse check). An attack "beats" another
-            only when it breaks significantly more of the same images (McNemar's exact test at 5 %), so sampling
-            noise never raises a flag.
+        tolerance: accuracy points allowed for sampling noise.
     """
     few, many = steps
     budgets = sorted(eps)

@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "eval_batch_size": int,
         "eval_precision": str,
         "eval_stopping": str,
+        "eval_seed": int,
         "data_root": str,
         "num_workers": int,
         "device": str,

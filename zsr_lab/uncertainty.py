@@ -11,6 +11,7 @@ on the same images, where the noise is much smaller: only the images on which th
 - :func:`rank_groups`: many models: pairwise paired tests with Holm's correction; models no test separates
   share a rank.
 - :func:`unpaired_difference`: two published numbers, which come without per-image data.
+- :func:`images_needed`: how many images a paired test needs to separate a given difference.
 
 Per-image outcomes travel in result rows as bitmaps (:func:`encode_outcomes`), so any two tables evaluated on the
 same images can be compared after the fact.
@@ -23,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -62,14 +64,43 @@ def stratified_interval(percent: Sequence[float], n: Sequence[int], z: float = Z
     return mean, max(mean - 100 * half, 0.0), min(mean + 100 * half, 100.0)
 
 
-def unpaired_difference(a: float, b: float, n_per_set: int, n_sets: int = 1, z: float = Z95):
-    """(difference, low, high) in points between two means over ``n_sets`` sets of ``n_per_set`` images each,
-    treated as independent samples (all one can do for published numbers, which come without per-image data).
-    The variance of each mean uses its own value for every set (the per-set values are not known)."""
+def unpaired_difference(a: float, b: float, n_per_set, n_sets: int | None = None, z: float = Z95):
+    """(difference, low, high) in points between two means over datasets, treated as independent samples (all one
+    can do for published numbers, which come without per-image data).
+
+    Arguments:
+        a, b: the two means (%).
+        n_per_set: images per set: one number (with ``n_sets`` sets) or one per set.
+        n_sets: the number of sets when ``n_per_set`` is one number (default 1).
+
+    The variance of each mean is Σ_d p(1 − p)/n_d / D² with its own mean p for every set (the per-set values are
+    not published)."""
+    sizes = np.full(n_sets or 1, float(n_per_set)) if np.ndim(n_per_set) == 0 else np.asarray(n_per_set, float)
     p, q = a / 100, b / 100
-    var = (p * (1 - p) + q * (1 - q)) / (n_per_set * n_sets)
+    var = (p * (1 - p) + q * (1 - q)) * float(np.sum(1 / sizes)) / len(sizes) ** 2
     half = 100 * z * math.sqrt(var)
     return a - b, a - b - half, a - b + half
+
+
+def images_needed(difference: float, discordant: float, *, alpha: float = ALPHA, power: float = 0.8) -> int:
+    """Images two models must both be evaluated on for a paired test (McNemar, two-sided ``alpha``) to separate a
+    true difference of ``difference`` points with probability ``power``, when a share ``discordant`` (in %) of the
+    images is kept by one model only (Connor's approximation, 1987). For a mean over D sets of equal size, the
+    images are spread over the sets: each holds a D-th.
+
+    Examples::
+        >>> images_needed(1.0, 5.0)   # 1 point apart, 5 % of the images discordant
+        3923
+    """
+    if not 0 < abs(difference) <= discordant <= 100:
+        raise ValueError(
+            f"need 0 < |difference| ≤ discordant share ≤ 100 (in %), got {difference} and {discordant}: two models "
+            f"cannot differ by more than the images on which they disagree"
+        )
+    normal = NormalDist()
+    delta, psi = abs(difference) / 100, discordant / 100
+    root = normal.inv_cdf(1 - alpha / 2) * math.sqrt(psi) + normal.inv_cdf(power) * math.sqrt(psi - delta**2)
+    return math.ceil(root**2 / delta**2)
 
 
 # ---- per-image outcomes --------------------------------------------------------------------------------------
