@@ -320,3 +320,11 @@ def test_pairs_that_swap_within_the_noise_are_not_counted_as_reversed():
     assert "1/255 +0.5 (tie), 4/255 -10.0;" in curve and curve.endswith(f"A tie: {uncertainty.TIE}.")
     agreement = claims.attack_agreement(table, 1.0, "PGD-10", "suite")
     assert "suite finds lower robust accuracy for 0 of 2 models, PGD-10 for 0; 2 are ties" in agreement
+
+
+def test_fine_tuning_change_says_whether_the_change_is_separated():
+    table = _evaluated({("CLIP", "suite", 4.0): (80, 5), ("tecoa", "suite", 4.0): (79.5, 30)})
+    text = claims.fine_tuning_change(table, "CLIP", "tecoa", 4.0)
+    assert "clean accuracy: -0.5 points on average over 2 sets (a tie)" in text
+    assert "robust accuracy at 4/255: +25.0 points on average over 2 sets (separated)" in text
+    assert text.endswith(f"A tie: {uncertainty.TIE} (paired exact test on the same images).")

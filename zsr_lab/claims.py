@@ -46,17 +46,22 @@ def first_budget_below_half(sweep: pd.DataFrame) -> str:
 
 def fine_tuning_change(table: pd.DataFrame, before: str, after: str, eps: float) -> str:
     """How fine-tuning changed clean and robust accuracy (robust under the table's first attack at ``eps``),
-    on average over the datasets and where it changed most: ``before`` and ``after`` are method names."""
+    on average over the datasets and where it changed most: ``before`` and ``after`` are method names. With
+    per-image outcomes, each average says whether a paired test separates it or calls it a tie."""
     rows = select_attack(table[(table["eps"] == eps) & (table["dataset"] != "mean")])
     grid = rows.pivot_table(index="dataset", columns="method", values=["clean_accuracy", "robust_accuracy"], sort=False)
     lines = []
     for value, label in (("clean_accuracy", "clean accuracy"), ("robust_accuracy", f"robust accuracy at {eps:g}/255")):
         change = grid[(value, after)] - grid[(value, before)]
+        verdict = ""
+        if f"{INTERVALS[value]}_outcomes" in table.columns:  # per-image evidence: say whether it separates
+            verdict = " (a tie)" if order(table, eps, after, before, value) == 0 else " (separated)"
         lines.append(
-            f"{label}: {change.mean():+.1f} points on average over {len(change)} sets, from "
+            f"{label}: {change.mean():+.1f} points on average over {len(change)} sets{verdict}, from "
             f"{change.min():+.1f} ({change.idxmin()}) to {change.max():+.1f} ({change.idxmax()})"
         )
-    return f"{after} against {before}: " + "; ".join(lines) + "."
+    ties = " A tie: " + TIE + " (paired exact test on the same images)." if "(a tie)" in "".join(lines) else ""
+    return f"{after} against {before}: " + "; ".join(lines) + "." + ties
 
 
 def drift_ratio(drift: pd.DataFrame) -> str:
