@@ -562,10 +562,10 @@ class Evidence:
         self.indices, self.protocol = indices, protocol
 
     def lookup(self, key: str, eps: float, indices=None):
-        found = self.ledger.lookup(
-            self.weights, self.context, self.dataset, eps, key, self.indices if indices is None else indices
-        )
-        return found
+        """(outcome, passes, perturbation, excursion) of attack ``key`` at ``eps`` for ``indices`` (default: all of
+        this dataset's images); outcome -1 where not recorded."""
+        chosen = self.indices if indices is None else indices
+        return self.ledger.lookup(self.weights, self.context, self.dataset, eps, key, chosen)
 
     def clean_known(self) -> bool:
         return bool((self.lookup(CLEAN, 0.0)[0] >= 0).all())
