@@ -286,3 +286,17 @@ def test_training_seeds_are_evaluated_on_the_same_images():
     assert zl.recipe("tecoa", "classroom", seed=3, eval_seed=2).resolved().protocol.seed == 2
     with pytest.raises(ValueError, match="eval_seed"):
         zl.recipe("tecoa", "classroom", eval_seed=-1).resolved()
+
+
+def test_paired_rows_pairs_per_dataset_and_refuses_other_images():
+    keep = np.array([1] * 30 + [0] * 70, dtype=bool)
+    lose = keep.copy()
+    lose[:10] = False
+    a, b = _table({"x": (keep, keep), "y": (keep, keep)}), _table({"x": (keep, lose), "y": (keep, lose)})
+    result = uncertainty.paired_rows(a, b, "robust_outcomes")
+    assert result.difference == pytest.approx(10.0) and (result.only_a, result.only_b) == (20, 0)
+    assert uncertainty.paired_rows(a, b.iloc[:1], "robust_outcomes") is None  # a dataset missing on one side
+    assert (
+        uncertainty.paired_rows(a, _table({"x": (keep, keep), "y": (keep, keep)}, images="o"), "robust_outcomes")
+        is None
+    )

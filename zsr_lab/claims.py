@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import INTERVALS, select_attack, summarize
-from .uncertainty import ALPHA, TIE, Z95, decode_outcomes, paired_difference, stratified_interval
+from .uncertainty import ALPHA, TIE, Z95, paired_rows, stratified_interval
 
 
 def first_budget_below_half(sweep: pd.DataFrame) -> str:
@@ -185,22 +185,10 @@ def order_attacks(table: pd.DataFrame, eps: float, method: str, first: str, seco
 def _order_rows(first: pd.DataFrame, second: pd.DataFrame, value: str, names) -> int:
     if first.empty or second.empty:
         raise ValueError(f"no rows of {names[0] if first.empty else names[1]} to compare")
-    column = f"{INTERVALS[value]}_outcomes"
-    pairs = first.merge(second, on="dataset", suffixes=("_a", "_b"))
-    paired = (
-        column in first.columns
-        and "images" in first.columns
-        and len(pairs) == len(first) == len(second)
-        and pairs[[f"{column}_a", f"{column}_b"]].notna().all().all()
-        and (pairs["images_a"] == pairs["images_b"]).all()
-    )
     difference = first[value].mean() - second[value].mean()
-    if paired:
-        sets = [
-            (decode_outcomes(r[f"{column}_a"], int(r["n_a"])), decode_outcomes(r[f"{column}_b"], int(r["n_b"])))
-            for _, r in pairs.iterrows()
-        ]
-        result = paired_difference(sets)
+    # paired only where the rows name their images: otherwise the same images cannot be assured
+    result = paired_rows(first, second, f"{INTERVALS[value]}_outcomes") if "images" in first.columns else None
+    if result is not None:
         return 0 if result.tie else int(np.sign(result.difference))
     if "n" not in first.columns or first["n"].isna().any() or second["n"].isna().any():
         return int(np.sign(difference))

@@ -18,7 +18,7 @@ from .attention import attention_maps
 from .claims import percent
 from .evaluate import select_attack, summarize, with_intervals
 from .models import ZeroShotCLIP
-from .uncertainty import decode_outcomes, paired_difference
+from .uncertainty import paired_rows
 
 COLUMN_INCHES = 6.5  # the text column is 672 px; with the 0.1-in pad of the inline PNG (670 px at 100 dpi) a figure
 # this wide is shown at its own size, so that its 9-pt text renders as 9 pt
@@ -833,17 +833,8 @@ def _gap_intervals(table: pd.DataFrame, methods, eps: float, worst: str, single:
     bounds = []
     for method in methods:
         mine = rows[rows["method"] == method]
-        pairs = mine[mine["attack"] == single].merge(mine[mine["attack"] == worst], on="dataset", suffixes=("_a", "_b"))
-        if pairs.empty or pairs[["robust_outcomes_a", "robust_outcomes_b"]].isna().any().any():
+        result = paired_rows(mine[mine["attack"] == single], mine[mine["attack"] == worst], "robust_outcomes")
+        if result is None:
             return None
-        result = paired_difference(
-            [
-                (
-                    decode_outcomes(r["robust_outcomes_a"], int(r["n_a"])),
-                    decode_outcomes(r["robust_outcomes_b"], int(r["n_b"])),
-                )
-                for _, r in pairs.iterrows()
-            ]
-        )
         bounds.append((result.low, result.high))
     return np.array(bounds)

@@ -188,6 +188,28 @@ def paired_difference(sets: Sequence[tuple[np.ndarray, np.ndarray]], z: float = 
     )
 
 
+def paired_rows(first: pd.DataFrame, second: pd.DataFrame, column: str) -> PairedDifference | None:
+    """The paired difference first − second from two sets of per-dataset rows (one row per dataset each) and
+    their outcome bitmaps in ``column``; ``None`` when they cannot be paired (a dataset missing on one side, no
+    outcomes, or other images)."""
+    pairs = first.merge(second, on="dataset", suffixes=("_a", "_b"))
+    if (
+        column not in first.columns
+        or column not in second.columns
+        or pairs.empty
+        or not len(pairs) == len(first) == len(second)
+        or pairs[[f"{column}_a", f"{column}_b"]].isna().any().any()
+        or ("images_a" in pairs.columns and (pairs["images_a"] != pairs["images_b"]).any())
+    ):
+        return None
+    return paired_difference(
+        [
+            (decode_outcomes(r[f"{column}_a"], int(r["n_a"])), decode_outcomes(r[f"{column}_b"], int(r["n_b"])))
+            for _, r in pairs.iterrows()
+        ]
+    )
+
+
 OUTCOME_COLUMNS = {"clean": "clean_outcomes", "robust": "robust_outcomes", "worst_case": "worst_case_outcomes"}
 PROTOCOL_FIELDS = ("suite", "template", "precision", "seed", "stopping", "model")
 
