@@ -5,10 +5,12 @@ accuracy test always judges what the current code produces. Set ZSR_LAB_CACHE to
 """
 
 import atexit
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
@@ -22,6 +24,9 @@ import torch  # noqa: E402
 
 import zsr_lab as zl  # noqa: E402
 from zsr_lab.models import CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL  # noqa: E402
+
+NBVAL_CHAPTERS = "nbval_chapters.json"  # each chapter's time in this test run, for .ci/time_account.py
+SESSION_START = time.time()
 
 
 @pytest.fixture(autouse=True)
@@ -71,16 +76,27 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Time per chapter, every phase of every cell (the teaching page quotes these
-    from a CI run). From the reporter's records: hooks of this conftest do not see the items under book/."""
-    seconds: dict[str, float] = {}
+    """Time per chapter, every phase of every cell (the teaching page quotes these from a CI run), also written
+    with each chapter's start and end, the unit tests' total and the slowest of them to ``nbval_chapters.json``
+    in the zsr_lab cache, where ``.ci/time_account.py`` reads them. From the reporter's records: hooks of this
+    conftest do not see the items under book/."""
+    chapters: dict[str, dict] = {}
+    unit_tests: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             nodeid = getattr(report, "nodeid", "")
+            if nodeid.startswith("tests/") and getattr(report, "when", None):
+                unit_tests[nodeid] = unit_tests.get(nodeid, 0.0) + report.duration
             if ".ipynb::" in nodeid and getattr(report, "when", None):  # run, not deselected
-                chapter = nodeid.split("::")[0]
-                seconds[chapter] = seconds.get(chapter, 0.0) + getattr(report, "duration", 0.0)
-    if seconds:
+                chapter = chapters.setdefault(nodeid.split("::")[0], {"seconds": 0.0, "start": report.start})
+                chapter["seconds"] += report.duration
+                chapter["start"] = min(chapter["start"], report.start)
+                chapter["stop"] = max(chapter.get("stop", report.stop), report.stop)
+    if chapters:
         terminalreporter.section("time per chapter (nbval, in book order)")
-        for chapter, total in seconds.items():
-            terminalreporter.write_line(f"{chapter}: {total:.0f} s")
+        for name, chapter in chapters.items():
+            terminalreporter.write_line(f"{name}: {chapter['seconds']:.0f} s")
+        session = {"start": SESSION_START, "stop": time.time()}
+        slowest = dict(sorted(unit_tests.items(), key=lambda item: -item[1])[:25])
+        report = {"session": session, "chapters": chapters, "unit_tests": sum(unit_tests.values()), "slowest": slowest}
+        (zl.settings.cache_dir() / NBVAL_CHAPTERS).write_text(json.dumps(report))

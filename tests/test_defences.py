@@ -48,10 +48,15 @@ def test_the_reference_solution_breaks_the_defence_and_the_default_pgd_does_not(
 
 
 @pytest.mark.slow
-def test_a_grade_repeats_exactly(classroom_clip):
+def test_a_grade_repeats_exactly(classroom_clip, tmp_path, monkeypatch):
+    """Computed twice (each time in an empty cache, so neither is read from the other): the same grade."""
     build, solution = SOLUTIONS["noise"]
-    first, second = (grader.grade(build(classroom_clip), default_pgd) for _ in range(2))
-    assert first == second
+    grades = []
+    for attempt in range(2):
+        monkeypatch.setenv("ZSR_LAB_CACHE", str(tmp_path / f"cache{attempt}"))
+        grades.append(grader.grade(build(classroom_clip), default_pgd))
+    assert grades[0] == grades[1]
+    assert all(len(list((tmp_path / f"cache{attempt}" / "results" / "grade").glob("*.pkl"))) == 1 for attempt in (0, 1))
 
 
 def _shifted(by):

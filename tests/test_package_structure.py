@@ -12,7 +12,7 @@ from zsr_lab.registry import Registry, UnknownNameError
 PACKAGE = Path(zl.__file__).parent
 # the README's layout, top to bottom: a module imports only from its own layer and the layers above it
 LAYERS = (
-    ("settings", "registry", "progress", "precision", "distributed", "uncertainty"),
+    ("settings", "registry", "progress", "precision", "distributed", "uncertainty", "worklog", "memo"),
     ("models", "weights", "classroom_data", "scenes", "datasets", "classroom", "pretrained", "classifier"),
     ("attack_base", "attacks", "apgd", "suites", "protocol", "scales"),
     ("attention", "tima", "methods"),

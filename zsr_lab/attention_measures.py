@@ -10,6 +10,7 @@ the tables.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import pandas as pd
 import torch
@@ -21,7 +22,9 @@ from .attacks import check_eps, pgd_linf
 from .attention import attention_drift, attention_maps, attention_mass_in_object, pointing_game
 from .classifier import dataset_classifier
 from .evaluate import subset
+from .memo import remember
 from .models import ZeroShotCLIP, frozen_parameters
+from .worklog import work
 
 
 def perturbed_images(
@@ -94,34 +97,41 @@ def measure_attention_drift(
     check_eps(eps)
     installed = {id(m): m.class_embeddings for m in (reference, *models.values())}  # restored at the end
     rows = []
-    for name in dataset_names:
-        spec = datasets.get_spec(name)
-        data = datasets.load_dataset(name, data_root=data_root, image_size=reference.image_size[0], verbose=False)
-        loader = DataLoader(subset(data, n_examples, seed), batch_size=batch_size)
-        reference.set_classifier(dataset_classifier(reference, name))
-        for model_name, model in models.items():
-            model.set_classifier(dataset_classifier(model, name))
-            sums = {"clean": 0.0, "random_noise": 0.0, "adversarial": 0.0}
-            count = 0
-            for images, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
-                target = attention_maps(reference, images, reference.class_embeddings[labels])
-                text = model.class_embeddings[labels]
-                for key, x in conditions.items():
-                    sums[key] += float(attention_drift(attention_maps(model, x, text), target).sum())
-                count += len(labels)
-            rows.append(
-                {
-                    "model": model_name,
-                    "dataset": spec.name,
-                    "eps": float(eps),
-                    "steps": steps,
-                    "n": count,
-                    **{key: value / count for key, value in sums.items()},
-                }
-            )
+    settings = dict(eps=float(eps), steps=steps, n_examples=n_examples, batch_size=batch_size, seed=seed)
+    with work("measuring", "attention drift") as record:
+        record.cached = True
+        for name in dataset_names:
+            spec = datasets.get_spec(name)
+            data = datasets.load_dataset(name, data_root=data_root, image_size=reference.image_size[0], verbose=False)
+            loader = DataLoader(subset(data, n_examples, seed), batch_size=batch_size)
+            reference.set_classifier(dataset_classifier(reference, name))
+            for model_name, model in models.items():
+                # per model and dataset: a model measured again (in another cell or chapter) is read
+                key = dict(model=model.weights_fingerprint(), reference=reference.weights_fingerprint(), **settings)
+                drift = partial(_drift, model, reference, name, loader, eps=eps, steps=steps, seed=seed)
+                means, cached = remember("attention_drift", dict(key, dataset=name, size=model.image_size), drift)
+                record.cached &= cached
+                rows.append({"model": model_name, "dataset": spec.name, "eps": float(eps), "steps": steps, **means})
     for model in (reference, *models.values()):
         model.class_embeddings = installed[id(model)]
     return pd.DataFrame(rows)
+
+
+def _drift(
+    model: ZeroShotCLIP, reference: ZeroShotCLIP, dataset: str, loader: DataLoader, *, eps: float, steps: int, seed: int
+) -> dict:
+    """``n`` and the mean drift from the reference's clean maps under each condition, for one model and dataset
+    (the reference's classifier for ``dataset`` installed)."""
+    model.set_classifier(dataset_classifier(model, dataset))
+    sums = {"clean": 0.0, "random_noise": 0.0, "adversarial": 0.0}
+    count = 0
+    for images, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
+        target = attention_maps(reference, images, reference.class_embeddings[labels])
+        text = model.class_embeddings[labels]
+        for key, x in conditions.items():
+            sums[key] += float(attention_drift(attention_maps(model, x, text), target).sum())
+        count += len(labels)
+    return {"n": count, **{key: value / count for key, value in sums.items()}}
 
 
 def measure_attention_localisation(
@@ -175,47 +185,76 @@ def measure_attention_localisation(
     size = next(iter(sizes))[0]
     installed = {id(m): m.class_embeddings for m in models.values()}  # restored at the end
     rows = []
-    for name in dataset_names:
-        data = subset(
-            datasets.load_dataset(name, data_root=data_root, image_size=size, verbose=False), n_examples, seed
-        )
-        masks = datasets.object_masks(data, size)
-        loader = DataLoader(data, batch_size=batch_size)
-        for model_name, model in models.items():
-            model.set_classifier(dataset_classifier(model, name))
-            sums = {
-                key: {"mass_in_object": 0.0, "pointing": 0.0, "accuracy": 0.0}
-                for key in ("clean", "random_noise", "adversarial")
-            }
-            count = 0
-            for _, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
-                mask = masks[count : count + len(labels)]
-                text = model.class_embeddings[labels]
-                for key, x in conditions.items():
-                    maps = attention_maps(model, x, text, normalize=normalize)
-                    sums[key]["mass_in_object"] += float(attention_mass_in_object(maps, mask).sum())
-                    sums[key]["pointing"] += float(pointing_game(maps, mask).sum())
-                    with torch.no_grad():
-                        sums[key]["accuracy"] += float((model(x).argmax(1) == labels).sum())
-                count += len(labels)
-            uniform = float(masks.flatten(1).mean(1).mean())
-            for key, values in sums.items():
-                mass = values["mass_in_object"] / count
-                rows.append(
-                    {
-                        "model": model_name,
-                        "dataset": name,
-                        "condition": key,
-                        "mass_in_object": mass,
-                        "uniform": uniform,
-                        "lift": mass / uniform,
-                        "pointing": values["pointing"] / count,
-                        "accuracy": 100 * values["accuracy"] / count,
-                        "eps": float(eps),
-                        "steps": steps,
-                        "n": count,
-                    }
+    settings = dict(
+        eps=float(eps), steps=steps, n_examples=n_examples, batch_size=batch_size, normalize=normalize, seed=seed
+    )
+    with work("measuring", "attention localisation") as record:
+        record.cached = True
+        for name in dataset_names:
+            data = subset(
+                datasets.load_dataset(name, data_root=data_root, image_size=size, verbose=False), n_examples, seed
+            )
+            masks = datasets.object_masks(data, size)
+            loader = DataLoader(data, batch_size=batch_size)
+            for model_name, model in models.items():
+                # per model and dataset: a model measured again (in another cell or chapter) is read
+                key = dict(model=model.weights_fingerprint(), dataset=name, size=size, **settings)
+                localise = partial(
+                    _localisation, model, name, loader, masks, eps=eps, steps=steps, normalize=normalize, seed=seed
                 )
+                scores, cached = remember("attention_localisation", key, localise)
+                record.cached &= cached
+                for score in scores:
+                    n = score.pop("n")
+                    rows.append(
+                        {"model": model_name, "dataset": name, **score, "eps": float(eps), "steps": steps, "n": n}
+                    )
     for model in models.values():
         model.class_embeddings = installed[id(model)]
     return pd.DataFrame(rows)
+
+
+def _localisation(
+    model: ZeroShotCLIP,
+    dataset: str,
+    loader: DataLoader,
+    masks: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    normalize: str,
+    seed: int,
+) -> list[dict]:
+    """Per condition, the localisation scores of one model on one dataset (without model and dataset)."""
+    model.set_classifier(dataset_classifier(model, dataset))
+    sums = {
+        key: {"mass_in_object": 0.0, "pointing": 0.0, "accuracy": 0.0}
+        for key in ("clean", "random_noise", "adversarial")
+    }
+    count = 0
+    for _, labels, conditions in _perturbed_batches(model, loader, eps=eps, steps=steps, seed=seed):
+        mask = masks[count : count + len(labels)]
+        text = model.class_embeddings[labels]
+        for key, x in conditions.items():
+            maps = attention_maps(model, x, text, normalize=normalize)
+            sums[key]["mass_in_object"] += float(attention_mass_in_object(maps, mask).sum())
+            sums[key]["pointing"] += float(pointing_game(maps, mask).sum())
+            with torch.no_grad():
+                sums[key]["accuracy"] += float((model(x).argmax(1) == labels).sum())
+        count += len(labels)
+    uniform = float(masks.flatten(1).mean(1).mean())
+    scores = []
+    for key, values in sums.items():
+        mass = values["mass_in_object"] / count
+        scores.append(
+            {
+                "condition": key,
+                "mass_in_object": mass,
+                "uniform": uniform,
+                "lift": mass / uniform,
+                "pointing": values["pointing"] / count,
+                "accuracy": 100 * values["accuracy"] / count,
+                "n": count,
+            }
+        )
+    return scores

@@ -33,6 +33,7 @@ from . import classroom_data, datasets, scenes, settings
 from .models import CLASSROOM_MODEL, CLASSROOM_SCENES_MODEL, create_untrained
 from .progress import progress_bar
 from .registry import Registry
+from .worklog import work
 
 FORMAT_VERSION = 2  # bump when the pre-training code changes what a config produces
 
@@ -303,7 +304,7 @@ def pretrained_checkpoint(
     path = checkpoint_path(config, cache_dir)
     if not path.exists():
         print(f"No cached classroom CLIP for this config: pre-training it once (cached at {path}).")
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), work("pre-training", config.model):
             model, record = pretrain_classroom_clip(config, data_root=data_root, progress=progress)
         settings.atomic_save({"state_dict": model.state_dict(), "record": record}, path)
         print(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .memo import content_digest
 from .models import ZeroShotCLIP
 
 
@@ -50,6 +51,20 @@ class Defence(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def content_fingerprint(self) -> str:
+        """A hash of what decides this defence's outputs: its class, its settings, the state of its random source
+        and the wrapped model's :meth:`~zsr_lab.models.ZeroShotCLIP.content_fingerprint` (cached grades and red
+        flags are keyed by it)."""
+        settings = {
+            name: value for name, value in vars(self).items() if not name.startswith("_") and name != "training"
+        }
+        generator = settings.pop("generator", None)
+        if isinstance(generator, torch.Generator):
+            settings["generator_state"] = generator.get_state()
+        return content_digest(
+            [type(self).__module__, type(self).__qualname__, settings, self.model.content_fingerprint()]
+        )
 
 
 class BitDepthReduction(Defence):

@@ -63,6 +63,7 @@ from .precision import FP16_GRAD_SCALE, autocast
 from .pretrained import RANDOM_WEIGHTS, load_clip
 from .progress import progress_bar
 from .recipes import TrainConfig, jsonable, method_revision
+from .worklog import work
 
 
 class TrainingDivergedError(RuntimeError):
@@ -284,6 +285,11 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
         DatasetNotFoundError: a missing dataset, with its expected layout and what to do.
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint stays).
     """
+    with work("fitting", config.method) as record:
+        return _fit(config, hooks, progress, record)
+
+
+def _fit(config: TrainConfig, hooks: Sequence, progress: bool, record) -> TrainResult:
     config = config.resolved()
     run_dir = config.run_folder()
     _check_run_can_start(config, run_dir)
@@ -298,6 +304,7 @@ def fit(config: TrainConfig, *, hooks: Sequence = (), progress: bool = True) -> 
     distributed.barrier()  # every process has looked before rank 0 may write the first checkpoint
     if resumed:
         state.restore(load_checkpoint(latest, config))
+        record.cached = state.step >= state.total_steps  # a finished run, loaded
         if state.is_main and progress:
             done = "finished: loaded, not retrained" if state.step >= state.total_steps else "resuming"
             print(f"run {run_dir.name}: step {state.step} of {state.total_steps}, {done}")

@@ -34,6 +34,7 @@ from .protocol import Protocol, check_split_sizes
 from .scales import get_scale
 from .suites import Suite, run_suite
 from .uncertainty import encode_outcomes, images_digest, stratified_interval, wilson_interval
+from .worklog import timed, work
 
 
 def subset(dataset, n_examples: int | None, seed: int = 0):
@@ -73,6 +74,7 @@ def zero_shot_accuracy(
     return int(correct), total
 
 
+@timed("evaluating", "zero-shot")
 def evaluate_zero_shot(
     model: ZeroShotCLIP,
     dataset_names: Sequence[str],
@@ -444,31 +446,33 @@ def evaluate_robustness(
         n_classes = len(spec.classnames)
         planned = [(suite, float(value)) for suite in suites for value in protocol.eps]
         pending = [(s, e) for s, e in planned if not evidence.resolved(s.members_for(n_classes), e)]
-        if pending or not evidence.clean_known():
-            mine = distributed.shard(indices, rank, world)
-            cuda = [model.device] if model.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):  # attacks draw per image; the caller's RNG is left alone
-                _attack_dataset(
-                    model,
-                    target,
-                    spec,
-                    IndexedSubset(loaded[spec.name], mine),
-                    used_templates,
-                    pending,
-                    evidence,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
-                    cache_dir=cache_dir,
-                    progress=progress and rank == 0,
-                )
-            if world > 1:  # every process learns the others' verdicts; the first writes them
-                for records in distributed.all_gather_objects(ledger.pending()):
-                    ledger.add(records)
-            if rank == 0:
-                ledger.save()
-        elif progress and rank == 0:
-            where = f" in {Path(out_dir).name}/{LEDGER_FILE}" if out_dir is not None else ""
-            print(f"{spec.title}: every verdict already recorded{where}; nothing attacked")
+        with work("evaluating", f"robustness on {spec.name}") as timing:
+            timing.cached = not pending and evidence.clean_known()
+            if pending or not evidence.clean_known():
+                mine = distributed.shard(indices, rank, world)
+                cuda = [model.device] if model.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda):  # attacks draw per image; the caller's RNG is left alone
+                    _attack_dataset(
+                        model,
+                        target,
+                        spec,
+                        IndexedSubset(loaded[spec.name], mine),
+                        used_templates,
+                        pending,
+                        evidence,
+                        batch_size=batch_size,
+                        num_workers=num_workers,
+                        cache_dir=cache_dir,
+                        progress=progress and rank == 0,
+                    )
+                if world > 1:  # every process learns the others' verdicts; the first writes them
+                    for records in distributed.all_gather_objects(ledger.pending()):
+                        ledger.add(records)
+                if rank == 0:
+                    ledger.save()
+            elif progress and rank == 0:
+                where = f" in {Path(out_dir).name}/{LEDGER_FILE}" if out_dir is not None else ""
+                print(f"{spec.title}: every verdict already recorded{where}; nothing attacked")
         rows = [
             evidence.row({**base, **_suite_protocol(s, e, n_classes)}, s.members_for(n_classes), e) for s, e in planned
         ]

@@ -4,7 +4,9 @@ The reader writes an attack ``attack(defence, images, labels) -> adversarial ima
 fixed set of held-out images that the reader does not choose, checks the ε-ball and the [0, 1] box itself, and
 passes the attack when the defence's robust accuracy falls to within ``margin`` points of what the undefended
 model keeps under a plain PGD-50 on the same images: a defence that adds no robustness is broken once it is no
-better than no defence. Everything is seeded, so a grade repeats exactly.
+better than no defence. Everything is seeded, so a grade repeats exactly. A grade is stored under the content
+of what decides it (the defence's weights and settings, the attack's source and the values it reads, the
+images), so grading the same attack on the same defence again reads it (:mod:`zsr_lab.memo`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from .attacks import build_attack
 from .classifier import dataset_classifier
 from .defences import Defence
 from .evaluate import subset
+from .memo import remember
 from .sanity import accuracy
+from .worklog import work
 
 GRADED_SETS = {"classroom": ("fashion_mnist", 8.0, 200), "full": ("cifar10", 4.0, 500)}
 EVALUATION_DRAWS = 5  # a randomised defence is scored by its mean accuracy over this many draws
@@ -165,13 +169,43 @@ def grade(
         >>> print(zl.grader.grade(SaturatedLogits(clip), cw))
     """
     images, labels, name, eps = graded_images(defence.model, scale, data_root=data_root, download=download, seed=seed)
-    n_classes = len(datasets.get_spec(name).classnames)
+    _reseed(defence, seed)  # first, as grading does: the defence's random state before does not matter
+    inputs = dict(defence=defence, attack=attack, images=images, labels=labels, margin=margin, seed=seed)
+    random_sources = [torch.default_generator, *_generators(defence)]
+    with work("evaluating", f"grade {type(defence).__name__}") as record:
+        result, record.cached = remember(
+            "grade",
+            inputs,
+            lambda: _grade(defence, attack, images, labels, name, eps, margin, seed),
+            random_sources=random_sources,
+        )
+    return result
+
+
+def _generators(defence: Defence) -> list[torch.Generator]:
+    generator = getattr(defence, "generator", None)
+    return [generator] if isinstance(generator, torch.Generator) else []
+
+
+def undefended_accuracy(model, images: torch.Tensor, labels: torch.Tensor, eps: float, seed: int = 0) -> float:
+    """The undefended model's accuracy (%) under PGD-50 at ``eps`` (units of 1/255): the grader's reference.
+    Computed once per model, images and ε, then read (every grade of a defence of the same model shares it)."""
+    n_classes = model.class_embeddings.shape[0]
+
+    def compute() -> float:
+        reference = build_attack(model, "pgd-50", eps, n_classes=n_classes, seed=seed)(images, labels)
+        return accuracy(model, reference, labels)
+
+    inputs = dict(model=model, images=images, labels=labels, eps=eps, seed=seed)
+    return remember("undefended_pgd50", inputs, compute)[0]
+
+
+def _grade(defence, attack, images, labels, name: str, eps: float, margin: float, seed: int) -> Grade:
     kept_images, kept_labels = images.clone(), labels.clone()
     _reseed(defence, seed)
     adversarial = _check(attack(defence, images, labels), images, labels, kept_images, kept_labels, eps)
     _reseed(defence, seed)
-    reference = build_attack(defence.model, "pgd-50", eps, n_classes=n_classes, seed=seed)(images, labels)
-    undefended = accuracy(defence.model, reference, labels)
+    undefended = undefended_accuracy(defence.model, images, labels, eps, seed)
     scores = []
     for draw in range(EVALUATION_DRAWS):
         _reseed(defence, seed + 1 + draw)

@@ -172,6 +172,15 @@ class ZeroShotCLIP(nn.Module):
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
+    def content_fingerprint(self) -> str:
+        """A hash of what decides this model's outputs: its weights and its installed classifier (cached results
+        that take the model, such as :func:`zsr_lab.sanity.red_flags`, are keyed by it)."""
+        digest = hashlib.blake2b(self.weights_fingerprint().encode(), digest_size=8)
+        embeddings = self.class_embeddings.detach().cpu().contiguous()
+        digest.update(str(embeddings.dtype).encode())
+        digest.update(embeddings.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def text_fingerprint(self) -> str:
         """A hash of the text-tower weights, so cached classifiers follow a tuned text side."""
         digest = hashlib.blake2b(digest_size=8)

@@ -19,6 +19,7 @@ from .claims import percent
 from .evaluate import select_attack, summarize, with_intervals
 from .models import ZeroShotCLIP
 from .uncertainty import paired_rows
+from .worklog import timed
 
 COLUMN_INCHES = 6.5  # the text column is 672 px; with the 0.1-in pad of the inline PNG (670 px at 100 dpi) a figure
 # this wide is shown at its own size, so that its 9-pt text renders as 9 pt
@@ -98,6 +99,7 @@ def _short(name: str, characters: int) -> str:
     return name if len(name) <= characters else name[: characters - 1] + "…"
 
 
+@timed("drawing")
 def show_examples(
     dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224, data_root=None, seed: int = 0
 ):
@@ -117,6 +119,7 @@ def show_examples(
     return fig
 
 
+@timed("drawing")
 def plot_class_similarity(class_embeddings: torch.Tensor, classnames: Sequence[str], *, title: str = "", ax=None):
     """Heatmap of cosine similarities between the class text embeddings of a zero-shot classifier."""
     similarity = (class_embeddings @ class_embeddings.T).cpu().numpy()
@@ -132,6 +135,7 @@ def plot_class_similarity(class_embeddings: torch.Tensor, classnames: Sequence[s
     return ax
 
 
+@timed("drawing")
 @torch.no_grad()
 def show_predictions(
     model: ZeroShotCLIP,
@@ -164,6 +168,7 @@ def show_predictions(
     return fig
 
 
+@timed("drawing")
 def plot_accuracy(
     table: pd.DataFrame,
     *,
@@ -199,6 +204,7 @@ def plot_accuracy(
     return ax
 
 
+@timed("drawing")
 def show_adversarial(
     clean: torch.Tensor,
     adversarial: torch.Tensor,
@@ -235,6 +241,7 @@ def show_adversarial(
     return fig
 
 
+@timed("drawing")
 @torch.no_grad()
 def show_budget_series(
     model: ZeroShotCLIP,
@@ -277,6 +284,7 @@ def show_budget_series(
     return fig
 
 
+@timed("drawing")
 def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "dataset", attack: str | None = None, ax=None):
     """Robust accuracy against ε (in units of 1/255), one line per dataset (or per ``hue``, e.g. ``"method"``:
     then each line is the mean over datasets), under one attack (default: the table's first, the protocol's
@@ -301,6 +309,7 @@ def plot_robustness_curve(table: pd.DataFrame, *, scale: str, hue: str = "datase
     return ax
 
 
+@timed("drawing")
 def plot_robustness_curves(table: pd.DataFrame, *, scale: str, attacks: Sequence[str], hue: str = "method"):
     """:func:`plot_robustness_curve` once per attack, stacked so that each keeps the column's width (e.g. the
     worst case above a single PGD run, to compare them at a glance). Returns the figure."""
@@ -310,6 +319,7 @@ def plot_robustness_curves(table: pd.DataFrame, *, scale: str, attacks: Sequence
     return fig
 
 
+@timed("drawing")
 def plot_training(history: pd.DataFrame, *, scale: str, title: str = "Adversarial fine-tuning"):
     """The loss terms per logged step of each training stage (TIMA's text stage first, then the image stage),
     and clean/robust accuracy on the held-out training images: over the steps, or as bars when they were
@@ -395,6 +405,7 @@ def _label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
         placed.append(box)
 
 
+@timed("drawing")
 def plot_tradeoff(
     summary: pd.DataFrame, *, scale: str, eps: float, attack: str | None = None, ax=None, title: str | None = None
 ):
@@ -430,6 +441,7 @@ def plot_tradeoff(
     return ax
 
 
+@timed("drawing")
 def plot_tradeoffs(summary: pd.DataFrame, *, scale: str, eps_values: Sequence[float], attack: str | None = None):
     """:func:`plot_tradeoff` once per budget, stacked so that each keeps its width. Returns the figure."""
     fig, axes = _figure(len(eps_values), 1, height=3.8, width=COLUMN_INCHES * 0.8)
@@ -438,6 +450,7 @@ def plot_tradeoffs(summary: pd.DataFrame, *, scale: str, eps_values: Sequence[fl
     return fig
 
 
+@timed("drawing")
 def plot_heatmap(
     table: pd.DataFrame,
     *,
@@ -503,6 +516,7 @@ def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, a
     ax.imshow(attention_map.detach().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
 
 
+@timed("drawing")
 def show_attention(
     rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     *,
@@ -542,6 +556,7 @@ def show_attention(
     return fig
 
 
+@timed("drawing")
 def show_model_attention(
     views: Mapping[str, tuple[ZeroShotCLIP, torch.Tensor]],
     labels: torch.Tensor,
@@ -561,6 +576,7 @@ def show_model_attention(
     return show_attention(rows, captions=captions, title=title)
 
 
+@timed("drawing")
 def show_attention_shift(
     models: Mapping[str, ZeroShotCLIP],
     images: torch.Tensor,
@@ -651,6 +667,7 @@ def _bar_panels(tidy: pd.DataFrame, *, panel: str, x: str, y: str, hue: str, yla
     return fig
 
 
+@timed("drawing")
 def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     """Mean attention drift per dataset on clean, randomly perturbed and attacked images, one panel per model
     (a :func:`zsr_lab.measure_attention_drift` table)."""
@@ -673,6 +690,7 @@ def plot_attention_drift(table: pd.DataFrame, *, scale: str):
     )
 
 
+@timed("drawing")
 def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str = "mass_in_object"):
     """Share of the class attention on the object, per model, for clean, randomly perturbed and attacked images,
     one panel per dataset, with the share a uniform map would get as a dashed line (a
@@ -697,6 +715,7 @@ def plot_attention_localisation(table: pd.DataFrame, *, scale: str, value: str =
     )
 
 
+@timed("drawing")
 def plot_sensitivity(
     table: pd.DataFrame, *, scale: str, eps: float, reference: pd.DataFrame | None = None, attack: str | None = None
 ):
@@ -741,6 +760,7 @@ def plot_sensitivity(
     return fig
 
 
+@timed("drawing")
 def plot_text_geometry(
     original: torch.Tensor,
     tuned: torch.Tensor,
@@ -785,6 +805,7 @@ def plot_text_geometry(
     return fig
 
 
+@timed("drawing")
 def plot_attack_gap(table: pd.DataFrame, *, scale: str, eps: float, worst: str, single: str, ax=None):
     """How much a single attack over-states robustness: per method, mean robust accuracy under ``single`` (e.g.
     PGD-10) minus the worst case under ``worst`` (e.g. aa-10), at one ε, on the same images. Given the evaluation

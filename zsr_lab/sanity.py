@@ -19,9 +19,11 @@ import torch.nn.functional as F
 
 from .attacks import build_attack
 from .evaluate import evaluate_robustness
+from .memo import remember
 from .models import ZeroShotCLIP
 from .protocol import Protocol
 from .uncertainty import ALPHA, mcnemar_exact
+from .worklog import work
 
 
 def check_evaluation(
@@ -137,7 +139,25 @@ def red_flags(
 
     Examples::
         >>> zl.sanity.red_flags(SaturatedLogits(clip), images, labels, eps=8, n_classes=10)
+
+    The flags are stored under the content of the model (weights, classifier, settings, random source), the
+    images and the settings (:mod:`zsr_lab.memo`): asking again reads them.
     """
+    settings = dict(
+        eps=eps, n_classes=n_classes, large_eps=large_eps, square_queries=square_queries, tolerance=tolerance, seed=seed
+    )
+    generator = getattr(model, "generator", None)  # a randomised defence's own source: its state is in the key
+    with work("measuring", "red flags") as record:
+        flags, record.cached = remember(
+            "red_flags",
+            dict(model=model, images=images, labels=labels, **settings),
+            lambda: _red_flags(model, images, labels, **settings),
+            random_sources=[generator] if isinstance(generator, torch.Generator) else [],
+        )
+    return flags
+
+
+def _red_flags(model, images, labels, *, eps, n_classes, large_eps, square_queries, tolerance, seed) -> pd.DataFrame:
 
     def survivors(attack: str, budget: float) -> torch.Tensor:
         adversarial = build_attack(model, attack, budget, n_classes=n_classes, seed=seed)(images, labels)
