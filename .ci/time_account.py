@@ -114,16 +114,19 @@ def main(argv=None) -> int:
         for test, seconds in report["slowest"].items():
             print(f"  {seconds:6.1f}  {test}")
     builds = log[log["kind"] == "rendering"]
-    if len(builds):
-        build = builds.iloc[-1].to_dict()
-        executed = build_chapters(Path(args.book), build)
-        table = account(log, executed)
+    if report:  # the builds after the test run (CI: the book, then the student edition)
+        builds = builds[builds["start"] >= report["session"]["stop"]]
+    for _, build in (builds if report else builds.tail(1)).iterrows():
+        executed = build_chapters(Path(args.book), build.to_dict())
         executing = sum(stop - start for _, start, stop in executed)
-        show(
-            f"last book build ({build['what']}): {build['seconds']:.0f} s in all = {executing:.0f} s executing "
-            f"{len(executed)} chapters + {build['seconds'] - executing:.0f} s reading and rendering pages",
-            table,
+        title = (
+            f"book build, {build['what']}: {build['seconds']:.0f} s in all = {executing:.0f} s executing "
+            f"{len(executed)} chapters + {build['seconds'] - executing:.0f} s reading and rendering pages"
         )
+        if executed:
+            show(title, account(log, executed))
+        else:
+            print(f"\n{title}")
     return 0
 
 

@@ -16,7 +16,8 @@ def _finish(app, exception) -> None:
         return
     from zsr_lab import worklog
 
-    worklog.record_span("rendering", f"jupyter-book build {app.builder.name}", start, time.time() - start)
+    edition = "student edition" if getattr(app.config, "student_edition", False) else "book"
+    worklog.record_span("rendering", f"{edition} ({app.builder.name})", start, time.time() - start)
 
 
 def setup(app):
