@@ -108,8 +108,11 @@ def measure_attention_drift(
             for model_name, model in models.items():
                 # per model and dataset: a model measured again (in another cell or chapter) is read
                 key = dict(model=model.weights_fingerprint(), reference=reference.weights_fingerprint(), **settings)
+                key.update(
+                    dataset=name, split_size=len(data), size=model.image_size
+                )  # the data, as the ledger names it
                 drift = partial(_drift, model, reference, name, loader, eps=eps, steps=steps, seed=seed)
-                means, cached = remember("attention_drift", dict(key, dataset=name, size=model.image_size), drift)
+                means, cached = remember("attention_drift", key, drift)
                 record.cached &= cached
                 rows.append({"model": model_name, "dataset": spec.name, "eps": float(eps), "steps": steps, **means})
     for model in (reference, *models.values()):
@@ -198,7 +201,8 @@ def measure_attention_localisation(
             loader = DataLoader(data, batch_size=batch_size)
             for model_name, model in models.items():
                 # per model and dataset: a model measured again (in another cell or chapter) is read
-                key = dict(model=model.weights_fingerprint(), dataset=name, size=size, **settings)
+                # the data: its name and the object regions of the images measured (their content)
+                key = dict(model=model.weights_fingerprint(), dataset=name, masks=masks, size=size, **settings)
                 localise = partial(
                     _localisation, model, name, loader, masks, eps=eps, steps=steps, normalize=normalize, seed=seed
                 )
