@@ -101,6 +101,38 @@ def test_worklog_times_nested_work_once(fresh_cache):
     with pytest.raises(ValueError, match="unknown kind of work 'thinking'"):
         with worklog.work("thinking", "x"):
             pass
+    with pytest.raises(ValueError, match="unknown kind of work 'typing'"):
+        worklog.record_span("typing", "x", 0.0, 1.0)
+
+
+def test_timed_logs_each_call_under_the_function_name_and_keeps_its_result(fresh_cache):
+    @worklog.timed("drawing")
+    def figure(value):
+        return value * 2
+
+    assert figure(21) == 42 and figure.__name__ == "figure"
+    worklog.record_span("rendering", "book (html)", 100.0, 7.5)
+    log = worklog.read_worklog()
+    assert list(zip(log["kind"], log["what"])) == [("drawing", "figure"), ("rendering", "book (html)")]
+    assert log.iloc[1][["start", "seconds", "self_seconds"]].tolist() == [100.0, 7.5, 7.5]
+
+
+def test_a_defence_fingerprint_follows_its_settings_its_random_state_and_its_model(random_classroom_clip):
+    clip = random_classroom_clip
+    clip.set_classifier(torch.nn.functional.normalize(torch.randn(3, clip.embed_dim), dim=-1))
+    noisy = defences.RandomNoise(clip, sigma=0.1)
+    same = noisy.content_fingerprint()
+    assert defences.RandomNoise(clip, sigma=0.1).content_fingerprint() == same
+    assert defences.RandomNoise(clip, sigma=0.2).content_fingerprint() != same
+    noisy(torch.rand(2, 3, 28, 28))  # draws noise: the random source moved on
+    assert noisy.content_fingerprint() != same
+    before = clip.content_fingerprint()
+    clip.set_classifier(torch.nn.functional.normalize(torch.randn(3, clip.embed_dim), dim=-1))
+    assert clip.content_fingerprint() != before  # another classifier, same weights
+    assert (
+        defences.BitDepthReduction(clip, bits=4).content_fingerprint()
+        != defences.BitDepthReduction(clip, bits=5).content_fingerprint()
+    )
 
 
 def test_changed_weights_at_the_same_path_are_measured_again(fresh_cache, tmp_path, monkeypatch):

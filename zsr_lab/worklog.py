@@ -35,8 +35,7 @@ class Work:
     """One timed piece of work; set ``cached = True`` inside the block when the result was only read."""
 
     def __init__(self, kind: str, what: str):
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind of work {kind!r}; the kinds are {', '.join(KINDS)}")
+        _check_kind(kind)
         self.kind, self.what, self.cached = kind, what, False
         self.inner_seconds = 0.0
 
@@ -91,10 +90,14 @@ def timed(kind: str, what: str | None = None):
 def record_span(kind: str, what: str, start: float, seconds: float) -> None:
     """Log work timed elsewhere (the book build, timed by a Sphinx extension from its first to its last event);
     its ``self_seconds`` are its seconds (``.ci/time_account.py`` takes the chapters' execution out of it)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind of work {kind!r}; the kinds are {', '.join(KINDS)}")
+    _check_kind(kind)
     record = {"kind": kind, "what": what, "start": round(start, 3), "seconds": round(seconds, 3)}
     _append({**record, "self_seconds": record["seconds"], "cached": False, "depth": 0, "pid": os.getpid()})
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind of work {kind!r}; the kinds are {', '.join(KINDS)}")
 
 
 def _append(record: dict) -> None:
