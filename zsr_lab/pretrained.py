@@ -71,7 +71,7 @@ def load_clip(
             (:data:`zsr_lab.weights.PUBLISHED`, e.g. ``"robustvlm-fare-eps1"``, downloaded once); a checkpoint file
             in any layout :func:`zsr_lab.weights.read_weights` knows (whole CLIP, or the image tower alone, as the
             official training code of TeCoA, PMG-AFT and TGA-ZSR saves it); ``"zsr_lab"`` for the classroom CLIP
-            (pre-trained and cached on first use); ``None`` for random weights (same FLOPs, for benchmarks).
+            (shipped with the package); ``None`` for random weights (same FLOPs, for benchmarks).
         device: where to put the model (default: CUDA when available).
         cache_dir: zsr_lab cache (classroom checkpoint, published checkpoints); open_clip keeps its own hub cache.
         base: the tag whose text tower completes a file holding the image tower alone (default: ``"openai"``
