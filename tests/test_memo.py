@@ -2,6 +2,7 @@
 
 import json
 
+import pandas.testing as pd_testing
 import pytest
 import torch
 
@@ -182,3 +183,27 @@ def test_a_cached_grade_equals_the_computed_one_and_leaves_the_same_random_state
     stored = sorted(p.parent.name for p in (fresh_cache / "results").glob("*/*.pkl"))
     assert stored == ["grade", "undefended_pgd50"]
     assert json.loads(worklog.log_path().read_text().splitlines()[-1])["kind"] == "evaluating"
+
+
+def test_zero_shot_accuracy_is_read_the_second_time_and_computed_again_for_other_weights_or_prompts(
+    fresh_cache, random_classroom_clip, monkeypatch
+):
+    from zsr_lab import evaluate
+
+    first = zl.evaluate_zero_shot(random_classroom_clip, ["digits", "textures"], progress=False)
+    computed = []
+    real = evaluate.zero_shot_accuracy
+    monkeypatch.setattr(evaluate, "zero_shot_accuracy", lambda *a, **k: computed.append(1) or real(*a, **k))
+    again = zl.evaluate_zero_shot(random_classroom_clip, ["digits", "textures"], progress=False)
+    pd_testing.assert_frame_equal(first, again)
+    assert computed == []
+    assert random_classroom_clip.class_embeddings.shape[0] == 3  # the last dataset's classifier, as computing leaves it
+    zl.evaluate_zero_shot(random_classroom_clip, ["digits"], templates=["a {}"], progress=False)
+    assert computed == [1]  # other prompts: another classifier
+    with torch.no_grad():
+        random_classroom_clip.clip.visual.proj.mul_(-1)
+    other = zl.evaluate_zero_shot(random_classroom_clip, ["digits"], progress=False)
+    assert computed == [1, 1]  # other weights
+    log = worklog.read_worklog()
+    assert log.loc[log["what"] == "zero-shot", "cached"].tolist() == [False, True, False, False]
+    assert other["n"].item() == first["n"].iloc[0]

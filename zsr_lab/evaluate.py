@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from .attack_base import seed_from
 from .attacks import ATTACKS, AttackConfig
 from .classifier import dataset_classifier
 from .ledger import CLEAN, LEDGER_FILE, Ledger, LedgerError, context_of
+from .memo import remember
 from .models import ZeroShotCLIP, frozen_parameters, model_image_size
 from .precision import autocast
 from .pretrained import load_clip
@@ -34,7 +36,7 @@ from .protocol import Protocol, check_split_sizes
 from .scales import get_scale
 from .suites import Suite, run_suite
 from .uncertainty import encode_outcomes, images_digest, stratified_interval, wilson_interval
-from .worklog import timed, work
+from .worklog import work
 
 
 def subset(dataset, n_examples: int | None, seed: int = 0):
@@ -74,7 +76,6 @@ def zero_shot_accuracy(
     return int(correct), total
 
 
-@timed("evaluating", "zero-shot")
 def evaluate_zero_shot(
     model: ZeroShotCLIP,
     dataset_names: Sequence[str],
@@ -106,43 +107,67 @@ def evaluate_zero_shot(
 
     Returns:
         One row per dataset: model, pretrained, dataset, split, template, n, accuracy (%), attack, precision,
-        seed.
+        seed. Each dataset's count is cached by content (:mod:`zsr_lab.memo`: the model's weights, the classifier
+        built for it, the images as the ledger names them, the settings), so an evaluation run again is read.
     """
     if isinstance(dataset_names, str):
         dataset_names = [dataset_names]
     autocast(precision, model.device)  # validate before any data is loaded
-    rows = []
-    for name in dataset_names:
-        spec = datasets.get_spec(name)
-        used_templates = list(templates) if templates is not None else list(spec.templates)
-        data = datasets.load_dataset(
-            name, data_root=data_root, image_size=model.image_size[0], download=download, verbose=progress
-        )
-        loader = _classifier_and_loader(
-            model,
-            spec,
-            subset(data, n_examples, seed),
-            used_templates,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            cache_dir=cache_dir,
-        )
-        correct, total = zero_shot_accuracy(model, loader, precision=precision, desc=spec.title, progress=progress)
-        rows.append(
-            {
-                "model": model.model_name,
-                "pretrained": str(model.pretrained),
-                "dataset": name,
-                "split": spec.split,
-                "template": " | ".join(used_templates),
-                "n": total,
-                "accuracy": 100.0 * correct / total,
-                **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(correct, total))),
-                "attack": "none",
-                "precision": precision,
-                "seed": seed,
-            }
-        )
+    with work("evaluating", "zero-shot") as record:
+        record.cached = True
+        weights = model.weights_fingerprint()  # once: at full scale it hashes 600 MB
+        rows = []
+        for name in dataset_names:
+            spec = datasets.get_spec(name)
+            used_templates = list(templates) if templates is not None else list(spec.templates)
+            data = datasets.load_dataset(
+                name, data_root=data_root, image_size=model.image_size[0], download=download, verbose=progress
+            )
+            loader = _classifier_and_loader(
+                model,
+                spec,
+                subset(data, n_examples, seed),
+                used_templates,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                cache_dir=cache_dir,
+            )
+            # the model's weights and the classifier just installed, and the images as the ledger names them: a
+            # chapter run again (or the book build after the tests) reads the count instead of classifying again
+            key = dict(
+                weights=weights,
+                classifier=model.class_embeddings,
+                dataset=name,
+                split=spec.split,
+                split_size=len(data),
+                n_examples=n_examples,
+                seed=seed,
+                size=model.image_size,
+                precision=precision,
+                batch_size=batch_size,
+            )
+            model.eval()  # as classifying leaves it, read or not
+            (correct, total), cached = remember(
+                "zero_shot",
+                key,
+                partial(zero_shot_accuracy, model, loader, precision=precision, desc=spec.title, progress=progress),
+            )
+            record.cached &= cached
+            rows.append(
+                {
+                    "model": model.model_name,
+                    "pretrained": str(model.pretrained),
+                    "dataset": name,
+                    "split": spec.split,
+                    "template": " | ".join(used_templates),
+                    "n": total,
+                    "accuracy": 100.0 * correct / total,
+                    **dict(zip(("accuracy_low", "accuracy_high"), wilson_interval(correct, total))),
+                    "attack": "none",
+                    "precision": precision,
+                    "seed": seed,
+                }
+            )
     return pd.DataFrame(rows)
 
 
