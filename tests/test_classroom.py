@@ -209,3 +209,25 @@ def test_the_shipped_checkpoints_are_package_data():
     assert len(files) == len(classroom.PRETRAINING)
     for name in files:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+
+
+def test_ship_checkpoints_writes_each_config_on_the_shipped_threads_and_removes_stale_files(monkeypatch, tmp_path):
+    tiny = classroom.ClassroomPretrainConfig(steps=2, batch_size=16)
+    monkeypatch.setattr(classroom, "PRETRAINING", {tiny.model: tiny})
+    monkeypatch.setattr(classroom, "SHIPPED_WEIGHTS", tmp_path)
+    stale = tmp_path / f"{tiny.model}-000000000000.pt"
+    stale.write_bytes(b"old")
+    seen_threads = []
+    real = classroom.pretrain_classroom_clip
+
+    def recording(config, **kwargs):
+        seen_threads.append(torch.get_num_threads())
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(classroom, "pretrain_classroom_clip", recording)
+    threads = torch.get_num_threads()
+    (path,) = classroom.ship_checkpoints(progress=False)
+    assert path == tmp_path / classroom.checkpoint_name(tiny) and classroom.shipped_checkpoint(tiny) == path
+    assert not stale.exists() and sorted(tmp_path.iterdir()) == [path]
+    assert seen_threads == [classroom.SHIPPED_THREADS] and torch.get_num_threads() == threads
+    assert torch.load(path, weights_only=True)["record"]["config"]["steps"] == 2
