@@ -3,12 +3,14 @@
 Reads, from the zsr_lab cache the run used (``$ZSR_LAB_CACHE``, or ``--cache``):
 - ``worklog.jsonl``: every pre-training, fit, evaluation, measure, figure and book build zsr_lab timed
   (:mod:`zsr_lab.worklog`), with whether it was computed or read from a cache;
-- ``nbval_chapters.json``: each chapter's start and end in the last test run (written by tests/conftest.py);
+- ``nbval_chapters.json``: each chapter's start and end in the last test run, and the chapters it checked from
+  the book build's execution instead of executing them (written by tests/conftest.py);
 and the book build's execution reports (jupyter-cache, ``_build/.jupyter_cache``: each chapter's execution time
 and when it finished). Work is assigned to the chapter whose execution it falls in; "other" is the rest of a
 chapter's time (starting the kernel, imports, loading data, small cells, turning figures into images).
 
-Usage (after ``pytest`` and/or ``jupyter-book build .``, with the same ``ZSR_LAB_CACHE``)::
+Prints the last test run and the last build of each edition. Usage (after ``pytest`` and/or
+``jupyter-book build .``, with the same ``ZSR_LAB_CACHE``)::
 
     .venv/bin/python .ci/time_account.py [--cache DIR] [--book DIR]
 """
@@ -105,18 +107,20 @@ def main(argv=None) -> int:
     report, tested = test_run(cache)
     if report:
         session = report["session"]
-        show(
-            f"test run: {session['stop'] - session['start']:.0f} s in all; the chapters under nbval",
-            account(log, tested),
-        )
+        title = f"test run: {session['stop'] - session['start']:.0f} s in all"
+        if tested:
+            show(f"{title}; the chapters under nbval", account(log, tested))
+        else:
+            print(f"\n{title}")
         work = ", ".join(f"{kind} {seconds:.0f}" for kind, seconds in outside(log, session, tested).items())
         print(f"unit tests: {report['unit_tests']:.0f} s, of which work: {work}; the slowest (s):")
         for test, seconds in report["slowest"].items():
             print(f"  {seconds:6.1f}  {test}")
-    builds = log[log["kind"] == "rendering"]
-    if report:  # the builds after the test run (CI: the book, then the student edition)
-        builds = builds[builds["start"] >= report["session"]["stop"]]
-    for _, build in (builds if report else builds.tail(1)).iterrows():
+        if report.get("recorded"):
+            print(f"chapters checked from the book build's execution, not executed again: {len(report['recorded'])}")
+    # the last build of each edition (CI: the book, whose execution the tests then check, and the student edition)
+    builds = log[log["kind"] == "rendering"].groupby("what").tail(1).sort_values("start")
+    for _, build in builds.iterrows():
         executed = build_chapters(Path(args.book), build.to_dict())
         executing = sum(stop - start for _, start, stop in executed)
         title = (

@@ -67,6 +67,41 @@ def test_the_account_assigns_work_to_chapters_and_subtracts_it_from_their_time(t
     assert time_account.build_chapters(book, {"start": t0 + 200, "seconds": 100}) == [("tecoa", t0 + 210, t0 + 250)]
 
 
+def test_a_build_before_the_tests_is_accounted_and_chapters_checked_from_it_are_counted(time_account, tmp_path, capsys):
+    """CI's order: the book build executes the chapters, then the test run checks them from its execution."""
+    cache, book = tmp_path / "cache", tmp_path / "book"
+    cache.mkdir()
+    t0 = 1_800_000_000.0
+    (cache / worklog.LOG_FILE).write_text(
+        _line("rendering", "book (html)", t0 - 900, 100)  # an earlier build: not the last one, left out
+        + _line("fitting", "tecoa", t0 + 20, 30)
+        + _line("rendering", "book (html)", t0, 100)
+        + _line("pre-training", "zsr-classroom-vit", t0 + 150, 50)
+    )
+    report = {
+        "session": {"start": t0 + 120, "stop": t0 + 300},
+        "chapters": {},
+        "recorded": ["book/tecoa.ipynb"],
+        "unit_tests": 170.0,
+        "slowest": {},
+    }
+    (cache / "nbval_chapters.json").write_text(json.dumps(report))
+    database = book / "_build" / ".jupyter_cache" / "global.db"
+    database.parent.mkdir(parents=True)
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table nbcache (uri text, data json, created datetime)")
+        finished = datetime.fromtimestamp(t0 + 60, tz=timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        connection.execute(
+            "insert into nbcache values (?, ?, ?)", ("/x/book/tecoa.ipynb", '{"execution_seconds": 50}', finished)
+        )
+    assert time_account.main(["--cache", str(cache), "--book", str(book)]) == 0
+    out = capsys.readouterr().out
+    assert "test run: 180 s in all\n" in out and "unit tests: 170 s, of which work: pre-training 50" in out
+    assert "chapters checked from the book build's execution, not executed again: 1" in out
+    assert out.count("book build, book (html)") == 1
+    assert "book build, book (html): 100 s in all = 50 s executing 1 chapters" in out
+
+
 def test_the_account_says_what_to_do_without_a_log(time_account, tmp_path, capsys):
     assert time_account.main(["--cache", str(tmp_path)]) == 1
     assert "no work log" in capsys.readouterr().out
