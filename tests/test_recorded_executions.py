@@ -74,3 +74,19 @@ def test_the_fingerprint_follows_the_package_files(tmp_path):
     assert recorded_executions.environment_fingerprint(package) == first  # byte code is not the package
     (package / "module.py").write_text("A = 2\n")
     assert recorded_executions.environment_fingerprint(package) != first
+
+
+def test_a_distribution_found_twice_on_the_path_is_the_same_environment(tmp_path, monkeypatch):
+    """pytest puts the checkout on sys.path, where an editable install leaves its egg-info; the build does not."""
+    from importlib import metadata
+
+    package = tmp_path / "zsr_lab"
+    package.mkdir()
+    (package / "module.py").write_text("A = 1\n")
+    first = recorded_executions.environment_fingerprint(package)
+    name = "pytest"  # any installed distribution, seen a second time
+    copy = tmp_path / "path" / f"{name}-{metadata.version(name)}.dist-info"
+    copy.mkdir(parents=True)
+    (copy / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {metadata.version(name)}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "path"))
+    assert recorded_executions.environment_fingerprint(package) == first

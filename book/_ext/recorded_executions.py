@@ -37,7 +37,9 @@ def environment_fingerprint(package: Path | None = None) -> str:
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(package)).encode())
             digest.update(path.read_bytes())
-    installed = sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions())
+    # a set: a distribution found twice (an editable install's egg-info when the checkout is on sys.path, as it is
+    # for pytest and not for the book build) is the same environment
+    installed = sorted({f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions()})
     digest.update("\n".join(installed).encode())
     return digest.hexdigest()
 
@@ -98,6 +100,17 @@ def execution_errors(notebook: nbformat.NotebookNode) -> list[str]:
     return problems
 
 
+def unrecorded_chapters(root: Path) -> list[str]:
+    """The notebooks under ``root/book`` that the tests would execute again: those without a recorded execution
+    of their current cells in this environment (the full-scale training job, never executed by the build, aside)."""
+    fingerprint = environment_fingerprint()
+    return [
+        str(path.relative_to(root))
+        for path in sorted((root / "book").glob("*.ipynb"))
+        if path.stem != "train_full" and recorded_execution(path, cache_path(root), fingerprint) is None
+    ]
+
+
 def _start(app) -> None:
     app.zsr_lab_execution_start = (time.time(), environment_fingerprint())
 
@@ -115,3 +128,12 @@ def setup(app):
     app.connect("builder-inited", _start)
     app.connect("build-finished", _finish)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":  # CI, after the build: every chapter the tests will check has its execution recorded
+    missing = unrecorded_chapters(Path(__file__).resolve().parents[2])
+    if missing:
+        sys.exit(
+            f"no recorded execution in this environment for: {', '.join(missing)} (the tests would run them again)"
+        )
+    print("every chapter's execution is recorded for the tests")
