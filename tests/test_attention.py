@@ -239,5 +239,9 @@ def test_sensitivity_trains_each_point_once_and_labels_it(tmp_path):
     assert set(table.fixed) == {"beta = 0.05, normalize = tokens", "alpha = 0.08, normalize = tokens"}
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"alpha_0", "alpha_1", "beta_0.05"}
     assert table["robust_accuracy"].between(0, 100).all()
+    shown = zl.sensitivity_table(table, eps=4)
+    assert list(shown.columns) == ["option", "value", "attack", "eps", "clean (%)", "robust (%)"]
+    assert list(shown["attack"]) == ["PGD-2"] * 3
+    assert (shown["robust (%)"] == table["robust_accuracy"].round(1)).all()
     with pytest.raises(ValueError, match="has no option gamma"):
         zl.sensitivity(config, {"gamma": [1.0]})

@@ -201,6 +201,18 @@ def test_relative_cost_and_attack_agreement_and_curve_against():
     )
 
 
+def test_lead_under_the_suite_says_how_much_the_worst_case_takes_back():
+    text = claims.lead_under_the_suite(_plane(), "tima", "tecoa", suite="suite", single="PGD-10")
+    assert text == (
+        "tima's robust lead over tecoa in points, PGD-10 → suite: 1/255 -10.0 → -10.0, 4/255 +4.0 → +5.0; "
+        "at 4/255 the suite takes none of the lead back."
+    )
+    text = claims.lead_under_the_suite(_plane(), "fare", "CLIP (zero-shot)", suite="suite", single="PGD-10")
+    assert text.endswith("at 4/255 the suite takes back 5.0 of its 25.0 points.")
+    text = claims.lead_under_the_suite(_plane(), "CLIP (zero-shot)", "tecoa", suite="suite", single="PGD-10")
+    assert text.endswith("at 4/255 CLIP (zero-shot) has no lead under PGD-10 to take back.")
+
+
 def test_drift_and_localisation_summaries_name_the_extremes():
     drift = pd.DataFrame(
         [
@@ -246,6 +258,14 @@ def test_sensitivity_slopes_go_from_the_smallest_to_the_largest_value():
         "At 4/255, in points: alpha from 0 to 0.8: +8.0 clean, -0.8 "
         "robust; beta from 0 to 0.8: +8.0 clean, -0.8 robust."
     )
+    # the table shows 77.0 and 81.8: the sentence says +4.8, not the +4.9 of the unrounded means
+    two_points = pd.DataFrame(
+        [
+            {"option": "alpha", "value": v, "eps": 4.0, "attack": "suite", "clean_accuracy": c, "robust_accuracy": 30}
+            for v, c in ((0.0, 76.96), (0.64, 81.84))
+        ]
+    )
+    assert "alpha from 0 to 0.64: +4.8 clean, 0.0 robust" in claims.sensitivity_slopes(two_points, 4.0)
 
 
 def _evaluated(means: dict, n: int = 400, seed: int = 0) -> pd.DataFrame:

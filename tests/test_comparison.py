@@ -45,18 +45,18 @@ def two_methods():
 def test_comparison_table_is_the_mean_over_datasets_per_method_and_eps(two_methods):
     table = zl.evaluate.comparison_table(zl.with_mean(two_methods))  # mean rows are not counted twice
     assert list(table["method"]) == ["a", "b"]
-    assert list(table.columns) == ["method", "datasets", "clean", "PGD-10 @ 1/255", "PGD-10 @ 4/255"]
+    assert list(table.columns) == ["method", "datasets", "n", "clean", "PGD-10 @ 1/255", "PGD-10 @ 4/255"]
     row = table.set_index("method")
     assert row.loc["a", "clean"] == 70.0 and row.loc["a", "PGD-10 @ 1/255"] == 35.0
     assert row.loc["a", "PGD-10 @ 4/255"] == 5.0 and row.loc["b", "PGD-10 @ 4/255"] == 25.0
-    assert (table["datasets"] == 2).all()
+    assert (table["datasets"] == 2).all() and (table["n"] == 200).all()  # the images behind each mean
 
 
 def test_worst_case_and_pgd_stand_side_by_side_and_the_gap_is_their_difference(two_methods):
     worst = two_methods.assign(attack="pgd-10+aa-10", robust_accuracy=two_methods.robust_accuracy - 4)
     table = pd.concat([worst, two_methods], ignore_index=True)
     compared = zl.evaluate.comparison_table(table)
-    assert list(compared.columns)[3:] == [
+    assert list(compared.columns)[4:] == [
         "pgd-10+aa-10 @ 1/255",
         "pgd-10+aa-10 @ 4/255",
         "PGD-10 @ 1/255",
@@ -76,7 +76,10 @@ def test_heatmap_shows_each_method_and_dataset_and_their_mean(two_methods):
     ax = zl.plots.plot_heatmap(two_methods, scale="classroom", value="robust_accuracy", eps=4.0)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y", "mean"]
-    assert [t.get_text() for t in ax.texts] == ["10", "0", "5", "30", "20", "25"]
+    assert [t.get_text() for t in ax.texts] == ["10.0", "0.0", "5.0", "30.0", "20.0", "25.0"]
+    half = two_methods.assign(robust_accuracy=two_methods["robust_accuracy"] + 6.5)  # 16.5: a tie to round
+    texts = [t.get_text() for t in zl.plots.plot_heatmap(half, scale="classroom", eps=4.0).texts]
+    assert "16.5" in texts and "16" not in texts  # as the tables show it, not rounded half to even
     assert "classroom scale" in ax.get_title() and "4/255" in ax.get_title()
 
 
@@ -94,6 +97,16 @@ def test_reported_numbers_are_the_papers_headline_table_with_their_sources():
     assert set(reported.index) - {"CLIP (zero-shot)"} <= set(zl.methods.METHODS)
     keys = set(re.findall(r"@\w+\{(\w+),", (ROOT / "book" / "references.bib").read_text()))
     assert set(reported["source"]) <= keys  # every number cites a paper the book lists
+    sources = {
+        key.strip()
+        for table in (reported, zl.reported.published_differences(), zl.reported.robustvlm_results())
+        for keys in table["source"]
+        for key in keys.split(",")
+    }
+    assert sources <= set(zl.reported.CITATIONS) and set(zl.reported.CITATIONS) <= keys
+    shown = zl.reported.cited(zl.reported.published_differences())
+    assert not any(key in text for text in shown["source"] for key in keys)  # no raw key reaches a page
+    assert "Lu et al. 2026 (UCAT)" in set(shown["source"])
 
 
 def test_run_results_are_loaded_from_every_run_folder_and_repeated_methods_are_told_apart(tmp_path, two_methods):

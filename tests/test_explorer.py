@@ -32,7 +32,8 @@ def test_adversarial_images_stay_in_the_ball_and_the_box_and_are_cached(explorer
 @pytest.mark.parametrize("kind", ["class", "non_class", "complementary"])
 def test_show_draws_clean_adversarial_and_shift(explorer, kind):
     figure = explorer.show(image=1, prompt=explorer.classnames[3], eps=4, model="moved", kind=kind)
-    assert len(figure.axes) == 4  # three panels and the colour bar
+    assert len(figure.axes) == 5  # three panels, the maps' colour bar and the shift's
+    assert [ax.get_label() for ax in figure.axes[3:]] == ["<colorbar>", "<colorbar>"]
     assert "moved" in figure._suptitle.get_text() and explorer.classnames[3] in figure._suptitle.get_text()
     unattacked = explorer.show(image=1, eps=0, kind=kind)
     assert "drift 0.000" in unattacked.axes[2].get_title()
@@ -69,8 +70,20 @@ def test_show_attention_draws_one_row_per_entry(random_classroom_clip):
     figure = zl.plots.show_attention(
         {"clean": (images, maps), "PGD": (images, maps)}, captions={"PGD": [("a", True), ("b", False), ("c", None)]}
     )
-    axes = figure.axes
+    axes = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
     assert len(axes) == 6 and axes[3].get_ylabel() == "PGD" and axes[4].title.get_color() == "tab:red"
+    bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2  # one per row, each on its row's scale
+
+
+def test_a_row_of_small_values_gets_its_own_scale_and_maps_use_a_perceptual_colour_map():
+    images = torch.rand(2, 1, 28, 28)
+    normalised, product = torch.rand(2, 28, 28), 0.05 * torch.rand(2, 28, 28)
+    figure = zl.plots.show_attention({"class": (images, normalised), "product": (images, product)})
+    overlays = [ax.get_images()[-1] for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert {artist.get_cmap().name for artist in overlays} == {"magma"}
+    assert overlays[0].get_clim() == (0, float(normalised.max()))
+    assert overlays[2].get_clim() == (0, float(product.max()))  # not 0–1: its structure stays visible
 
 
 def test_show_model_attention_captions_each_row_with_its_models_predictions(random_classroom_clip):

@@ -21,6 +21,10 @@ def test_figures_name_their_scale():
     )
     ax = zl.plots.plot_accuracy(table[table.eps == 0], scale="classroom")
     assert "classroom scale" in ax.get_title() and "mean 85.0" in ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["90.0", "80.0"]  # bar labels as the tables round
+    both = table[table.eps == 4].assign(clean_accuracy=[95.0, 85.0])
+    ax = zl.plots.plot_clean_and_robust(both, scale="classroom", title="Clean vs robust")
+    assert "mean clean: 90.0, robust: 15.0 %" in " ".join(ax.get_title().split())  # words, not column names
     assert "classroom scale" in zl.plots.plot_robustness_curve(table, scale="classroom").get_title()
 
 

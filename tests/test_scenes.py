@@ -180,6 +180,24 @@ def test_localisation_figure_has_a_panel_per_dataset_with_the_uniform_line():
         zl.plots.plot_attention_localisation(pd.DataFrame(rows), scale="classroom", value="lift")
 
 
+def test_localisation_table_has_lift_and_accuracy_under_each_condition_rounded_as_the_sentences():
+    import pandas as pd
+
+    rows = [
+        {"model": m, "dataset": d, "condition": c, "lift": lift, "accuracy": accuracy}
+        for m in ("CLIP", "TeCoA")
+        for d in ("fashion_scenes", "digit_scenes")
+        for c, lift, accuracy in (("clean", 1.456, 80.04), ("random_noise", 1.449, 79.96), ("adversarial", 1.3, 0.667))
+    ]
+    table = zl.localisation_table(pd.DataFrame(rows))
+    assert list(table.columns) == [
+        (group, condition) for group in ("lift", "accuracy (%)") for condition in ("clean", "noise", "attacked")
+    ]
+    assert list(table.index) == [(d, m) for d in ("fashion_scenes", "digit_scenes") for m in ("CLIP", "TeCoA")]
+    assert table.loc[("digit_scenes", "TeCoA"), ("lift", "clean")] == 1.46
+    assert table.loc[("digit_scenes", "TeCoA"), ("accuracy (%)", "attacked")] == 0.7
+
+
 def test_attention_shift_figure_shows_four_panels_in_a_row_per_model_and_image(classroom_clip):
     data = zl.load_dataset("digit_scenes", image_size=classroom_clip.image_size[0], verbose=False)
     subset = torch.utils.data.Subset(data, [0, 1])

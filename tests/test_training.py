@@ -389,6 +389,13 @@ def test_summarize_averages_over_datasets_per_method_and_budget():
     summary = zl.summarize(table).set_index("method")
     assert summary.loc["a", "clean_accuracy"] == 70.0 and summary.loc["a", "robust_accuracy"] == 20.0
     assert summary.loc["b", "robust_accuracy"] == 40.0
+    counted = zl.summarize(table.assign(n=[300, 100, 400, 50])).set_index("method")
+    assert counted.loc["a", "n"] == 400 and counted.loc["b", "n"] == 50  # the images each mean rests on
+    assert list(counted.columns[:3]) == ["attack", "eps", "n"]
+    shown = zl.summary_table(zl.summarize(table.assign(n=[300, 100, 400, 50])))
+    assert list(shown.columns) == ["method", "attack", "ε (/255)", "n", "clean (%)", "robust (%)"]
+    low, high = counted.loc["a", ["robust_low", "robust_high"]]
+    assert shown["robust (%)"].iloc[0] == f"20.0 [{low:.1f}, {high:.1f}]"  # the mean and its 95 % interval
 
 
 def test_training_plots_show_every_loss_term_and_one_point_per_method(tmp_path):

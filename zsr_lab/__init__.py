@@ -76,10 +76,20 @@ _EXPORTS = {
         "datasets",
     ),
     **dict.fromkeys(
-        ("evaluate_robustness", "evaluate_zero_shot", "member_table", "summarize", "with_mean", "zero_shot_accuracy"),
+        (
+            "evaluate_robustness",
+            "evaluate_zero_shot",
+            "member_table",
+            "summarize",
+            "summary_table",
+            "with_mean",
+            "zero_shot_accuracy",
+        ),
         "evaluate",
     ),
-    **dict.fromkeys(("measure_attention_drift", "measure_attention_localisation"), "attention_measures"),
+    **dict.fromkeys(
+        ("localisation_table", "measure_attention_drift", "measure_attention_localisation"), "attention_measures"
+    ),
     "AttentionExplorer": "explorer",
     "export_encoder": "export",
     **dict.fromkeys(("ImageFeatures", "ZeroShotCLIP", "freeze", "frozen_copy", "train_image_tower_only"), "models"),
@@ -88,7 +98,7 @@ _EXPORTS = {
     **dict.fromkeys(("Scale", "get_scale", "localisation_scale"), "scales"),
     **dict.fromkeys(("Runs", "TrainConfig", "config_from_parameters", "recipe"), "recipes"),
     **dict.fromkeys(("TrainResult", "evaluate_pretrained", "fit"), "engine"),
-    **dict.fromkeys(("launch", "sensitivity"), "sweeps"),
+    **dict.fromkeys(("launch", "sensitivity", "sensitivity_table"), "sweeps"),
     "UnknownNameError": "registry",
     **dict.fromkeys(("compare", "rank_groups", "stratified_interval", "wilson_interval"), "uncertainty"),
     **dict.fromkeys(("Ledger", "read_ledger"), "ledger"),

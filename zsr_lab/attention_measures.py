@@ -4,7 +4,7 @@ objects are (:func:`measure_attention_localisation`), each clean, under random n
 the model's own PGD (:func:`perturbed_images`).
 
 The maps and the per-image scores are :mod:`zsr_lab.attention`'s; this module adds the data, the perturbations and
-the tables.
+the tables (:func:`localisation_table` lays the localisation scores out for reading).
 """
 
 from __future__ import annotations
@@ -262,3 +262,19 @@ def _localisation(
             }
         )
     return scores
+
+
+CONDITION_NAMES = {"clean": "clean", "random_noise": "noise", "adversarial": "attacked"}
+
+
+def localisation_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`measure_attention_localisation` table as a reader compares it: per dataset and model, the lift (two
+    decimals) and the accuracy in % (one decimal, as the book's sentences give it) on clean, noisy and attacked
+    images, under short column names so that the table fits a page's column."""
+    named = scores.assign(condition=scores["condition"].map(CONDITION_NAMES))
+    parts = []
+    for value, label, decimals in (("lift", "lift", 2), ("accuracy", "accuracy (%)", 1)):
+        part = named.pivot_table(index=["dataset", "model"], columns="condition", values=value, sort=False)
+        part.columns = pd.MultiIndex.from_product([[label], part.columns])
+        parts.append(part.round(decimals))
+    return pd.concat(parts, axis=1)

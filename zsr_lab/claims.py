@@ -37,9 +37,12 @@ def first_budget_below_half(sweep: pd.DataFrame) -> str:
 
     mean = by_set.mean()
     per_set = "; ".join(f"{name}: {first(row)}" for name, row in by_set.iterrows())
+    images = ""
+    if "n" in sweep.columns:
+        images = f" ({int(sweep[sweep['eps'] == 0].groupby('dataset')['n'].first().sum()):,} images)"
     return (
-        f"Mean over the {len(by_set)} sets: {mean[0]:.1f} % clean, {mean[budgets[0]]:.1f} % at "
-        f"{budgets[0]:g}/255, {mean[budgets[-1]]:.1f} % at {budgets[-1]:g}/255; first below half of clean at "
+        f"Mean over the {len(by_set)} sets{images}: {percent(mean[0])} % clean, {percent(mean[budgets[0]])} % at "
+        f"{budgets[0]:g}/255, {percent(mean[budgets[-1]])} % at {budgets[-1]:g}/255; first below half of clean at "
         f"{first(mean)}. Per set: {per_set}."
     )
 
@@ -396,6 +399,35 @@ def curve_against(summary: pd.DataFrame, method: str, reference: str, *, attack:
     )
 
 
+def lead_under_the_suite(summary: pd.DataFrame, method: str, reference: str, *, suite: str, single: str) -> str:
+    """Whether ``method``'s robust lead over ``reference`` survives the worst case: at each ε, the lead under the
+    ``single`` attack and under the ``suite`` (mean over the sets), and the largest budget's verdict — the lead
+    holds, or the suite takes part or all of it back."""
+    budgets = sorted(summary["eps"].unique())
+    leads = {
+        eps: {
+            name: _at(summary, eps, name)["robust_accuracy"][method]
+            - _at(summary, eps, name)["robust_accuracy"][reference]
+            for name in (single, suite)
+        }
+        for eps in budgets
+    }
+    parts = [f"{eps:g}/255 {points(lead[single])} → {points(lead[suite])}" for eps, lead in leads.items()]
+    last = budgets[-1]
+    before, after = (round(float(leads[last][name]), 1) for name in (single, suite))
+    if before <= 0:
+        verdict = f"at {last:g}/255 {method} has no lead under {single} to take back"
+    elif after >= before:
+        verdict = f"at {last:g}/255 the suite takes none of the lead back"
+    elif after > 0:
+        verdict = f"at {last:g}/255 the suite takes back {before - after:.1f} of its {before:.1f} points"
+    else:
+        verdict = f"at {last:g}/255 the suite takes the whole lead back"
+    return (
+        f"{method}'s robust lead over {reference} in points, {single} → {suite}: " + ", ".join(parts) + f"; {verdict}."
+    )
+
+
 def drift_summary(drift: pd.DataFrame) -> str:
     """Per model, the attention drift from the pre-trained model's clean map, mean over the sets: on clean
     images, under noise and under the model's own attack, and what the attack adds to the clean drift (a
@@ -439,8 +471,9 @@ def localisation_summary(localisation: pd.DataFrame) -> str:
 
 def sensitivity_slopes(sweep: pd.DataFrame, eps: float) -> str:
     """For each swept option, the change in mean clean and robust accuracy (first attack) from its smallest to
-    its largest value (a :func:`zsr_lab.sensitivity` table)."""
-    rows = select_attack(sweep[sweep["eps"] == eps])
+    its largest value (a :func:`zsr_lab.sensitivity` table), between the accuracies as
+    :func:`zsr_lab.sensitivity_table` shows them (one decimal), so that the sentence and the table agree."""
+    rows = select_attack(sweep[sweep["eps"] == eps]).round({"clean_accuracy": 1, "robust_accuracy": 1})
     parts = []
     for option, points_of in rows.groupby("option", sort=False):
         points_of = points_of.sort_values("value")

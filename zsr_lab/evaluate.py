@@ -233,15 +233,16 @@ def _constant(column: pd.Series) -> bool:
 
 
 def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps")) -> pd.DataFrame:
-    """Mean clean and robust accuracy over datasets (the protocol's headline numbers), one row per ``by`` group,
-    each mean with its 95 % interval (``clean_low``, ``clean_high``, ...: each dataset a stratum) when the table
-    has each dataset's ``n``."""
+    """Mean clean and robust accuracy over datasets (the protocol's headline numbers), one row per ``by`` group;
+    when the table has each dataset's ``n``, also the number of images the mean rests on (``n``, over its
+    datasets) and each mean's 95 % interval (``clean_low``, ``clean_high``, ...: each dataset a stratum)."""
     keys = [k for k in by if k in table.columns]
     values = [c for c in ("clean_accuracy", "robust_accuracy", "accuracy") if c in table.columns]
     rows = table[table["dataset"] != "mean"]
     summary = rows.groupby(keys, sort=False)[values].mean().reset_index()
     if "n" not in rows.columns:
         return summary
+    summary.insert(len(keys), "n", rows.groupby(keys, sort=False)["n"].sum().astype(int).to_numpy())
     for value in values:
         bounds = rows.groupby(keys, sort=False)[[value, "n"]].apply(
             lambda group, v=value: pd.Series(
@@ -251,6 +252,25 @@ def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps
         summary[f"{INTERVALS[value]}_low"] = bounds["low"].to_numpy()
         summary[f"{INTERVALS[value]}_high"] = bounds["high"].to_numpy()
     return summary
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`summarize` table as a reader compares it: method, attack, ε, the images the means rest on, and each
+    mean accuracy with its 95 % interval in one column ("73.8 [70.2, 77.1]", one decimal as the book's sentences
+    round), narrow enough for a page's column."""
+    shown = summary[[c for c in ("method", "attack", "eps", "n") if c in summary.columns]].copy()
+    for value, label in (("clean_accuracy", "clean (%)"), ("robust_accuracy", "robust (%)")):
+        if value not in summary.columns:
+            continue
+        low, high = f"{INTERVALS[value]}_low", f"{INTERVALS[value]}_high"
+        if low in summary.columns:
+            shown[label] = [
+                f"{np.round(v, 1):.1f} [{np.round(lo, 1):.1f}, {np.round(hi, 1):.1f}]"
+                for v, lo, hi in zip(summary[value], summary[low], summary[high])
+            ]
+        else:
+            shown[label] = summary[value].round(1)
+    return shown.rename(columns={"eps": "ε (/255)"})
 
 
 def select_attack(table: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:
@@ -267,15 +287,18 @@ def select_attack(table: pd.DataFrame, attack: str | None = None) -> pd.DataFram
 def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per method: mean clean accuracy and mean robust accuracy under every attack (or suite) at every ε
     of ``table`` (columns ``<attack> @ <ε>/255``, the worst-case suite first), and the number of datasets
-    averaged — the protocol's headline numbers side by side. Methods keep their order of appearance."""
+    averaged and (when the table has each dataset's ``n``) the images they hold — the protocol's headline numbers
+    side by side. Methods keep their order of appearance."""
     summary = summarize(table)
     robust = summary.pivot_table(index="method", columns=["attack", "eps"], values="robust_accuracy", sort=False)
     robust.columns = [f"{attack} @ {eps:g}/255" for attack, eps in robust.columns]
     rows = table[table["dataset"] != "mean"].groupby("method", sort=False)
-    facts = pd.DataFrame(
-        {"datasets": rows["dataset"].nunique(), "clean": summary.groupby("method", sort=False)["clean_accuracy"].mean()}
-    )
-    return facts.join(robust).reset_index()
+    by_method = summary.groupby("method", sort=False)
+    facts = {"datasets": rows["dataset"].nunique()}
+    if "n" in summary.columns:
+        facts["n"] = by_method["n"].first()  # every attack and ε of a method attacks the same images
+    facts["clean"] = by_method["clean_accuracy"].mean()
+    return pd.DataFrame(facts).join(robust).reset_index()
 
 
 # ---- robust evaluation -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .attacks import pgd_linf
 from .attention import MAP_KINDS, attention_drift, attention_maps, non_class_classifier
 from .classifier import dataset_classifier
 from .models import ZeroShotCLIP
-from .plots import COLUMN_INCHES, FONT_POINTS, overlay_attention, suptitle
+from .plots import COLUMN_INCHES, FONT_POINTS, attention_colour_bar, overlay_attention, suptitle
 
 TRUE_CLASS = "(true class)"
 
@@ -125,11 +125,12 @@ class AttentionExplorer:
             clip = self.models[model]
             clean_pred, adv_pred = (int(clip(x.to(clip.device)).argmax(1)) for x in (clean, adversarial))
         fig, axes = plt.subplots(1, 3, figsize=(COLUMN_INCHES, 3.0))
+        vmax = max(float(clean_map.max()), float(adv_map.max()), 1e-6)  # one scale for both maps
         for ax, x, m, pred, what in (
             (axes[0], clean, clean_map, clean_pred, "clean"),
             (axes[1], adversarial, adv_map, adv_pred, f"PGD-{self.steps}, ε = {eps:g}/255"),
         ):
-            overlay_attention(ax, x[0], m[0])
+            artist = overlay_attention(ax, x[0], m[0], vmax=vmax)
             ax.set_title(
                 f"{what}\npredicted: {self.classnames[pred][:18]}",
                 fontsize=FONT_POINTS,
@@ -138,7 +139,8 @@ class AttentionExplorer:
         shift = (adv_map[0] - clean_map[0]).numpy()
         limit = max(0.1, float(abs(shift).max()))  # small shifts stay visible
         image_artist = axes[2].imshow(shift, cmap="coolwarm", vmin=-limit, vmax=limit)
-        fig.colorbar(image_artist, ax=axes[2], fraction=0.046)
+        attention_colour_bar(fig, artist, axes[:2].tolist())
+        fig.colorbar(image_artist, ax=axes[2], fraction=0.046).ax.set_label("<colorbar>")
         axes[2].set_title(
             f"adversarial − clean map\ndrift {float(attention_drift(adv_map, clean_map)[0]):.3f}", fontsize=FONT_POINTS
         )

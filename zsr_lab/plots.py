@@ -99,6 +99,15 @@ def _short(name: str, characters: int) -> str:
     return name if len(name) <= characters else name[: characters - 1] + "…"
 
 
+def _two_lines(name: str, characters: int) -> str:
+    """``name`` on at most two lines of about ``characters``; only a name longer than that is cut."""
+    lines = textwrap.wrap(name, characters) or [""]
+    return "\n".join(lines[:1] + [_short(" ".join(lines[1:]), characters)] if len(lines) > 1 else lines)
+
+
+RIGHT_WRONG = "green: right, red: wrong"  # the key of every figure that colours its predictions
+
+
 @timed("drawing")
 def show_examples(
     dataset_names: Sequence[str], *, per_dataset: int = 6, image_size: int = 224, data_root=None, seed: int = 0
@@ -106,14 +115,14 @@ def show_examples(
     """A grid of random test images, one row per dataset, titled with their class names."""
     rng = np.random.default_rng(seed)
     tile = COLUMN_INCHES / per_dataset
-    fig, axes = _figure(len(dataset_names), per_dataset, height=tile + 0.35)
+    fig, axes = _figure(len(dataset_names), per_dataset, height=tile + 0.5)
     for row, name in zip(axes, dataset_names):
         data = datasets.load_dataset(name, data_root=data_root, image_size=image_size, verbose=False)
         names = datasets.get_spec(name).classnames
         for ax, index in zip(row, rng.choice(len(data), per_dataset, replace=False)):
             image, label = data[int(index)]
             ax.imshow(image.permute(1, 2, 0).numpy())
-            ax.set_title(_short(names[label], int(tile * 12)), fontsize=FONT_POINTS)
+            ax.set_title(_two_lines(names[label], int(tile * 12)), fontsize=FONT_POINTS)
             _image_cell(ax)
         row[0].set_ylabel(textwrap.fill(datasets.get_spec(name).title, 14))
     return fig
@@ -146,8 +155,8 @@ def show_predictions(
     k: int = 3,
     per_row: int = 3,
 ):
-    """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green),
-    ``per_row`` images to a row."""
+    """Each image above a bar chart of its top-k zero-shot class probabilities (true class in green, the key in the
+    title), ``per_row`` images to a row."""
     probabilities = model(images.to(model.device)).softmax(dim=-1).cpu()
     rows = math.ceil(len(images) / per_row)
     fig, axes = _figure(2 * rows, per_row, height=1.25, gridspec_kw={"height_ratios": [1.5, 1] * rows})
@@ -165,6 +174,7 @@ def show_predictions(
         bars.set_xlabel("probability")
     for ax in axes.flat[2 * len(images) :]:  # cells past the last image in a wrapped row
         ax.remove()
+    suptitle(fig, f"Top-{min(k, len(classnames))} zero-shot probabilities of each image (green: its true class)")
     return fig
 
 
@@ -197,9 +207,9 @@ def plot_accuracy(
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
     bars = sum(len(container) for container in ax.containers)
-    if bars <= 24:  # a value label needs about a third of an inch
+    if bars <= 16:  # a value label (one decimal, as the tables round) needs about two fifths of an inch
         for container in ax.containers:
-            ax.bar_label(container, fmt="%.0f", fontsize=FONT_POINTS)
+            ax.bar_label(container, labels=[percent(v) for v in container.datavalues], fontsize=FONT_POINTS)
     _legend_outside(ax)
     return ax
 
@@ -238,6 +248,7 @@ def show_adversarial(
             _image_cell(ax)
     axes[0, 0].set_ylabel("clean")
     axes[2, 0].set_ylabel(f"adversarial\n{eps_label}")
+    suptitle(fig, f"Predicted class of each image ({RIGHT_WRONG})")
     return fig
 
 
@@ -281,7 +292,21 @@ def show_budget_series(
             color="tab:green" if top == int(label[0]) else "tab:red",
         )
         _image_cell(ax)
+    suptitle(fig, f"Predicted class and its probability under PGD-{steps} at each budget ({RIGHT_WRONG})")
     return fig
+
+
+@timed("drawing")
+def plot_clean_and_robust(table: pd.DataFrame, *, scale: str, title: str, attack: str | None = None, ax=None):
+    """Clean and robust accuracy of each dataset side by side, the two means in the title (:func:`plot_accuracy`);
+    ``table`` holds one ε, and robust accuracy is shown under one attack (default: the table's first)."""
+    rows = select_attack(table[table["dataset"] != "mean"], attack)
+    tidy = (
+        rows[["dataset", "clean_accuracy", "robust_accuracy"]]
+        .rename(columns={"clean_accuracy": "clean", "robust_accuracy": "robust"})
+        .melt(id_vars=["dataset"], value_vars=["clean", "robust"], var_name="accuracy of", value_name="accuracy")
+    )
+    return plot_accuracy(tidy, scale=scale, hue="accuracy of", title=title, ax=ax)
 
 
 @timed("drawing")
@@ -480,8 +505,8 @@ def plot_heatmap(
     ax = ax or plt.subplots(figsize=(min(COLUMN_INCHES, 0.75 * grid.shape[1] + 2.4), 0.32 * grid.shape[0] + 1.4))[1]
     sns.heatmap(
         grid,
-        annot=True,
-        fmt=".0f",
+        annot=grid.map(percent),  # one decimal, rounded as the tables and the sentences round
+        fmt="",
         cmap="viridis",
         vmin=0,
         vmax=100,
@@ -504,8 +529,12 @@ def plot_heatmap(
     return ax
 
 
-def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, alpha: float = 0.5) -> None:
-    """Draw a [C, h, w] image in [0,1] with its [H, W] attention map on top (jet, 0 blue … 1 red)."""
+ATTENTION_COLOURS = "magma"  # perceptual: brightness follows the value, in colour and in grey print alike
+
+
+def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, alpha: float = 0.6, vmax: float = 1.0):
+    """Draw a [C, h, w] image in [0,1] with its [H, W] attention map on top (magma, 0 dark … ``vmax`` bright);
+    returns the map's artist, for :func:`attention_colour_bar`."""
     image = image.detach().float().cpu()
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
@@ -513,7 +542,14 @@ def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, a
     if tuple(image.shape[-2:]) != size:  # show the image at the map's size
         image = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     ax.imshow(image.clamp(0, 1).permute(1, 2, 0).numpy())
-    ax.imshow(attention_map.detach().cpu().numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    return ax.imshow(attention_map.detach().cpu().numpy(), cmap=ATTENTION_COLOURS, alpha=alpha, vmin=0, vmax=vmax)
+
+
+def attention_colour_bar(fig, artist, axes, label: str = "attention"):
+    """The colour bar of the maps drawn by ``artist``, beside ``axes`` (marked so that layout checks skip it)."""
+    bar = fig.colorbar(artist, ax=axes, fraction=0.04, pad=0.02, label=label)
+    bar.ax.set_label("<colorbar>")
+    return bar
 
 
 @timed("drawing")
@@ -521,27 +557,33 @@ def show_attention(
     rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     *,
     captions: Mapping[str, Sequence[tuple[str, bool | None]]] | None = None,
-    alpha: float = 0.5,
+    alpha: float = 0.6,
     title: str | None = None,
 ):
-    """Attention maps overlaid on their images: one row per entry, one column per image.
+    """Attention maps overlaid on their images: one row per entry, one column per image, each row with its colour
+    bar.
+
+    Each row's colour scale runs from 0 to the largest value in that row, so that a map whose values are all small
+    (a product of two maps, such as Comp-TGA's ``A_c ⊙ (1 − A_n)``) shows its structure; the colour bar gives the
+    scale. Maps normalised to [0,1] reach 1, so their rows share the 0–1 scale.
 
     Arguments:
         rows: row label → (images ``[B, C, h, w]`` in [0,1], maps ``[B, H, W]`` in [0,1]), e.g.
             ``{"clean · CLIP": (images, clean_maps), "PGD · CLIP": (adversarial, adversarial_maps)}``.
         captions: row label → one (text, correct) per image; the text is green when ``correct`` is True,
             red when False, black when None.
-        alpha: opacity of the map (jet colour map, 0 blue … 1 red).
+        alpha: opacity of the map (magma colour map, 0 dark … the row's largest value bright).
     """
     labels = list(rows)
     n = len(rows[labels[0]][0])
-    tile = min(1.5, (COLUMN_INCHES - 0.8) / n)
-    fig, axes = _figure(len(labels), n, height=tile + (0.3 if captions else 0.1), width=tile * n + 0.8)
+    tile = min(1.5, (COLUMN_INCHES - 1.5) / n)  # room for the row names and the colour bars
+    fig, axes = _figure(len(labels), n, height=tile + (0.3 if captions else 0.1), width=tile * n + 1.5)
     for r, label in enumerate(labels):
         images, maps = rows[label]
+        vmax = max(float(maps.max()), 1e-6)
         for i in range(n):
             ax = axes[r, i]
-            overlay_attention(ax, images[i], maps[i], alpha=alpha)
+            artist = overlay_attention(ax, images[i], maps[i], alpha=alpha, vmax=vmax)
             _image_cell(ax)
             if captions and label in captions:
                 text, correct = captions[label][i]
@@ -551,8 +593,14 @@ def show_attention(
                     color={True: "tab:green", False: "tab:red", None: "black"}[correct],
                 )
         axes[r, 0].set_ylabel(textwrap.fill(label, max(8, int(tile * 12))))
-    if title:
-        suptitle(fig, title)
+        attention_colour_bar(fig, artist, axes[r, :].tolist())
+    key = (
+        f" (captions {RIGHT_WRONG})"
+        if captions and any(c is not None for row in captions.values() for _, c in row)
+        else ""
+    )
+    if title or key:
+        suptitle(fig, (title or "Attention maps") + key)
     return fig
 
 
@@ -619,8 +667,8 @@ def show_attention_shift(
         for i in range(n):
             cells = axes[m * n + i]
             cells[0].imshow(images[i].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
-            maps = cells[1].imshow(clean_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
-            cells[2].imshow(adversarial_maps[i].numpy(), cmap="magma", vmin=0, vmax=1)
+            maps = cells[1].imshow(clean_maps[i].numpy(), cmap=ATTENTION_COLOURS, vmin=0, vmax=1)
+            cells[2].imshow(adversarial_maps[i].numpy(), cmap=ATTENTION_COLOURS, vmin=0, vmax=1)
             shift = cells[3].imshow((adversarial_maps[i] - clean_maps[i]).abs().numpy(), cmap="viridis", vmin=0, vmax=1)
             for cell, panel in zip(cells, panels):
                 _image_cell(cell)
@@ -636,8 +684,7 @@ def show_attention_shift(
             cells[0].set_ylabel(f"{name}\nimage {i + 1}")
     suptitle(fig, title or f"Class attention clean and under each model's own PGD-{steps}, ε = {eps:g}/255")
     for artist, label in ((shift, "|change|"), (maps, "attention (class map)")):  # the first sits nearest
-        bar = fig.colorbar(artist, ax=axes, fraction=0.04, pad=0.02, label=label)
-        bar.ax.set_label("<colorbar>")
+        attention_colour_bar(fig, artist, axes, label)
     return fig
 
 

@@ -48,6 +48,25 @@ WHOLE_SPLIT_SIZES = dict(
 _RERUNS = [("ucat", 30.58), ("tga_zsr", 30.52)]
 
 
+# how a reader cites each source of these tables (the book's bibliography holds the entries under these keys)
+CITATIONS = {
+    "yu2024tgazsr": "Yu et al. 2024 (TGA-ZSR)",
+    "yu2026comptga": "Yu et al. 2026 (Comp-TGA)",
+    "lu2026ucat": "Lu et al. 2026 (UCAT)",
+    "schlarmann2024fare": "Schlarmann et al. 2024 (FARE, RobustVLM)",
+}
+
+
+def cited(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``source`` column as a reader cites it ("Yu et al. 2024 (TGA-ZSR)"), not as citation keys;
+    several keys (``"yu2024tgazsr, yu2026comptga"``) become several citations."""
+
+    def citation(keys: str) -> str:
+        return "; ".join(CITATIONS.get(key.strip(), key.strip()) for key in str(keys).split(","))
+
+    return table.assign(source=table["source"].map(citation))
+
+
 def published_differences() -> pd.DataFrame:
     """Which published differences the papers' own sample sizes can tell apart.
 

@@ -1,6 +1,6 @@
 """Runs beyond one :func:`~zsr_lab.engine.fit`: training on several GPUs of this machine through torchrun
 (:func:`launch`, what ``book/train_full.ipynb`` calls) and one-at-a-time sweeps of a method's options
-(:func:`sensitivity`).
+(:func:`sensitivity`, shown by :func:`sensitivity_table`).
 """
 
 from __future__ import annotations
@@ -83,3 +83,13 @@ def sensitivity(config: TrainConfig, options: dict[str, Sequence], *, progress: 
             summary = summarize(result.evaluation)
             tables.append(summary.assign(option=option, value=float(value), fixed=fixed))
     return pd.concat(tables, ignore_index=True)
+
+
+def sensitivity_table(sweep: pd.DataFrame, eps: float | None = None) -> pd.DataFrame:
+    """A :func:`sensitivity` table as a reader compares its points: one row per option, value and attack (the
+    protocol's worst case and what it contains are separate rows) with the mean clean and robust accuracy in % to
+    one decimal, as the book's sentences give them; ``eps`` keeps one budget."""
+    rows = sweep if eps is None else sweep[sweep["eps"] == eps]
+    columns = {"clean_accuracy": "clean (%)", "robust_accuracy": "robust (%)"}
+    table = rows[["option", "value", "attack", "eps", *columns]].rename(columns=columns)
+    return table.round({name: 1 for name in columns.values()}).reset_index(drop=True)
