@@ -29,6 +29,13 @@ def test_readme_gives_exactly_two_setup_commands_and_ci_runs_both():
     assert "HF_HUB_OFFLINE=1" in ci
 
 
+def test_ci_stops_at_any_failing_step():
+    """set -e does not stop at a failing command of an && list unless it is the last: a lint error once passed CI."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    unguarded = [line for line in lines if " && " in line and not line.startswith(("(", "if ")) and "|| " not in line]
+    assert "set -euo pipefail" in lines and not unguarded, unguarded
+
+
 def test_every_chapter_in_the_toc_exists_and_every_notebook_is_in_the_toc():
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
     from book_order import toc_files

@@ -27,6 +27,17 @@ def _line(kind, what, start, seconds, self_seconds=None, cached=False, depth=0):
     return json.dumps({**record, "cached": cached, "depth": depth, "pid": 1}) + "\n"
 
 
+def _executed_chapter(book, name, *, finished, seconds):
+    """The build's execution report of one chapter, as jupyter-cache records it (UTC, without a zone)."""
+    database = book / "_build" / ".jupyter_cache" / "global.db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table if not exists nbcache (uri text, data json, created datetime)")
+        created = datetime.fromtimestamp(finished, tz=timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+        data = json.dumps({"execution_seconds": seconds})
+        connection.execute("insert into nbcache values (?, ?, ?)", (f"/x/book/{name}.ipynb", data, created))
+
+
 def test_the_account_assigns_work_to_chapters_and_subtracts_it_from_their_time(time_account, tmp_path, capsys):
     cache, book = tmp_path / "cache", tmp_path / "book"
     cache.mkdir()
@@ -48,14 +59,7 @@ def test_the_account_assigns_work_to_chapters_and_subtracts_it_from_their_time(t
         "slowest": {"tests/test_x.py::test_slow": 70.0},
     }
     (cache / "nbval_chapters.json").write_text(json.dumps(report))
-    database = book / "_build" / ".jupyter_cache" / "global.db"
-    database.parent.mkdir(parents=True)
-    with sqlite3.connect(database) as connection:
-        connection.execute("create table nbcache (uri text, data json, created datetime)")
-        finished = datetime.fromtimestamp(t0 + 250, tz=timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-        connection.execute(
-            "insert into nbcache values (?, ?, ?)", ("/x/book/tecoa.ipynb", '{"execution_seconds": 40}', finished)
-        )
+    _executed_chapter(book, "tecoa", finished=t0 + 250, seconds=40)
     assert time_account.main(["--cache", str(cache), "--book", str(book)]) == 0
     tested = time_account.account(worklog.read_worklog(cache / worklog.LOG_FILE), [("tecoa", t0 + 100, t0 + 160)])
     row = tested.iloc[0]
@@ -86,14 +90,7 @@ def test_a_build_before_the_tests_is_accounted_and_chapters_checked_from_it_are_
         "slowest": {},
     }
     (cache / "nbval_chapters.json").write_text(json.dumps(report))
-    database = book / "_build" / ".jupyter_cache" / "global.db"
-    database.parent.mkdir(parents=True)
-    with sqlite3.connect(database) as connection:
-        connection.execute("create table nbcache (uri text, data json, created datetime)")
-        finished = datetime.fromtimestamp(t0 + 60, tz=timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-        connection.execute(
-            "insert into nbcache values (?, ?, ?)", ("/x/book/tecoa.ipynb", '{"execution_seconds": 50}', finished)
-        )
+    _executed_chapter(book, "tecoa", finished=t0 + 60, seconds=50)
     assert time_account.main(["--cache", str(cache), "--book", str(book)]) == 0
     out = capsys.readouterr().out
     assert "test run: 180 s in all\n" in out and "unit tests: 170 s, of which work: pre-training 50" in out
