@@ -84,6 +84,8 @@ def test_a_row_of_small_values_gets_its_own_scale_and_maps_use_a_perceptual_colo
     assert {artist.get_cmap().name for artist in overlays} == {"magma"}
     assert overlays[0].get_clim() == (0, float(normalised.max()))
     assert overlays[2].get_clim() == (0, float(product.max()))  # not 0–1: its structure stays visible
+    bars = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"]
+    assert all(bar.collections[0].get_alpha() in (None, 1) for bar in bars)  # full colour, not the overlay's 0.6
 
 
 def test_show_model_attention_captions_each_row_with_its_models_predictions(random_classroom_clip):

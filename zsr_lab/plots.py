@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.cm import ScalarMappable
 from matplotlib.lines import Line2D
 
 from . import datasets
@@ -546,8 +547,10 @@ def overlay_attention(ax, image: torch.Tensor, attention_map: torch.Tensor, *, a
 
 
 def attention_colour_bar(fig, artist, axes, label: str = "attention"):
-    """The colour bar of the maps drawn by ``artist``, beside ``axes`` (marked so that layout checks skip it)."""
-    bar = fig.colorbar(artist, ax=axes, fraction=0.04, pad=0.02, label=label)
+    """The colour bar of the maps drawn by ``artist``, beside ``axes`` (marked so that layout checks skip it), in
+    full colour even when the maps are drawn see-through over their images."""
+    opaque = ScalarMappable(norm=artist.norm, cmap=artist.cmap)
+    bar = fig.colorbar(opaque, ax=axes, fraction=0.04, pad=0.02, label=label)
     bar.ax.set_label("<colorbar>")
     return bar
 
