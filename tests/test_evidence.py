@@ -278,6 +278,11 @@ def test_published_differences_mark_what_their_own_samples_cannot_separate():
     assert (pgd["images per model"] == sum(zl.reported.WHOLE_SPLIT_SIZES.values())).all()
     one, many = uncertainty.unpaired_difference(30, 30, 1000, 16), uncertainty.unpaired_difference(30, 30, [1000] * 16)
     assert one == pytest.approx(many)
+    shown = zl.reported.differences_table(zl.reported.published_differences()).set_index("higher / lower")
+    row = shown.loc["ucat / tga_zsr"]
+    assert row["robust (%)"] == "30.58 / 30.52" and row["images"] == "16,000"
+    assert row["difference [95 %]"] == f"0.06 [{close['low']:.2f}, {close['high']:.2f}]"  # interval in one column
+    assert row["source"].startswith("Lu et al.") and row["verdict"] == uncertainty.TIE
 
 
 def test_training_seeds_are_evaluated_on_the_same_images():

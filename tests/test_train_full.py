@@ -30,7 +30,7 @@ def _text(notebook) -> str:
 def test_default_parameters_train_at_classroom_scale_write_results_and_a_rerun_resumes(tmp_path):
     first = _run(tmp_path, "first")
     run_dir = zl.recipe("tecoa", "classroom").resolved().default_run_dir()  # the chapters' TeCoA run
-    assert f"run folder: {run_dir}" in _text(first)
+    assert f"run folder: {zl.settings.shown_path(run_dir)}" in _text(first)
     written = {p.name for p in run_dir.iterdir()}
     assert {"results.csv", "training.png", "accuracy_eps1.png", "accuracy_eps4.png"} <= written
     results = (run_dir / "results.csv").read_text().splitlines()
@@ -164,3 +164,12 @@ def test_every_notebook_parameter_reaches_the_config():
 def test_the_banner_names_the_run_s_own_weights():
     banner = zl.get_scale("full").banner(model="ViT-B-32-quickgelu", pretrained="runs/tecoa/weights.pt")
     assert "model ViT-B-32-quickgelu (runs/tecoa/weights.pt)" in banner and "(openai)" not in banner
+
+
+def test_a_run_folder_in_the_cache_is_shown_relative_to_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSR_LAB_CACHE", str(tmp_path / "cache"))
+    shown = zl.settings.shown_path(tmp_path / "cache" / "runs" / "tecoa")
+    assert shown == "$ZSR_LAB_CACHE/runs/tecoa" and str(tmp_path) not in shown  # names no machine's folder
+    assert zl.settings.shown_path(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")  # a folder the user chose
+    monkeypatch.delenv("ZSR_LAB_CACHE")
+    assert zl.settings.shown_path(zl.settings.cache_dir() / "runs") == "~/.cache/zsr_lab/runs"

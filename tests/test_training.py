@@ -173,7 +173,10 @@ def test_interrupt_saves_the_current_step_and_a_finished_run_is_not_retrained(tm
     assert "run the same command (or fit with the same config) again to resume" in capsys.readouterr().err
     assert torch.load(tmp_path / "run/checkpoints/epoch_latest.pt", weights_only=True)["step"] == 3
     first = fit(config, progress=False)
-    again = fit(config, hooks=[lambda step, model: pytest.fail("a finished run trained again")], progress=False)
+    capsys.readouterr()
+    again = fit(config, hooks=[lambda step, model: pytest.fail("a finished run trained again")], progress=True)
+    shown = capsys.readouterr()
+    assert "finished: loaded, not retrained" in shown.out and "it/s" not in shown.err + shown.out  # no empty bar
     assert again.checkpoint == first.checkpoint
     for name, value in first.model.clip.state_dict().items():
         assert torch.equal(value, again.model.clip.state_dict()[name])
@@ -396,6 +399,10 @@ def test_summarize_averages_over_datasets_per_method_and_budget():
     assert list(shown.columns) == ["method", "attack", "ε (/255)", "n", "clean (%)", "robust (%)"]
     low, high = counted.loc["a", ["robust_low", "robust_high"]]
     assert shown["robust (%)"].iloc[0] == f"20.0 [{low:.1f}, {high:.1f}]"  # the mean and its 95 % interval
+    by_seed = zl.summary_table(zl.summarize(table.assign(n=100, seed=[0, 1, 0, 1]), by=("method", "seed")))
+    assert list(by_seed.columns) == ["method", "seed", "n", "clean (%)", "robust (%)"]  # every group shown
+    per_set = zl.summary_table(table.assign(n=100, worst_case_accuracy=[20.0, 5.0, 0.0, 40.0]))
+    assert list(per_set.columns)[-1] == "worst, all attacks (%)" and per_set.iloc[0, -1] == 20.0
 
 
 def test_training_plots_show_every_loss_term_and_one_point_per_method(tmp_path):

@@ -315,7 +315,7 @@ def _fit(config: TrainConfig, hooks: Sequence, progress: bool, record) -> TrainR
         total=state.total_steps,
         initial=state.step,
         desc=f"{config.method} ({config.scale})",
-        disable=not (progress and state.is_main),
+        disable=not (progress and state.is_main) or state.step >= state.total_steps,  # a finished run: no bar
     )
     try:
         _train_steps(state, trainer, attacked, train_data, holdout_data, hooks, bar)

@@ -255,11 +255,17 @@ def summarize(table: pd.DataFrame, by: Sequence[str] = ("method", "attack", "eps
 
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """A :func:`summarize` table as a reader compares it: method, attack, ε, the images the means rest on, and each
-    mean accuracy with its 95 % interval in one column ("73.8 [70.2, 77.1]", one decimal as the book's sentences
-    round), narrow enough for a page's column."""
-    shown = summary[[c for c in ("method", "attack", "eps", "n") if c in summary.columns]].copy()
-    for value, label in (("clean_accuracy", "clean (%)"), ("robust_accuracy", "robust (%)")):
+    """A :func:`summarize` table as a reader compares it: its groups (method, attack, ε, a seed ...), the images the
+    means rest on, and each mean accuracy with its 95 % interval in one column ("73.8 [70.2, 77.1]", one decimal as
+    the book's sentences round), narrow enough for a page's column. An evaluation's own rows (one per dataset) are
+    shown the same way."""
+    measured = {f"{prefix}_{end}" for prefix in INTERVALS.values() for end in ("low", "high")} | set(INTERVALS)
+    shown = summary[[c for c in summary.columns if c not in measured]].copy()
+    for value, label in (
+        ("clean_accuracy", "clean (%)"),
+        ("robust_accuracy", "robust (%)"),
+        ("worst_case_accuracy", "worst, all attacks (%)"),
+    ):
         if value not in summary.columns:
             continue
         low, high = f"{INTERVALS[value]}_low", f"{INTERVALS[value]}_high"
@@ -270,7 +276,7 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
             ]
         else:
             shown[label] = summary[value].round(1)
-    return shown.rename(columns={"eps": "ε (/255)"})
+    return shown.rename(columns={"eps": "ε (/255)"}).reset_index(drop=True)
 
 
 def select_attack(table: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:

@@ -101,6 +101,28 @@ def published_differences() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def differences_table(differences: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`published_differences` table as a reader compares it: each pair with its two robust accuracies, the
+    difference with its 95 % unpaired interval in one column (two decimals, as the papers report), the images each
+    mean rests on, the verdict and the cited source, narrow enough for a page's column."""
+    return pd.DataFrame(
+        {
+            "attack": differences["attack"],
+            "higher / lower": differences["higher"] + " / " + differences["lower"],
+            "robust (%)": [
+                f"{a:.2f} / {b:.2f}" for a, b in zip(differences["robust (higher)"], differences["robust (lower)"])
+            ],
+            "difference [95 %]": [
+                f"{d:.2f} [{lo:.2f}, {hi:.2f}]"
+                for d, lo, hi in zip(differences["difference"], differences["low"], differences["high"])
+            ],
+            "images": differences["images per model"].map("{:,}".format),
+            "verdict": differences["verdict"],
+            "source": cited(differences)["source"],
+        }
+    )
+
+
 def _difference(attack, high, low, sizes, source) -> dict:
     difference, lower, upper = unpaired_difference(high["robust_accuracy"], low["robust_accuracy"], sizes)
     return {

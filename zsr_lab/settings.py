@@ -29,6 +29,18 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a page shows it: inside the cache folder, relative to it (``$ZSR_LAB_CACHE/runs/...`` where the
+    variable is set, ``~/.cache/zsr_lab/runs/...`` otherwise), so that a printed run folder names no machine's
+    home or build folder; any other path as given."""
+    path = Path(path).expanduser()
+    cache = cache_dir()
+    if not path.is_relative_to(cache):
+        return str(path)
+    root = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "~/.cache/zsr_lab"
+    return str(Path(root) / path.relative_to(cache))
+
+
 def default_device() -> torch.device:
     """The first CUDA device when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -102,7 +102,7 @@ def execution_errors(notebook: nbformat.NotebookNode) -> list[str]:
 
 def unrecorded_chapters(root: Path) -> list[str]:
     """The notebooks under ``root/book`` that the tests would execute again: those without a recorded execution
-    of their current cells in this environment (the full-scale training job, never executed by the build, aside)."""
+    of their current cells in this environment (the training job aside: the tests run it through papermill)."""
     fingerprint = environment_fingerprint()
     return [
         str(path.relative_to(root))
