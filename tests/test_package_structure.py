@@ -22,6 +22,7 @@ LAYERS = (
         "claims",
         "explorer",
         "reported",
+        "board",
         "export",
         "sanity",
         "defences",

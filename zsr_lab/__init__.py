@@ -22,6 +22,7 @@ SUBMODULES = (
     "attacks",
     "attention",
     "attention_measures",
+    "board",
     "checkpoints",
     "claims",
     "classifier",

@@ -550,7 +550,8 @@ def attention_colour_bar(fig, artist, axes, label: str = "attention"):
     """The colour bar of the maps drawn by ``artist``, beside ``axes`` (marked so that layout checks skip it), in
     full colour even when the maps are drawn see-through over their images."""
     opaque = ScalarMappable(norm=artist.norm, cmap=artist.cmap)
-    bar = fig.colorbar(opaque, ax=axes, fraction=0.04, pad=0.02, label=label)
+    # aspect 6: a row of small maps is short, and the default (20) would draw a hairline
+    bar = fig.colorbar(opaque, ax=axes, fraction=0.04, pad=0.02, aspect=6, label=label)
     bar.ax.set_label("<colorbar>")
     return bar
 
