@@ -364,31 +364,14 @@ def reported_entries() -> list[Entry]:
         )
 
     papers_protocol = dict(datasets=BENCHMARK_DATASETS, images=whole, templates="the paper's")
-    for row in papers.itertuples():
-        add(
-            row.method,
-            row.attack,
-            row.eps,
-            row.clean_accuracy,
-            row.robust_accuracy,
-            **papers_protocol,
-            source=row.source,
-        )
+    sets = reported.ROBUSTVLM_DATASETS
+    robustvlm_protocol = dict(datasets=sets, images=(1000,) * len(sets), templates="CLIP_benchmark's ensembles")
+    for table, protocol in ((papers, papers_protocol), (robustvlm, robustvlm_protocol)):
+        for row in table.itertuples():
+            add(row.method, row.attack, row.eps, row.clean_accuracy, row.robust_accuracy, **protocol, source=row.source)
     reruns = dict(papers_protocol, images=(1000,) * len(BENCHMARK_DATASETS))
     for method, robust in reported.RERUNS:
         add(f"{method} (UCAT's re-run)", "papers-aa", 1.0, None, robust, **reruns, source="lu2026ucat")
-    sets = reported.ROBUSTVLM_DATASETS
-    robustvlm_protocol = dict(datasets=sets, images=(1000,) * len(sets), templates="CLIP_benchmark's ensembles")
-    for row in robustvlm.itertuples():
-        add(
-            row.method,
-            row.attack,
-            row.eps,
-            row.clean_accuracy,
-            row.robust_accuracy,
-            **robustvlm_protocol,
-            source=row.source,
-        )
     return entries
 
 
