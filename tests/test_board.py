@@ -177,3 +177,13 @@ def test_an_evaluation_table_joins_and_a_page_shows_each_protocol_above_a_sortab
     with pytest.raises(board.BoardError, match="my table: rows without eps"):
         zl.board.table_entries(table.drop(columns="eps"), "my table")
     assert "a/results.csv" in html and str(tmp_path) not in html  # a file by its folder: the page names no machine
+
+
+def test_a_board_groups_a_model_family_not_its_tag():
+    assert (
+        board.model_family("ViT-B-32-quickgelu")
+        == board.model_family("hf-hub:chs20/FARE4-ViT-B-32-laion2B")
+        == "ViT-B/32"
+    )
+    assert board.model_family("zsr-classroom-vit") == "classroom ViT (zsr_lab)"
+    assert board.model_family("ViT-L-14") == "ViT-L-14"  # an unknown family is its own
