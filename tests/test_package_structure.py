@@ -28,6 +28,7 @@ LAYERS = (
         "defences",
         "adaptive",
         "grader",
+        "challenge",
         "speed",
         "speed_suites",
         "speed_training",

@@ -88,12 +88,14 @@ def test_every_exercise_has_a_dropdown_solution():
         text = "\n".join(
             cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"
         )
-        exercises = re.findall(r"```\{exercise\}\n:label: (\S+)", text)
+        exercises = re.findall(r"```\{exercise\}\n:label: (\S+)(\n:class: open)?", text)
         solutions = dict(re.findall(r"```\{solution-start\} (\S+)\n:class: (\S+)", text))
-        assert len(exercises) == len(set(exercises)), path.name
-        assert path.stem == "train_full" or len(exercises) >= 2, f"{path.name}: a chapter ends with exercises"
-        for label in exercises:
-            assert solutions.get(label) == "dropdown", f"{path.name}: exercise {label} has no dropdown solution"
+        labels = [label for label, _ in exercises]
+        assert len(labels) == len(set(labels)), path.name
+        assert path.stem == "train_full" or len(labels) >= 2, f"{path.name}: a chapter ends with exercises"
+        for label, is_open in exercises:  # an open exercise (the challenge's own) has no solution to hide
+            expected = None if is_open else "dropdown"
+            assert solutions.get(label) == expected, f"{path.name}: exercise {label}: solution {solutions.get(label)}"
         assert text.count("{solution-start}") == text.count("{solution-end}"), path.name
 
 

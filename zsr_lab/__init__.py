@@ -23,6 +23,7 @@ SUBMODULES = (
     "attention",
     "attention_measures",
     "board",
+    "challenge",
     "checkpoints",
     "claims",
     "classifier",
@@ -92,6 +93,7 @@ _EXPORTS = {
         ("localisation_table", "measure_attention_drift", "measure_attention_localisation"), "attention_measures"
     ),
     "AttentionExplorer": "explorer",
+    "grade_model": "challenge",
     "export_encoder": "export",
     **dict.fromkeys(("ImageFeatures", "ZeroShotCLIP", "freeze", "frozen_copy", "train_image_tower_only"), "models"),
     **dict.fromkeys(("WeightsUnavailableError", "load_clip"), "pretrained"),

@@ -312,7 +312,28 @@ def _checks(entry: Entry, entries: Sequence[Entry]) -> str:
         count += 1
         if any(later > earlier + TOLERANCE for (_, earlier), (_, later) in zip(budgets, budgets[1:])):
             failed.append("robust accuracy rises with ε")
-    return f"failed: {'; '.join(failed)}" if failed else f"passed ({count} checks)"
+    verdict = f"failed: {'; '.join(failed)}" if failed else f"passed ({count} checks)"
+    flags = _listed(entry.rows, "red_flags")
+    if flags:  # rows of zl.grade_model: the flags its red-flag run raised and the attacks that answered them
+        answers = ", ".join(_listed(entry.rows, "adaptive"))
+        verdict += f"; red flags: {', '.join(flags)} (scored by adaptive attacks: {answers})"
+    return verdict
+
+
+def _challenge_level(entry: Entry) -> str:
+    """ "beats TeCoA", "passed" or "not passed" for rows of :func:`zsr_lab.grade_model`; "" for any other entry."""
+    rows = entry.rows
+    if rows is None or "passed" not in rows.columns or "beats_tecoa" not in rows.columns:
+        return ""
+    if rows["beats_tecoa"].astype(bool).all():
+        return "beats TeCoA"
+    return "passed" if rows["passed"].astype(bool).all() else "not passed"
+
+
+def _listed(rows: pd.DataFrame, column: str) -> list[str]:
+    """The distinct items of a column of "; "-joined lists (empty where the rows have no such column)."""
+    values = rows[column] if column in rows.columns else []
+    return list(dict.fromkeys(item for value in values if isinstance(value, str) for item in value.split("; ") if item))
 
 
 # ---- published numbers -----------------------------------------------------------------------------------------
@@ -432,7 +453,8 @@ class Board:
 
     def ranked(self, protocol: BoardProtocol) -> pd.DataFrame:
         """One protocol's board, best first: rank (shared where no test separates entries), name, the numbers with
-        their intervals, the weights' fingerprint, the source and the checks."""
+        their intervals, the weights' fingerprint, the source and the checks; on a class board of
+        :func:`zsr_lab.grade_model`, the level each submission reached ("beats TeCoA", "passed", "not passed")."""
         entries = [e for e in self.entries if e.protocol == protocol]
         ranks = _ranks(entries)
         table = pd.DataFrame(
@@ -447,6 +469,9 @@ class Board:
                 "checks": [e.checks for e in entries],
             }
         )
+        levels = [_challenge_level(e) for e in entries]
+        if any(levels):  # a class board of zl.grade_model: the level each submission reached
+            table.insert(4, "level", levels)
         table = table.sort_values(["rank", "robust"], ascending=[True, False]).drop(columns="robust")
         return table.reset_index(drop=True)
 

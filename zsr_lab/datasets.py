@@ -8,6 +8,7 @@ torchvision below one data root (``settings.data_root``); where torchvision can 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -643,6 +644,36 @@ DATASETS: Registry[DatasetSpec] = Registry(
         ]
     },
 )
+
+# Test images that no chapter shows: a book evaluation draws the first n of a seeded order of its split
+# (zsr_lab.evaluate.subset_indices, seed 0; n ≤ 500 at classroom scale, 1,000 at full), so the images after the
+# first ``skip`` of that order are held out for the "harden CLIP" challenge (zsr_lab.challenge).
+HELD_OUT = {"fashion_mnist": 500, "digits": 500, "cifar10": 1000, "cifar100": 1000}
+
+
+def held_out_indices(split_size: int, skip: int) -> list[int]:
+    """The indices of a split after the first ``skip`` of its seed-0 order, in increasing order."""
+    order = torch.randperm(split_size, generator=torch.Generator().manual_seed(0))
+    return order[skip:].sort().values.tolist()
+
+
+def _held_out(spec: DatasetSpec, skip: int) -> DatasetSpec:
+    """``spec``'s split without the first ``skip`` images of its seeded order, as ``<name>_heldout``."""
+
+    def build(root, transform, download):
+        dataset, keys = spec.build(root, transform, download)
+        return Subset(dataset, held_out_indices(len(dataset), skip)), keys
+
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}_heldout",
+        title=f"{spec.title}, held out",
+        split=f"{spec.split} after the first {skip:,} of the seeded order",
+        build=build,
+    )
+
+
+DATASETS.update({f"{name}_heldout": _held_out(DATASETS[name], skip) for name, skip in HELD_OUT.items()})
 
 BENCHMARK_DATASETS: tuple[str, ...] = (
     "tiny_imagenet",
