@@ -2,6 +2,7 @@
 adaptive attacks their red flags call for, and grades that repeat."""
 
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -43,7 +44,10 @@ def test_tecoas_own_run_passes_and_does_not_beat_itself(tecoa, tmp_path):
     grade = zl.grade_model(tecoa, name="TeCoA again", board_file=tmp_path / "board.csv", challenge=SMALL)
     assert grade.passed and not grade.beats_tecoa
     assert grade.red_flags == () and grade.robust == grade.face_value == grade.tecoa
-    assert grade.difference == 0 and grade.verdict == zl.uncertainty.TIE
+    assert grade.difference == grade.clean_difference == 0
+    assert grade.verdict == grade.clean_verdict == zl.uncertainty.TIE
+    low, high = grade.tecoa_clean_interval
+    assert grade.tecoa_clean == grade.clean and low < grade.clean < high
     assert grade.clean >= SMALL.clean_floor and "Passed" in str(grade)
     board = zl.board.Board(tmp_path / "board.csv")
     assert [e.name for e in board.entries] == ["TeCoA (recipe)"]  # the same weights: one entry
@@ -72,6 +76,8 @@ def test_a_masked_model_is_caught_and_scored_by_its_adaptive_attack(classroom_cl
     if name == "saturated logits":  # no transform to differentiate through: the gradient-free attack instead
         assert "square" in grade.adaptive
     assert f"Red flags: {grade.red_flags[0]}" in str(grade)
+    low, high = grade.face_value_interval
+    assert f"the suite alone left {grade.face_value:.1f} % [{low:.1f}, {high:.1f}]" in str(grade)
     assert grade.robust <= grade.face_value and not grade.beats_tecoa
     if name == "saturated logits":  # the same predictions as the CLIP: never more robust than it
         assert grade.robust <= undefended.robust
@@ -142,6 +148,12 @@ def test_a_submission_of_the_wrong_file_architecture_or_shape_is_refused(classro
     with pytest.raises(challenge.SubmissionError, match=r"returned \(2, 5\) for 2 images.*shaped \(2, 10\)"):
         zl.grade_model(FiveClasses(classroom_clip), board_file=tmp_path / "board.csv")
     assert not (tmp_path / "board.csv").exists()  # nothing graded, nothing written
+
+
+def test_grades_go_to_the_cache_unless_a_board_file_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZSR_LAB_CACHE", str(tmp_path / "cache"))
+    assert challenge.board_path("classroom") == tmp_path / "cache" / "challenge" / "classroom" / "board.csv"
+    assert challenge.board_path("full", "~/class.csv") == Path("~/class.csv").expanduser()
 
 
 def test_a_board_file_refuses_another_grade_of_the_same_weights(tmp_path):

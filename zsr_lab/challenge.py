@@ -109,11 +109,13 @@ class ChallengeGrade:
         name: the submission's name on the board.
         clean, clean_interval: clean accuracy (%, mean over the sets) and its 95 % interval.
         robust, robust_interval: the graded worst case (suite and adaptive attacks) and its interval.
-        face_value: the worst case over the suite alone, before any adaptive attack.
+        face_value, face_value_interval: the worst case over the suite alone, before any adaptive attack.
         red_flags: the flags that fired; adaptive: the adaptive attacks they added.
-        tecoa, tecoa_interval: TeCoA's recipe graded the same way on the same images; tecoa_clean its clean
+        tecoa, tecoa_interval: TeCoA's recipe graded the same way on the same images; tecoa_clean,
+            tecoa_clean_interval its clean accuracy.
+        difference, difference_interval, verdict: the submission's worst case minus TeCoA's, paired (points), and
+            the test's verdict; clean_difference, clean_difference_interval, clean_verdict: the same for clean
             accuracy.
-        difference, difference_interval, verdict: the submission minus TeCoA, paired, and its verdict.
         passed, beats_tecoa: the two levels.
         rows: the per-set result rows, as the board file holds them.
     """
@@ -124,14 +126,19 @@ class ChallengeGrade:
     robust: float
     robust_interval: tuple[float, float]
     face_value: float
+    face_value_interval: tuple[float, float]
     red_flags: tuple[str, ...]
     adaptive: tuple[str, ...]
     tecoa: float
     tecoa_interval: tuple[float, float]
     tecoa_clean: float
+    tecoa_clean_interval: tuple[float, float]
     difference: float
     difference_interval: tuple[float, float]
     verdict: str
+    clean_difference: float
+    clean_difference_interval: tuple[float, float]
+    clean_verdict: str
     passed: bool
     beats_tecoa: bool
     challenge: Challenge
@@ -148,13 +155,14 @@ class ChallengeGrade:
         if self.red_flags:
             lines.append(
                 f"Red flags: {'; '.join(self.red_flags)}. Adaptive attacks run: {', '.join(self.adaptive)}; "
-                f"the suite alone left {self.face_value:.1f} %, the number that counts is {self.robust:.1f} %."
+                f"the suite alone left {_percent(self.face_value, self.face_value_interval)}, the number that "
+                f"counts is {_percent(self.robust, self.robust_interval)}."
             )
         lines.append(
-            f"TeCoA's recipe on the same images: clean {self.tecoa_clean:.1f} %, worst case "
-            f"{_percent(self.tecoa, self.tecoa_interval)}; difference "
-            f"{self.difference:+.1f} [{self.difference_interval[0]:+.1f}, {self.difference_interval[1]:+.1f}] "
-            f"points, paired: {self.verdict}."
+            f"TeCoA's recipe on the same images: clean {_percent(self.tecoa_clean, self.tecoa_clean_interval)} "
+            f"(difference {_points(self.clean_difference, self.clean_difference_interval)}, paired: "
+            f"{self.clean_verdict}), worst case {_percent(self.tecoa, self.tecoa_interval)} (difference "
+            f"{_points(self.difference, self.difference_interval)}, paired: {self.verdict})."
         )
         if self.beats_tecoa:
             lines.append("Beats TeCoA: passed, and significantly above TeCoA's worst case.")
@@ -172,6 +180,11 @@ class ChallengeGrade:
 
 def _percent(value: float, interval: tuple[float, float]) -> str:
     return f"{value:.1f} % [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
+def _points(difference: float, interval: tuple[float, float]) -> str:
+    low, high = interval
+    return f"{difference:+.1f} [{low:+.1f}, {high:+.1f}] points"
 
 
 # ---- the submission ----------------------------------------------------------------------------------------------
@@ -498,10 +511,11 @@ def grade_model(
         )
     clean = stratified_interval(rows["clean_accuracy"], rows["n"])
     robust = stratified_interval(rows["robust_accuracy"], rows["n"])
-    face = stratified_interval(rows["face_value"], rows["n"])[0]
+    face = stratified_interval(rows["face_value"], rows["n"])
     base = stratified_interval(tecoa["robust_accuracy"], tecoa["n"])
-    paired = compare(rows, tecoa, names=("submission", "TeCoA"))
-    paired = paired[paired["measure"] == "robust"].iloc[0]
+    base_clean = stratified_interval(tecoa["clean_accuracy"], tecoa["n"])
+    paired = compare(rows, tecoa, names=("submission", "TeCoA")).set_index("measure")
+    paired, paired_clean = paired.loc["robust"], paired.loc["clean"]
     passed = clean[0] >= challenge.clean_floor and robust[0] >= base[1]
     beats = passed and paired["verdict"] == "submission higher"
     fired = tuple(f for f in rows["red_flags"].iloc[0].split("; ") if f)
@@ -511,15 +525,20 @@ def grade_model(
         clean_interval=clean[1:],
         robust=robust[0],
         robust_interval=robust[1:],
-        face_value=face,
+        face_value=face[0],
+        face_value_interval=face[1:],
         red_flags=fired,
         adaptive=tuple(a for a in rows["adaptive"].iloc[0].split("; ") if a),
         tecoa=base[0],
         tecoa_interval=base[1:],
-        tecoa_clean=stratified_interval(tecoa["clean_accuracy"], tecoa["n"])[0],
+        tecoa_clean=base_clean[0],
+        tecoa_clean_interval=base_clean[1:],
         difference=float(paired["difference"]),
         difference_interval=(float(paired["low"]), float(paired["high"])),
         verdict=str(paired["verdict"]),
+        clean_difference=float(paired_clean["difference"]),
+        clean_difference_interval=(float(paired_clean["low"]), float(paired_clean["high"])),
+        clean_verdict=str(paired_clean["verdict"]),
         passed=bool(passed),
         beats_tecoa=bool(beats),
         challenge=challenge,
